@@ -1,0 +1,65 @@
+package main
+
+import (
+	"errors"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/tapbridge/tapbridge-cni/pkg/bridge"
+	"github.com/tapbridge/tapbridge-cni/pkg/config"
+	"github.com/tapbridge/tapbridge-cni/pkg/hostaddr"
+	"github.com/tapbridge/tapbridge-cni/pkg/ipam"
+	"github.com/tapbridge/tapbridge-cni/pkg/plugin"
+	"github.com/tapbridge/tapbridge-cni/pkg/store"
+	"github.com/tapbridge/tapbridge-cni/pkg/tap"
+	"github.com/tapbridge/tapbridge-cni/pkg/veth"
+)
+
+// tapbridge's own codes (the spec leaves 100+ to plugins); README lists them.
+const (
+	codeUnavailable      uint = 50 // STATUS: the plugin cannot serve ADD now
+	codeAttachmentExists uint = 100
+	codeNameTaken        uint = 101
+	codeBridgeFull       uint = 102
+	codeCheckFailed      uint = 103
+)
+
+// codes maps sentinel errors to CNI codes, first match wins: the STATUS
+// and timeout classes come before an IPAM *types.Error they may wrap.
+var codes = []struct {
+	err  error
+	code uint
+}{
+	{plugin.ErrUnavailable, codeUnavailable},
+	{ipam.ErrTimeout, types.ErrTryAgainLater},
+	{store.ErrLockTimeout, types.ErrTryAgainLater},
+	{config.ErrDecode, types.ErrDecodingFailure},
+	{config.ErrInvalid, types.ErrInvalidNetworkConfig},
+	{config.ErrArgs, types.ErrInvalidEnvironmentVariables},
+	{plugin.ErrNetns, types.ErrInvalidNetNS},
+	{plugin.ErrPrevResult, types.ErrInvalidNetworkConfig},
+	{bridge.ErrNotFound, types.ErrTryAgainLater},
+	{bridge.ErrDown, types.ErrTryAgainLater},
+	{bridge.ErrNotBridge, types.ErrInvalidNetworkConfig},
+	{hostaddr.ErrNoAddress, types.ErrInvalidNetworkConfig},
+	{plugin.ErrExists, codeAttachmentExists},
+	{veth.ErrNameTaken, codeNameTaken},
+	{tap.ErrNameTaken, codeNameTaken},
+	{veth.ErrBridgeFull, codeBridgeFull},
+	{plugin.ErrCheck, codeCheckFailed},
+}
+
+// toCNI builds the one error the runtime sees. The message is the whole
+// wrapped chain, which names the step and the object at fault.
+func toCNI(err error) *types.Error {
+	for _, c := range codes {
+		if errors.Is(err, c.err) {
+			return types.NewError(c.code, err.Error(), "")
+		}
+	}
+	var cniErr *types.Error
+	if errors.As(err, &cniErr) { // IPAM's own error: keep its code
+		return types.NewError(cniErr.Code, err.Error(), cniErr.Details)
+	}
+	return types.NewError(types.ErrInternal, err.Error(), "")
+}

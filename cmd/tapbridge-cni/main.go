@@ -1,0 +1,110 @@
+// Command tapbridge-cni is the CNI plugin binary. It is the only place
+// that knows skel, stdout and CNI error codes: everything else returns
+// plain wrapped errors that errors.go maps to codes.
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/tapbridge/tapbridge-cni/pkg/config"
+	"github.com/tapbridge/tapbridge-cni/pkg/plugin"
+	"github.com/tapbridge/tapbridge-cni/pkg/probe"
+)
+
+// Version is stamped by the Makefile (-ldflags -X main.Version=...).
+var Version = "dev"
+
+// Every netns switch happens on the main OS thread or a locked helper
+// thread; keeping main locked means the plugin's own netns never moves.
+func init() { runtime.LockOSThread() }
+
+var supported = version.PluginSupports("0.3.1", "0.4.0", "1.0.0", "1.1.0")
+
+func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "--version" || os.Args[1] == "-v") {
+		fmt.Printf("tapbridge-cni %s\n", Version)
+		return
+	}
+	if err := capStdin(); err != nil {
+		exitWith(err)
+	}
+	funcs := skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, GC: cmdGC, Status: cmdStatus}
+	if e := skel.PluginMainFuncsWithError(funcs, supported, "tapbridge-cni "+Version); e != nil {
+		exitWith(e)
+	}
+}
+
+func exitWith(e *types.Error) {
+	if err := e.Print(); err != nil {
+		fmt.Fprintln(os.Stderr, "write error to stdout:", err)
+	}
+	os.Exit(1)
+}
+
+// capStdin refuses a configuration larger than config.MaxConfigBytes
+// before skel reads it all into memory.
+func capStdin() *types.Error {
+	if os.Getenv("CNI_COMMAND") == "VERSION" {
+		return nil
+	}
+	data, err := io.ReadAll(io.LimitReader(os.Stdin, config.MaxConfigBytes+1))
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, "read stdin: "+err.Error(), "")
+	}
+	if len(data) > config.MaxConfigBytes {
+		return types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("network configuration is larger than %d bytes", config.MaxConfigBytes), "")
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, "pipe stdin: "+err.Error(), "")
+	}
+	go func() {
+		_, _ = io.Copy(w, bytes.NewReader(data))
+		w.Close()
+	}()
+	os.Stdin = r
+	return nil
+}
+
+// load parses the configuration and builds the plugin for one call.
+func load(command string, args *skel.CmdArgs) (*plugin.Plugin, error) {
+	host, _ := os.Hostname()
+	n, err := config.Parse(args.StdinData, config.Env{
+		ContainerID: args.ContainerID, IfName: args.IfName, Args: args.Args, Hostname: host,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &plugin.Plugin{
+		Net: n,
+		Env: plugin.Env{ContainerID: args.ContainerID, Netns: args.Netns, IfName: args.IfName, Args: args.Args, Path: args.Path},
+		Log: logger(n, command, args),
+		Probe: func(ctx context.Context, ifindex int, addr netipAddr) (bool, error) {
+			return probe.InUse(ctx, ifindex, addr.AsSlice(), probe.Options{Wait: n.Host.ProbeWait})
+		},
+	}, nil
+}
+
+// logger writes to logFile, or stderr; never stdout, which carries the
+// one JSON document the runtime reads.
+func logger(n *config.Net, command string, args *skel.CmdArgs) *slog.Logger {
+	var out io.Writer = os.Stderr
+	if n.LogFile != "" {
+		if f, err := os.OpenFile(n.LogFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600); err == nil {
+			out = f // closed by the process exit
+		}
+	}
+	h := slog.NewTextHandler(out, &slog.HandlerOptions{Level: n.LogLevel})
+	return slog.New(h).With("command", command, "containerID", args.ContainerID, "ifname", args.IfName, "network", n.Name)
+}

@@ -1,0 +1,181 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// Net is a validated network configuration for one call.
+type Net struct {
+	Bytes         []byte // stdin as received: IPAM gets the very same document
+	Name          string
+	CNIVersion    string
+	Bridge        string
+	MTU           int // 0: take the bridge's
+	Tap           Tap
+	Host          Host
+	DataDir       string
+	LogFile       string
+	LogLevel      slog.Level
+	SpoofCheck    bool
+	PortIsolation bool
+	LockTimeout   time.Duration
+	IPAMTimeout   time.Duration
+	IPAMType      string           // "" means L2 only
+	MAC           net.HardwareAddr // the requested guest MAC; nil: derive one
+	GC            *GCList          // nil when the runtime sent no valid-attachments key
+	PrevResult    *current.Result  // nil when there is none
+}
+
+// Tap is how the VM's TAP device is made. Owner and Group are -1 for "none".
+type Tap struct {
+	Owner      int64
+	Group      int64
+	MultiQueue bool
+}
+
+// Host says where this node's address on each VM subnet comes from.
+type Host struct {
+	Disabled  bool
+	Node      string
+	Static    []netip.Prefix // this node's explicit addresses
+	Pool      []netip.Prefix
+	ProbeWait time.Duration
+}
+
+// GCList is the set of attachments the runtime still considers valid.
+type GCList struct {
+	Valid map[types.GCAttachment]bool
+}
+
+// Parse decodes and validates stdin for one call. It touches nothing.
+func Parse(stdin []byte, env Env) (*Net, error) {
+	if len(stdin) > MaxConfigBytes {
+		return nil, invalid("config", "network configuration is %d bytes, more than the %d allowed", len(stdin), MaxConfigBytes)
+	}
+	raw := &Raw{}
+	dec := json.NewDecoder(bytes.NewReader(stdin))
+	if err := dec.Decode(raw); err != nil {
+		return nil, &FieldError{Field: "config", Msg: err.Error(), Kind: ErrDecode}
+	}
+	n := &Net{Bytes: stdin, Name: raw.Name, CNIVersion: raw.CNIVersion, IPAMType: raw.IPAM.Type}
+	steps := []func(*Raw, Env, *Net) error{
+		parseBasics, parseTap, parseHost, parseTimeouts, parseLog, parseMAC, parseIPs, parseGC, parsePrevResult,
+	}
+	for _, step := range steps {
+		if err := step(raw, env, n); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+func parseBasics(raw *Raw, _ Env, n *Net) error {
+	if raw.Bridge == "" {
+		return invalid("bridge", "is required: name the host bridge that enslaves the node's NIC")
+	}
+	if err := checkLinkName(raw.Bridge); err != nil {
+		return invalid("bridge", "%q %v", raw.Bridge, err)
+	}
+	if raw.MTU != 0 && (raw.MTU < minMTU || raw.MTU > maxMTU) {
+		return invalid("mtu", "%d is outside %d..%d (0 means the bridge's MTU)", raw.MTU, minMTU, maxMTU)
+	}
+	n.Bridge, n.MTU, n.PortIsolation = raw.Bridge, raw.MTU, raw.PortIsolation
+	n.SpoofCheck = raw.SpoofCheck == nil || *raw.SpoofCheck
+	n.DataDir = raw.DataDir
+	if n.DataDir == "" {
+		n.DataDir = DefaultDataDir
+	}
+	if !strings.HasPrefix(n.DataDir, "/") {
+		return invalid("dataDir", "%q must be an absolute path", n.DataDir)
+	}
+	return nil
+}
+
+// checkLinkName applies the kernel's rules for interface names (dev_valid_name).
+func checkLinkName(name string) error {
+	switch {
+	case len(name) > 15:
+		return fmt.Errorf("is longer than 15 bytes")
+	case name == "." || name == "..":
+		return fmt.Errorf("is not a valid interface name")
+	case strings.ContainsAny(name, "/: \t\n"):
+		return fmt.Errorf("contains '/', ':' or whitespace")
+	}
+	return nil
+}
+
+func parseTap(raw *Raw, _ Env, n *Net) error {
+	n.Tap = Tap{Owner: -1, Group: -1, MultiQueue: raw.Tap.MultiQueue}
+	for field, v := range map[string]*int64{"tap.owner": raw.Tap.Owner, "tap.group": raw.Tap.Group} {
+		if v != nil && (*v < 0 || *v >= 1<<32-1) {
+			return invalid(field, "%d is not a valid id (0..4294967294)", *v)
+		}
+	}
+	if raw.Tap.Owner != nil {
+		n.Tap.Owner = *raw.Tap.Owner
+	}
+	if raw.Tap.Group != nil {
+		n.Tap.Group = *raw.Tap.Group
+	}
+	return nil
+}
+
+func parseTimeouts(raw *Raw, _ Env, n *Net) error {
+	var err error
+	if n.LockTimeout, err = duration("lockTimeout", raw.LockTimeout, DefaultLockTimeout); err != nil {
+		return err
+	}
+	n.IPAMTimeout, err = duration("ipamTimeout", raw.IPAMTimeout, DefaultIPAMTimeout)
+	return err
+}
+
+func duration(field, s string, def time.Duration) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 || d > time.Hour {
+		return 0, invalid(field, "%q is not a duration between 0 and 1h (e.g. \"10s\")", s)
+	}
+	return d, nil
+}
+
+func parseLog(raw *Raw, _ Env, n *Net) error {
+	n.LogFile = raw.LogFile
+	if n.LogFile != "" && !strings.HasPrefix(n.LogFile, "/") {
+		return invalid("logFile", "%q must be an absolute path", n.LogFile)
+	}
+	n.LogLevel = slog.LevelWarn
+	if raw.LogLevel != "" {
+		if err := n.LogLevel.UnmarshalText([]byte(raw.LogLevel)); err != nil {
+			return invalid("logLevel", "%q is not one of debug, info, warn, error", raw.LogLevel)
+		}
+	}
+	return nil
+}
+
+func parsePrevResult(raw *Raw, _ Env, n *Net) error {
+	if raw.RawPrevResult == nil {
+		return nil
+	}
+	if err := version.ParsePrevResult(&raw.PluginConf); err != nil {
+		return &FieldError{Field: "prevResult", Msg: err.Error(), Kind: ErrDecode}
+	}
+	res, err := current.NewResultFromResult(raw.PrevResult)
+	if err != nil {
+		return &FieldError{Field: "prevResult", Msg: err.Error(), Kind: ErrDecode}
+	}
+	n.PrevResult = res
+	return nil
+}

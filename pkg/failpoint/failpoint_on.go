@@ -1,0 +1,28 @@
+//go:build failpoints
+
+package failpoint
+
+import (
+	"fmt"
+	"os"
+	"strings"
+)
+
+// Enabled reports whether this binary was built with failpoints.
+const Enabled = true
+
+// Env names the failpoint to trigger: "<step>:error" makes Hit return an
+// error, "<step>:exit" kills the process on the spot, as a crash would.
+const Env = "TAPBRIDGE_FAILPOINT"
+
+// Hit triggers the configured failpoint if it names step.
+func Hit(step string) error {
+	name, action, ok := strings.Cut(os.Getenv(Env), ":")
+	if !ok || name != step {
+		return nil
+	}
+	if action == "exit" {
+		os.Exit(137) // what a SIGKILL looks like to the runtime
+	}
+	return fmt.Errorf("failpoint %s: injected error", step)
+}

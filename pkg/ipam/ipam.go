@@ -1,0 +1,103 @@
+// Package ipam runs the configured IPAM plugin. It passes the very
+// network configuration tapbridge received, so IPAM reads the conventions
+// (runtimeConfig.ips, args.cni.ips, CNI_ARGS IP=) itself, and it bounds
+// every call with a timeout: a hung IPAM must not hang the runtime.
+package ipam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	current "github.com/containernetworking/cni/pkg/types/100"
+)
+
+// ErrTimeout is returned when the IPAM plugin did not answer in time.
+var ErrTimeout = errors.New("IPAM plugin timed out")
+
+// Plugin is one IPAM plugin as configured for a network.
+type Plugin struct {
+	Type    string
+	Config  []byte // the network configuration, as received
+	Path    string // CNI_PATH
+	Timeout time.Duration
+}
+
+// Call identifies the attachment an IPAM call is about.
+type Call struct {
+	ContainerID string
+	IfName      string
+	Netns       string
+	Args        string // CNI_ARGS
+}
+
+// Add allocates addresses for the attachment.
+func (p Plugin) Add(ctx context.Context, c Call) (*current.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.Timeout)
+	defer cancel()
+	path, err := p.find()
+	if err != nil {
+		return nil, err
+	}
+	r, err := invoke.ExecPluginWithResult(ctx, path, p.Config, p.args("ADD", c), nil)
+	if err != nil {
+		return nil, p.wrap(ctx, "ADD", err)
+	}
+	res, err := current.NewResultFromResult(r)
+	if err != nil {
+		return nil, fmt.Errorf("IPAM %s ADD: convert result: %w", p.Type, err)
+	}
+	return res, nil
+}
+
+// Del releases the attachment's addresses (harmless if there are none).
+func (p Plugin) Del(ctx context.Context, c Call) error { return p.run(ctx, "DEL", c) }
+
+// Check asks IPAM whether the attachment's addresses are still allocated.
+func (p Plugin) Check(ctx context.Context, c Call) error { return p.run(ctx, "CHECK", c) }
+
+// Status forwards STATUS.
+func (p Plugin) Status(ctx context.Context) error { return p.run(ctx, "STATUS", Call{}) }
+
+// GC forwards GC with the same valid-attachments list.
+func (p Plugin) GC(ctx context.Context) error { return p.run(ctx, "GC", Call{}) }
+
+func (p Plugin) run(ctx context.Context, cmd string, c Call) error {
+	ctx, cancel := context.WithTimeout(ctx, p.Timeout)
+	defer cancel()
+	path, err := p.find()
+	if err != nil {
+		return err
+	}
+	if err := invoke.ExecPluginWithoutResult(ctx, path, p.Config, p.args(cmd, c), nil); err != nil {
+		return p.wrap(ctx, cmd, err)
+	}
+	return nil
+}
+
+func (p Plugin) find() (string, error) {
+	path, err := invoke.FindInPath(p.Type, filepath.SplitList(p.Path))
+	if err != nil {
+		return "", fmt.Errorf("find IPAM plugin %q in CNI_PATH %q: %w", p.Type, p.Path, err)
+	}
+	return path, nil
+}
+
+func (p Plugin) args(cmd string, c Call) *invoke.Args {
+	return &invoke.Args{
+		Command: cmd, ContainerID: c.ContainerID, NetNS: c.Netns,
+		IfName: c.IfName, PluginArgsStr: c.Args, Path: p.Path,
+	}
+}
+
+// wrap keeps IPAM's own *types.Error reachable with errors.As, so the
+// runtime sees IPAM's code and message.
+func (p Plugin) wrap(ctx context.Context, cmd string, err error) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("IPAM %s %s: %w after %s: %w", p.Type, cmd, ErrTimeout, p.Timeout, err)
+	}
+	return fmt.Errorf("IPAM %s %s: %w", p.Type, cmd, err)
+}

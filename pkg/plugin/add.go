@@ -1,0 +1,252 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netns"
+
+	"github.com/tapbridge/tapbridge-cni/pkg/attachment"
+	"github.com/tapbridge/tapbridge-cni/pkg/bridge"
+	"github.com/tapbridge/tapbridge-cni/pkg/config"
+	"github.com/tapbridge/tapbridge-cni/pkg/failpoint"
+	"github.com/tapbridge/tapbridge-cni/pkg/ipam"
+	"github.com/tapbridge/tapbridge-cni/pkg/link"
+	"github.com/tapbridge/tapbridge-cni/pkg/redirect"
+	"github.com/tapbridge/tapbridge-cni/pkg/store"
+	"github.com/tapbridge/tapbridge-cni/pkg/tap"
+	"github.com/tapbridge/tapbridge-cni/pkg/undo"
+	"github.com/tapbridge/tapbridge-cni/pkg/veth"
+)
+
+// addOp is one ADD in progress: what prepare checked, and what the steps
+// have made so far.
+type addOp struct {
+	*Plugin
+	names    attachment.Names
+	guestMAC net.HardwareAddr
+	mtu      int
+	bridge   *bridge.Bridge
+	store    *store.Store
+	netns    ns.NetNS
+	lease    *current.Result
+	undo     undo.Stack
+}
+
+// Add attaches the pod: every check first, then the steps, each
+// registering its undo; any failure undoes them all.
+func (p *Plugin) Add(ctx context.Context) (*current.Result, error) {
+	op, err := p.prepareAdd()
+	if err != nil {
+		return nil, err
+	}
+	defer op.netns.Close()
+	steps := []struct {
+		name string
+		fn   func(context.Context) error
+	}{
+		{"record", op.writeRecord},
+		{"veth", op.createVeth},
+		{"tap", op.createTap},
+		{"redirect", op.addRedirect},
+		{"up", op.bringUp},
+		{"ipam", op.allocate},
+		{"bridge-state", op.joinBridgeState},
+	}
+	for _, s := range steps {
+		err := s.fn(ctx)
+		if err == nil {
+			err = failpoint.Hit(s.name)
+		}
+		p.logStep(ctx, s.name, err)
+		if err != nil {
+			return nil, errors.Join(err, op.undo.Run())
+		}
+	}
+	op.undo.Release()
+	return op.result(), nil
+}
+
+// prepareAdd checks everything that can be checked without changing
+// anything: the netns, the bridge, the MTU, the state dir.
+func (p *Plugin) prepareAdd() (*addOp, error) {
+	op := &addOp{Plugin: p, names: attachment.For(p.id()), guestMAC: p.Net.MAC}
+	if op.guestMAC == nil {
+		op.guestMAC = attachment.GuestMAC(p.id())
+	}
+	if err := checkIfName(p.Env.IfName, op.names.Tap); err != nil {
+		return nil, err
+	}
+	var err error
+	if op.bridge, err = bridge.Lookup(p.Net.Bridge); err != nil {
+		return nil, err
+	}
+	if err := op.bridge.CheckUp(); err != nil {
+		return nil, err
+	}
+	if op.mtu, err = pickMTU(p.Net.MTU, op.bridge); err != nil {
+		return nil, err
+	}
+	if op.netns, err = openPodNetns(p.Env.Netns); err != nil {
+		return nil, err
+	}
+	if op.store, err = store.Open(p.Net.DataDir); err != nil {
+		op.netns.Close()
+		return nil, err
+	}
+	return op, nil
+}
+
+func checkIfName(ifname, tapName string) error {
+	if ifname == tapName {
+		return &config.FieldError{Field: "CNI_IFNAME", Msg: ifname + " is the name the TAP would take", Kind: config.ErrArgs}
+	}
+	return nil
+}
+
+// pickMTU: 0 means the bridge's; more than the bridge's would let the VM
+// send frames the bridge drops.
+func pickMTU(want int, b *bridge.Bridge) (int, error) {
+	if want == 0 {
+		return b.MTU, nil
+	}
+	if want > b.MTU {
+		return 0, &config.FieldError{Field: "mtu", Kind: config.ErrInvalid,
+			Msg: fmt.Sprintf("%d is larger than bridge %s's MTU %d", want, b.Name, b.MTU)}
+	}
+	return want, nil
+}
+
+// openPodNetns opens the pod netns and refuses the plugin's own, which
+// would put the VM's devices on the host (skel only checks after ADD).
+func openPodNetns(path string) (ns.NetNS, error) {
+	podNS, err := ns.GetNS(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNetns, err)
+	}
+	self, err := netns.Get()
+	if err != nil {
+		podNS.Close()
+		return nil, fmt.Errorf("%w: read own netns: %w", ErrNetns, err)
+	}
+	defer self.Close()
+	if self.Equal(netns.NsHandle(podNS.Fd())) {
+		podNS.Close()
+		return nil, fmt.Errorf("%w: %s is the plugin's own network namespace", ErrNetns, path)
+	}
+	return podNS, nil
+}
+
+func (op *addOp) writeRecord(context.Context) error {
+	rec := store.Record{
+		ContainerID: op.Env.ContainerID, IfName: op.Env.IfName, Network: op.Net.Name,
+		Bridge: op.Net.Bridge, Netns: op.Env.Netns, HostIf: op.names.HostIf,
+		Tap: op.names.Tap, MAC: op.guestMAC.String(),
+	}
+	if err := op.store.Create(op.names.Key, rec); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return fmt.Errorf("%w: container %s ifname %s is attached on this node (DEL it first)",
+				ErrExists, op.Env.ContainerID, op.Env.IfName)
+		}
+		return err
+	}
+	op.undo.Push("record", func() error { return op.store.Delete(op.names.Key) })
+	return nil
+}
+
+func (op *addOp) createVeth(context.Context) error {
+	err := veth.Create(veth.Pair{
+		HostName: op.names.HostIf, HostMAC: op.names.HostMAC, BridgeIndex: op.bridge.Index,
+		PodName: op.names.PodIf, PodMAC: op.guestMAC, PodNSFd: int(op.netns.Fd()),
+		PodGroup: op.names.Group, MTU: op.mtu,
+	})
+	if err != nil {
+		return err
+	}
+	op.undo.Push("veth", func() error { return veth.Delete(op.names.HostIf) })
+	if op.Net.PortIsolation {
+		return op.bridge.Isolate(op.names.HostIf)
+	}
+	return nil
+}
+
+func (op *addOp) tapSpec() tap.Spec {
+	t := op.Net.Tap
+	return tap.Spec{
+		Name: op.names.Tap, Owner: t.Owner, Group: t.Group, MultiQueue: t.MultiQueue,
+		MAC: attachment.TapMAC(op.guestMAC), MTU: op.mtu, LinkGroup: op.names.Group,
+	}
+}
+
+func (op *addOp) createTap(context.Context) error {
+	spec := op.tapSpec()
+	if err := op.netns.Do(func(ns.NetNS) error { return tap.Create(spec) }); err != nil {
+		return err
+	}
+	op.undo.Push("tap", func() error {
+		return op.netns.Do(func(ns.NetNS) error { return tap.Delete(spec.Name) })
+	})
+	return nil
+}
+
+// addRedirect needs no undo: the filters go with the devices.
+func (op *addOp) addRedirect(context.Context) error {
+	return op.netns.Do(func(ns.NetNS) error { return redirect.Add(op.names.PodIf, op.names.Tap) })
+}
+
+func (op *addOp) bringUp(context.Context) error {
+	err := op.netns.Do(func(ns.NetNS) error { return link.UpWithoutIPv6(op.names.PodIf, op.names.Tap) })
+	if err != nil {
+		return err
+	}
+	if err := link.NoAddrGen(op.names.HostIf); err != nil {
+		return err
+	}
+	return link.Up(op.names.HostIf)
+}
+
+func (op *addOp) ipamCall() ipam.Call {
+	return ipam.Call{ContainerID: op.Env.ContainerID, IfName: op.Env.IfName, Netns: op.Env.Netns, Args: op.Env.Args}
+}
+
+func (op *addOp) allocate(ctx context.Context) error {
+	if op.Net.IPAMType == "" {
+		return nil
+	}
+	res, err := op.ipam().Add(ctx, op.ipamCall())
+	// Release even when ADD failed: IPAM may have stored an allocation
+	// before failing, and DEL is harmless when it has none.
+	op.undo.Push("ipam", func() error { return op.ipam().Del(context.Background(), op.ipamCall()) })
+	if err != nil {
+		return err
+	}
+	op.lease = res
+	return nil
+}
+
+func (op *addOp) guestIPs() []netip.Prefix {
+	if op.lease == nil {
+		return nil
+	}
+	out := make([]netip.Prefix, 0, len(op.lease.IPs))
+	for _, ip := range op.lease.IPs {
+		if p, ok := toPrefix(ip.Address); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func toPrefix(n net.IPNet) (netip.Prefix, bool) {
+	addr, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(addr.Unmap(), ones), true
+}

@@ -1,0 +1,124 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/tapbridge/tapbridge-cni/pkg/attachment"
+	"github.com/tapbridge/tapbridge-cni/pkg/bridge"
+	"github.com/tapbridge/tapbridge-cni/pkg/redirect"
+	"github.com/tapbridge/tapbridge-cni/pkg/spoof"
+	"github.com/tapbridge/tapbridge-cni/pkg/store"
+	"github.com/tapbridge/tapbridge-cni/pkg/tap"
+)
+
+// Check verifies every piece against the record and prevResult, repairs
+// nothing, and names what is wrong.
+func (p *Plugin) Check(ctx context.Context) error {
+	prev := p.Net.PrevResult
+	if prev == nil {
+		return fmt.Errorf("%w for CHECK", ErrPrevResult)
+	}
+	op, err := p.prepareCheck(prev)
+	if err != nil {
+		return err
+	}
+	defer op.netns.Close()
+	checks := []struct {
+		name string
+		fn   func() error
+	}{
+		{"bridge port", func() error { return op.bridge.VerifyPort(op.names.HostIf) }},
+		{"pod devices", op.checkPod},
+		{"host addresses", op.checkHostAddrs},
+		{"anti-spoof rules", op.checkSpoof},
+	}
+	for _, c := range checks {
+		if err := c.fn(); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrCheck, c.name, err)
+		}
+	}
+	if p.Net.IPAMType != "" {
+		return p.ipam().Check(ctx, op.ipamCall())
+	}
+	return nil
+}
+
+// prepareCheck loads what CHECK compares against: the record, the bridge,
+// the pod netns, and the guest MAC and IPs from prevResult.
+func (p *Plugin) prepareCheck(prev *current.Result) (*addOp, error) {
+	op := &addOp{Plugin: p, names: attachment.For(p.id()), lease: prev}
+	var err error
+	if op.store, err = store.Open(p.Net.DataDir); err != nil {
+		return nil, err
+	}
+	rec, err := op.store.Get(op.names.Key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: no record of container %s ifname %s: %w", ErrCheck, p.Env.ContainerID, p.Env.IfName, err)
+	}
+	if op.guestMAC, err = net.ParseMAC(rec.MAC); err != nil {
+		return nil, fmt.Errorf("%w: record of %s: bad mac: %w", ErrCheck, op.names.Key, err)
+	}
+	if op.bridge, err = bridge.Lookup(rec.Bridge); err != nil {
+		return nil, err
+	}
+	if err := op.bridge.CheckUp(); err != nil {
+		return nil, err
+	}
+	if op.mtu, err = pickMTU(p.Net.MTU, op.bridge); err != nil {
+		return nil, err
+	}
+	if op.netns, err = openPodNetns(p.Env.Netns); err != nil {
+		return nil, err
+	}
+	return op, nil
+}
+
+func (op *addOp) checkPod() error {
+	spec := op.tapSpec()
+	return op.netns.Do(func(ns.NetNS) error { return verifyPod(op.names.PodIf, op.guestMAC, spec) })
+}
+
+// verifyPod runs in the pod netns.
+func verifyPod(podIf string, mac net.HardwareAddr, spec tap.Spec) error {
+	l, err := netlink.LinkByName(podIf)
+	if err != nil {
+		return fmt.Errorf("pod interface %s: %w", podIf, err)
+	}
+	if _, ok := l.(*netlink.Veth); !ok {
+		return fmt.Errorf("pod interface %s is a %s, not a veth", podIf, l.Type())
+	}
+	if got := l.Attrs().HardwareAddr.String(); got != mac.String() {
+		return fmt.Errorf("pod interface %s has MAC %s, want %s", podIf, got, mac)
+	}
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		return fmt.Errorf("pod interface %s is down", podIf)
+	}
+	if err := tap.Verify(spec); err != nil {
+		return err
+	}
+	return redirect.Verify(podIf, spec.Name)
+}
+
+func (op *addOp) checkHostAddrs() error {
+	addrs := op.hostAddrs(op.store, op.bridge.Name, op.bridge)
+	var errs []error
+	for _, s := range op.subnets(op.guestIPs()) {
+		errs = append(errs, addrs.Verify(op.names.Key, s))
+	}
+	return errors.Join(errs...)
+}
+
+func (op *addOp) checkSpoof() error {
+	if !op.Net.SpoofCheck {
+		return nil
+	}
+	return spoof.Verify(op.spoofPort())
+}
+

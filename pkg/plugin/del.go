@@ -1,0 +1,73 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/tapbridge/tapbridge-cni/pkg/attachment"
+	"github.com/tapbridge/tapbridge-cni/pkg/group"
+	"github.com/tapbridge/tapbridge-cni/pkg/ipam"
+	"github.com/tapbridge/tapbridge-cni/pkg/store"
+	"github.com/tapbridge/tapbridge-cni/pkg/veth"
+)
+
+// teardown is what DEL and GC both remove: ADD backwards, every step
+// tolerant of what is already gone.
+type teardown struct {
+	id     attachment.ID
+	netns  string
+	bridge string
+	args   string
+}
+
+// Del removes the attachment. It succeeds when things are already gone,
+// when the netns is gone or unset, and when called twice.
+func (p *Plugin) Del(ctx context.Context) error {
+	st, err := store.Open(p.Net.DataDir)
+	if err != nil {
+		return err
+	}
+	t := teardown{id: p.id(), netns: p.Env.Netns, bridge: p.Net.Bridge, args: p.Env.Args}
+	rec, err := st.Get(attachment.For(t.id).Key)
+	switch {
+	case err == nil:
+		t.bridge = rec.Bridge
+		if t.netns == "" {
+			t.netns = rec.Netns // CNI_NETNS may be unset; the TAP is still in there
+		}
+	case !errors.Is(err, store.ErrNotFound):
+		return err
+	}
+	return p.tearDown(ctx, st, t)
+}
+
+func (p *Plugin) tearDown(ctx context.Context, st *store.Store, t teardown) error {
+	names := attachment.For(t.id)
+	if err := removeLinks(t.netns, names); err != nil {
+		return err
+	}
+	if p.Net.IPAMType != "" {
+		call := ipam.Call{ContainerID: t.id.ContainerID, IfName: t.id.IfName, Netns: t.netns, Args: t.args}
+		if err := p.ipam().Del(ctx, call); err != nil {
+			return err // keep the record: the runtime retries DEL
+		}
+	}
+	if err := p.leaveBridgeState(st, t.bridge, names.Key); err != nil {
+		return err
+	}
+	return st.Delete(names.Key)
+}
+
+// removeLinks deletes the pod end and the TAP as one link group (one
+// kernel batch; the host end goes with its peer), then makes sure the host
+// end is gone, which covers a netns that vanished with its devices.
+func removeLinks(netnsPath string, names attachment.Names) error {
+	if netnsPath != "" {
+		err := withNetns(netnsPath, func() error { return group.Delete(names.Group) })
+		if err != nil && !netnsGone(err) {
+			return fmt.Errorf("remove pod devices of %s: %w", names.Key, err)
+		}
+	}
+	return veth.Delete(names.HostIf)
+}

@@ -1,0 +1,83 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/tapbridge/tapbridge-cni/pkg/attachment"
+	"github.com/tapbridge/tapbridge-cni/pkg/bridge"
+	"github.com/tapbridge/tapbridge-cni/pkg/store"
+)
+
+// GC tears down every recorded attachment of this network that the
+// runtime no longer lists, releasing its IPAM lease itself (host-local has
+// no GC of its own), then recomputes host addresses and forwards GC to
+// IPAM. Without a valid-attachments key it tears nothing down: a missing
+// list is never read as "everything is stale". It keeps going past
+// failures and reports them all.
+func (p *Plugin) GC(ctx context.Context) error {
+	if p.Net.GC == nil {
+		p.Log.InfoContext(ctx, "GC without cni.dev/valid-attachments: nothing torn down")
+		return nil
+	}
+	st, err := store.Open(p.Net.DataDir)
+	if err != nil {
+		return err
+	}
+	stale, err := p.staleRecords(st)
+	errs := []error{err}
+	for _, rec := range stale {
+		t := teardown{id: attachment.ID{ContainerID: rec.ContainerID, IfName: rec.IfName}, netns: rec.Netns, bridge: rec.Bridge}
+		if err := p.tearDown(ctx, st, t); err != nil {
+			errs = append(errs, fmt.Errorf("tear down %s/%s: %w", rec.ContainerID, rec.IfName, err))
+		}
+	}
+	errs = append(errs, p.reconcile(st))
+	if p.Net.IPAMType != "" {
+		errs = append(errs, p.ipam().GC(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// staleRecords lists this network's records that are not valid.
+func (p *Plugin) staleRecords(st *store.Store) ([]store.Record, error) {
+	keys, err := st.Keys()
+	if err != nil {
+		return nil, err
+	}
+	var stale []store.Record
+	var errs []error
+	for _, key := range keys {
+		rec, err := st.Get(key)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		valid := p.Net.GC.Valid[types.GCAttachment{ContainerID: rec.ContainerID, IfName: rec.IfName}]
+		if rec.Network == p.Net.Name && !valid {
+			stale = append(stale, rec)
+		}
+	}
+	return stale, errors.Join(errs...)
+}
+
+// reconcile makes the bridge's host addresses match the live records.
+func (p *Plugin) reconcile(st *store.Store) error {
+	unlock, err := st.LockBridge(p.Net.Bridge, p.Net.LockTimeout)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	b, err := bridge.Lookup(p.Net.Bridge)
+	if err != nil {
+		b = nil
+	}
+	live := func(key string) bool {
+		_, err := st.Get(key)
+		return !errors.Is(err, store.ErrNotFound)
+	}
+	return p.hostAddrs(st, p.Net.Bridge, b).Reconcile(live)
+}

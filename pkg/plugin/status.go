@@ -1,0 +1,44 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/tapbridge/tapbridge-cni/pkg/bridge"
+	"github.com/tapbridge/tapbridge-cni/pkg/redirect"
+	"github.com/tapbridge/tapbridge-cni/pkg/store"
+)
+
+// Status reports whether an ADD could succeed now: the bridge is there
+// and up, the state dir is writable, the kernel has the data path's
+// features, and IPAM says it is ready.
+func (p *Plugin) Status(ctx context.Context) error {
+	checks := []func() error{
+		func() error {
+			b, err := bridge.Lookup(p.Net.Bridge)
+			if err != nil {
+				return err
+			}
+			return b.CheckUp()
+		},
+		func() error {
+			st, err := store.Open(p.Net.DataDir)
+			if err != nil {
+				return err
+			}
+			return st.Writable()
+		},
+		redirect.Probe,
+	}
+	for _, check := range checks {
+		if err := check(); err != nil {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+	}
+	if p.Net.IPAMType != "" {
+		if err := p.ipam().Status(ctx); err != nil {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+	}
+	return nil
+}
