@@ -1,0 +1,168 @@
+package probe
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+const netnsDir = "/var/run/netns"
+
+// Addresses the fixture gives B, the host that owns them.
+var (
+	ownedIPv4 = &net.IPNet{IP: net.ParseIP("192.0.2.7"), Mask: net.CIDRMask(24, 32)}
+	ownedIPv6 = &net.IPNet{IP: net.ParseIP("2001:db8::7"), Mask: net.CIDRMask(64, 128)}
+)
+
+// segment is two network namespaces joined by a veth pair: A (link a0) does
+// the probing, B (link b0) owns 192.0.2.7/24 and 2001:db8::7/64. A has no
+// address at all, not even an IPv6 link-local one.
+type segment struct {
+	a, b   ns.NetNS
+	aIndex int // ifindex of a0 in A
+	bIndex int // ifindex of b0 in B
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: needs root to create network namespaces and open packet sockets")
+	}
+}
+
+func newSegment(t *testing.T) *segment {
+	t.Helper()
+	requireRoot(t)
+	prefix := "tbp-" + randomHex(t, 4)
+	s := &segment{a: newNamedNS(t, prefix+"-a"), b: newNamedNS(t, prefix+"-b")}
+	if err := s.a.Do(func(ns.NetNS) error { return s.setUpA() }); err != nil {
+		t.Fatalf("set up netns A: %v", err)
+	}
+	if err := s.b.Do(func(ns.NetNS) error { return s.setUpB() }); err != nil {
+		t.Fatalf("set up netns B: %v", err)
+	}
+	return s
+}
+
+// setUpA runs in A: it creates the veth pair with its peer directly in B,
+// so nothing is ever created in the root namespace.
+func (s *segment) setUpA() error {
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: "a0"},
+		PeerName:      "b0",
+		PeerNamespace: netlink.NsFd(int(s.b.Fd())),
+	}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return fmt.Errorf("add veth: %w", err)
+	}
+	a0, err := netlink.LinkByName("a0")
+	if err != nil {
+		return err
+	}
+	// No link-local address either: the probe must not need any address.
+	if err := netlink.LinkSetIP6AddrGenMode(a0, nl.IN6_ADDR_GEN_MODE_NONE); err != nil {
+		return fmt.Errorf("addrgenmode none: %w", err)
+	}
+	if err := netlink.LinkSetUp(a0); err != nil {
+		return err
+	}
+	s.aIndex = a0.Attrs().Index
+	return nil
+}
+
+// setUpB runs in B: it brings b0 up and gives it the owned addresses, the
+// IPv6 one without DAD so that it is usable (and defended) at once.
+func (s *segment) setUpB() error {
+	b0, err := netlink.LinkByName("b0")
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkSetUp(b0); err != nil {
+		return err
+	}
+	if err := netlink.AddrAdd(b0, &netlink.Addr{IPNet: ownedIPv4}); err != nil {
+		return fmt.Errorf("add %s: %w", ownedIPv4, err)
+	}
+	if err := netlink.AddrAdd(b0, &netlink.Addr{IPNet: ownedIPv6, Flags: unix.IFA_F_NODAD}); err != nil {
+		return fmt.Errorf("add %s: %w", ownedIPv6, err)
+	}
+	s.bIndex = b0.Attrs().Index
+	return nil
+}
+
+// addrsOfA lists the addresses on a0, to show the test that A has none.
+func (s *segment) addrsOfA() ([]netlink.Addr, error) {
+	var addrs []netlink.Addr
+	err := s.a.Do(func(ns.NetNS) error {
+		a0, err := netlink.LinkByIndex(s.aIndex)
+		if err != nil {
+			return err
+		}
+		addrs, err = netlink.AddrList(a0, netlink.FAMILY_ALL)
+		return err
+	})
+	return addrs, err
+}
+
+// newNamedNS creates a network namespace bound at /var/run/netns/name, the
+// way `ip netns add` does, and removes it when the test ends.
+func newNamedNS(t *testing.T, name string) ns.NetNS {
+	t.Helper()
+	path := filepath.Join(netnsDir, name)
+	// Registered first so that even a half-made namespace is removed.
+	t.Cleanup(func() { removeNamedNS(t, path) })
+
+	errc := make(chan error, 1)
+	go func() {
+		// NewNamed moves the calling thread into the new namespace. The
+		// thread stays locked, so it exits with this goroutine instead of
+		// going back to the scheduler in the wrong namespace.
+		runtime.LockOSThread()
+		h, err := netns.NewNamed(name)
+		if err == nil {
+			h.Close()
+		}
+		errc <- err
+	}()
+	if err := <-errc; err != nil {
+		t.Fatalf("create netns %s: %v", name, err)
+	}
+	n, err := ns.GetNS(path)
+	if err != nil {
+		t.Fatalf("open netns %s: %v", name, err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// removeNamedNS unmounts and deletes a namespace created by newNamedNS. The
+// kernel frees it, with its veth end, once the last reference is closed.
+func removeNamedNS(t *testing.T, path string) {
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+		t.Errorf("unmount %s: %v", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("remove %s: %v", path, err)
+	}
+}
+
+func randomHex(t *testing.T, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
