@@ -1,0 +1,44 @@
+# tapbridge-cni. Every test target runs as root in network namespaces it
+# creates and removes; nothing touches the machine's root netns.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.Version=$(VERSION)
+BIN     := bin/tapbridge-cni
+FUZZTIME ?= 30s
+
+.PHONY: all build deps test lint unit integration e2e fuzz-short fuzz demo bench soak clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/tapbridge-cni
+
+deps:
+	./scripts/install-deps.sh
+
+# Everything, as CI runs it.
+test: deps build lint unit integration fuzz-short e2e
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags failpoints ./...
+	./build/tools/staticcheck ./...
+
+unit:
+	$(GO) test -race -count=1 ./pkg/... ./cmd/...
+
+integration:
+	$(GO) test -count=1 -p 1 -timeout 20m ./test/integration/...
+
+e2e:
+	$(GO) test -count=1 -p 1 -timeout 20m ./test/e2e/...
+
+fuzz-short:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./pkg/config
+
+fuzz:
+	$(MAKE) fuzz-short FUZZTIME=10m
+
+clean:
+	rm -rf bin build

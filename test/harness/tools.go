@@ -1,0 +1,63 @@
+package harness
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+)
+
+// UpstreamVersion is the containernetworking/plugins release the tests and
+// the benchmark run against.
+const UpstreamVersion = "v1.9.1"
+
+// RepoRoot is the module root (found from this file's location).
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// CNIBinDir holds the upstream plugins, installed by EnsureUpstream.
+func CNIBinDir() string { return filepath.Join(RepoRoot(), "build", "cni-bin") }
+
+var upstreamOnce sync.Once
+var upstreamErr error
+
+// EnsureUpstream `go install`s the upstream plugins the tests use (IPAM
+// host-local and static, and bridge for the benchmark) into CNIBinDir.
+func EnsureUpstream() error {
+	upstreamOnce.Do(func() {
+		for _, p := range []string{"ipam/host-local", "ipam/static", "main/bridge"} {
+			if _, err := os.Stat(filepath.Join(CNIBinDir(), filepath.Base(p))); err == nil {
+				continue
+			}
+			pkg := "github.com/containernetworking/plugins/plugins/" + p + "@" + UpstreamVersion
+			cmd := exec.Command("go", "install", pkg)
+			cmd.Env = append(os.Environ(), "GOBIN="+CNIBinDir(), "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				upstreamErr = fmt.Errorf("go install %s: %w\n%s", pkg, err, out)
+				return
+			}
+		}
+	})
+	return upstreamErr
+}
+
+// BuildPlugin builds tapbridge-cni (with the given build tags) into dir
+// and returns its path.
+func BuildPlugin(dir string, tags string) (string, error) {
+	out := filepath.Join(dir, "tapbridge-cni")
+	args := []string{"build", "-o", out}
+	if tags != "" {
+		args = append(args, "-tags", tags)
+	}
+	cmd := exec.Command("go", append(args, "./cmd/tapbridge-cni")...)
+	cmd.Dir = RepoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build tapbridge-cni: %w\n%s", err, b)
+	}
+	return out, nil
+}
