@@ -114,6 +114,19 @@ func (s Snapshot) readDir(dir string) error {
 	})
 }
 
+// Without drops the entries of the named pods.
+func (s Snapshot) Without(pods ...string) Snapshot {
+	out := Snapshot{}
+	for k, v := range s {
+		out[k] = v
+	}
+	for _, p := range pods {
+		delete(out, "pod "+p+" links")
+		delete(out, "pod "+p+" tc")
+	}
+	return out
+}
+
 // Diff describes how b differs from s, or "" if it does not.
 func (s Snapshot) Diff(b Snapshot) string {
 	keys := map[string]bool{}

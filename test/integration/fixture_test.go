@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
@@ -22,6 +23,33 @@ type fixture struct {
 	dir  string
 	pods []harness.Netns
 	seq  int
+	rec  *harness.Recorder // set by recorder(): an IPAM that logs its calls
+}
+
+// recorder makes IPAM calls visible: configs built with withRecorder use it.
+func (f *fixture) recorder() *harness.Recorder {
+	f.t.Helper()
+	if f.rec == nil {
+		r, err := harness.NewRecorder(f.t.TempDir())
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		f.rec = r
+	}
+	return f.rec
+}
+
+// withRecorder switches the config's IPAM to the recorder.
+func withRecorder(c map[string]any) { c["ipam"].(map[string]any)["type"] = "recorder" }
+
+// paths is CNI_PATH: the plugin under test, the upstream plugins and, if
+// made, the recorder.
+func (f *fixture) paths(pluginDir string) []string {
+	p := []string{pluginDir, harness.CNIBinDir()}
+	if f.rec != nil {
+		p = append(p, f.rec.Dir)
+	}
+	return p
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -83,8 +111,6 @@ func (f *fixture) conf(version string, mods ...func(map[string]any)) []byte {
 	return b
 }
 
-func cniPath(dir string) string { return dir + ":" + harness.CNIBinDir() }
-
 // exec runs the release binary in the node's host netns.
 func (f *fixture) exec(c harness.Call) harness.Outcome {
 	f.t.Helper()
@@ -92,7 +118,7 @@ func (f *fixture) exec(c harness.Call) harness.Outcome {
 		c.Binary = filepath.Join(pluginDir, "tapbridge-cni")
 	}
 	if c.Path == "" {
-		c.Path = cniPath(filepath.Dir(c.Binary))
+		c.Path = strings.Join(f.paths(filepath.Dir(c.Binary)), ":")
 	}
 	var out harness.Outcome
 	err := f.node.Host.Do(func() error {
@@ -126,7 +152,7 @@ func (f *fixture) runtime(conf []byte) *runtime {
 		f.t.Fatal(err)
 	}
 	cache := filepath.Join(f.dir, "cache")
-	return &runtime{f: f, cni: libcni.NewCNIConfigWithCacheDir([]string{pluginDir, harness.CNIBinDir()}, cache, nil), list: l}
+	return &runtime{f: f, cni: libcni.NewCNIConfigWithCacheDir(f.paths(pluginDir), cache, nil), list: l}
 }
 
 func rtConf(cid string, pod harness.Netns, ifname string) *libcni.RuntimeConf {
@@ -162,6 +188,16 @@ func (r *runtime) status() error {
 	return r.f.node.Host.Do(func() error { return r.cni.GetStatusNetworkList(context.Background(), r.list) })
 }
 
+func (f *fixture) deletedPods() []string {
+	var gone []string
+	for _, p := range f.pods {
+		if _, err := os.Stat(p.Path()); err != nil {
+			gone = append(gone, p.Name)
+		}
+	}
+	return gone
+}
+
 // snapshot takes the leak-check snapshot of the node, its pods and dirs.
 func (f *fixture) snapshot() harness.Snapshot {
 	f.t.Helper()
@@ -178,9 +214,11 @@ func (f *fixture) snapshot() harness.Snapshot {
 	return s
 }
 
-// expectClean fails the test if the node differs from before.
+// expectClean fails the test if the node differs from before. Pods the
+// test deleted on purpose are left out of the comparison.
 func (f *fixture) expectClean(before harness.Snapshot) {
 	f.t.Helper()
+	before = before.Without(f.deletedPods()...)
 	if d := before.Diff(f.snapshot()); d != "" {
 		f.t.Errorf("node not left as it was:\n%s", d)
 	}
