@@ -22,8 +22,8 @@ import (
 // nothing, and names what is wrong.
 func (p *Plugin) Check(ctx context.Context) error {
 	prev := p.Net.PrevResult
-	if prev == nil {
-		return fmt.Errorf("%w for CHECK", ErrPrevResult)
+	if prev == nil || len(prev.Interfaces) == 0 {
+		return fmt.Errorf("%w for CHECK (missing or without interfaces)", ErrPrevResult)
 	}
 	op, err := p.prepareCheck(prev)
 	if err != nil {

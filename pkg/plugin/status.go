@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/tapbridge/tapbridge-cni/pkg/bridge"
+	"github.com/tapbridge/tapbridge-cni/pkg/failpoint"
 	"github.com/tapbridge/tapbridge-cni/pkg/redirect"
 	"github.com/tapbridge/tapbridge-cni/pkg/store"
 )
@@ -28,7 +29,14 @@ func (p *Plugin) Status(ctx context.Context) error {
 			}
 			return st.Writable()
 		},
-		redirect.Probe,
+		func() error {
+			// The failpoint lets tests see the answer for a kernel that
+			// lacks a feature, which this one cannot fake.
+			if err := failpoint.Hit("kernel-probe"); err != nil {
+				return err
+			}
+			return redirect.Probe()
+		},
 	}
 	for _, check := range checks {
 		if err := check(); err != nil {

@@ -1,0 +1,225 @@
+package spoof
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"slices"
+
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// Header offsets of the fields the rules match. Network-header offsets are
+// relative to the byte after the Ethernet header, transport-header offsets
+// to the byte after the IP header and any IPv6 extension headers.
+const (
+	offEtherSrc  = 6
+	offEtherType = 12
+
+	offARPHeader = 0  // htype, ptype, hlen, plen
+	offARPSHA    = 8  // sender hardware address
+	offARPSPA    = 14 // sender protocol address
+
+	offIPv4Src = 12
+	offIPv6Src = 8
+
+	offL4Ports  = 0 // UDP source and destination port
+	offICMPType = 0
+	offNDTarget = 8 // target address of an NS or NA
+)
+
+const (
+	icmpv6NeighborSolicit = 135
+	icmpv6NeighborAdvert  = 136
+)
+
+// arpEthernetIPv4 is htype 1 (Ethernet), ptype 0x0800, hlen 6, plen 4.
+// Requiring it keeps the sender fields at the offsets the rules check.
+var arpEthernetIPv4 = []byte{0x00, 0x01, 0x08, 0x00, 6, 4}
+
+// dhcpClientPorts is UDP source port 68, destination port 67.
+var dhcpClientPorts = []byte{0, 68, 0, 67}
+
+// portRules returns the rules of a port chain in order. The chain is an
+// allow-list ending in drop: a jumped-to chain that runs off its end would
+// return to the base chain, whose policy is accept.
+func portRules(p Port) [][]expr.Any {
+	mac := []byte(p.MAC)
+	rules := [][]expr.Any{dropForeignMAC(mac)}
+	v4, v6 := splitIPs(p.IPs)
+	if len(v4) == 0 && len(v6) == 0 {
+		rules = append(rules, l2OnlyRules(mac)...)
+	} else {
+		rules = append(rules, arpRules(mac, v4)...)
+		rules = append(rules, ipv4Rules(v4)...)
+		rules = append(rules, ipv6Rules(append(v6, linkLocal(p.MAC)))...)
+	}
+	return append(rules, join(counted(), verdict(expr.VerdictDrop)))
+}
+
+// dropForeignMAC: ether saddr != MAC counter drop.
+func dropForeignMAC(mac []byte) []expr.Any {
+	return join(
+		[]expr.Any{load(expr.PayloadBaseLLHeader, offEtherSrc, 6), cmp(expr.CmpOpNeq, mac)},
+		counted(), verdict(expr.VerdictDrop))
+}
+
+// l2OnlyRules accepts ARP from the guest MAC and any IPv4 or IPv6.
+func l2OnlyRules(mac []byte) [][]expr.Any {
+	return [][]expr.Any{
+		join(arpFrom(mac), verdict(expr.VerdictAccept)),
+		join(etherType(unix.ETH_P_IP), verdict(expr.VerdictAccept)),
+		join(etherType(unix.ETH_P_IPV6), verdict(expr.VerdictAccept)),
+	}
+}
+
+// arpRules accepts ARP whose sender is the guest MAC and one guest IPv4.
+func arpRules(mac []byte, v4 []netip.Addr) [][]expr.Any {
+	var rules [][]expr.Any
+	for _, a := range v4 {
+		spa := match(expr.PayloadBaseNetworkHeader, offARPSPA, a.AsSlice())
+		rules = append(rules, join(arpFrom(mac), spa, verdict(expr.VerdictAccept)))
+	}
+	return rules
+}
+
+// arpFrom matches Ethernet/IPv4 ARP with the given sender MAC.
+func arpFrom(mac []byte) []expr.Any {
+	return join(
+		etherType(unix.ETH_P_ARP),
+		match(expr.PayloadBaseNetworkHeader, offARPHeader, arpEthernetIPv4),
+		match(expr.PayloadBaseNetworkHeader, offARPSHA, mac))
+}
+
+// ipv4Rules accepts the guest's IPv4 sources and a DHCP client without one.
+func ipv4Rules(v4 []netip.Addr) [][]expr.Any {
+	var rules [][]expr.Any
+	for _, a := range v4 {
+		rules = append(rules, join(ipv4From(a), verdict(expr.VerdictAccept)))
+	}
+	dhcp := join(ipv4From(netip.IPv4Unspecified()), l4proto(unix.IPPROTO_UDP),
+		match(expr.PayloadBaseTransportHeader, offL4Ports, dhcpClientPorts),
+		verdict(expr.VerdictAccept))
+	return append(rules, dhcp)
+}
+
+// ipv6Rules first drops neighbour discovery that claims an address the guest
+// does not own (it would poison neighbour caches or fail another host's DAD
+// even when sent from an honest source), then accepts the allowed sources.
+// allowed holds the guest's IPv6 addresses and its EUI-64 link-local.
+//
+// An NA's target is the address whose link-layer address it announces, so
+// it must be the guest's. An ordinary NS's target is the address being
+// resolved (the gateway, a peer), so it is left alone; only a DAD NS, sent
+// from ::, names the sender's own tentative address.
+func ipv6Rules(allowed []netip.Addr) [][]expr.Any {
+	allowed = dedup(allowed)
+	advert := join(etherType(unix.ETH_P_IPV6), icmpv6Type(icmpv6NeighborAdvert))
+	dad := join(etherType(unix.ETH_P_IPV6), ipv6Src(netip.IPv6Unspecified()),
+		icmpv6Type(icmpv6NeighborSolicit))
+	rules := [][]expr.Any{
+		join(advert, targetNotIn(allowed), counted(), verdict(expr.VerdictDrop)),
+		join(dad, targetNotIn(allowed), counted(), verdict(expr.VerdictDrop)),
+	}
+	for _, a := range allowed {
+		rules = append(rules, join(etherType(unix.ETH_P_IPV6), ipv6Src(a), verdict(expr.VerdictAccept)))
+	}
+	// :: is what a host without an address yet uses for DAD and MLD.
+	unspecified := join(etherType(unix.ETH_P_IPV6), ipv6Src(netip.IPv6Unspecified()),
+		l4proto(unix.IPPROTO_ICMPV6), verdict(expr.VerdictAccept))
+	return append(rules, unspecified)
+}
+
+// icmpv6Type matches an ICMPv6 message type.
+func icmpv6Type(t byte) []expr.Any {
+	return join(l4proto(unix.IPPROTO_ICMPV6),
+		match(expr.PayloadBaseTransportHeader, offICMPType, []byte{t}))
+}
+
+// targetNotIn matches an NS or NA whose target is none of allowed: a rule is
+// a conjunction, so "not in" is one != per address.
+func targetNotIn(allowed []netip.Addr) []expr.Any {
+	var exprs []expr.Any
+	for _, a := range allowed {
+		exprs = append(exprs, load(expr.PayloadBaseTransportHeader, offNDTarget, 16),
+			cmp(expr.CmpOpNeq, a.AsSlice()))
+	}
+	return exprs
+}
+
+func ipv4From(a netip.Addr) []expr.Any {
+	return join(etherType(unix.ETH_P_IP), match(expr.PayloadBaseNetworkHeader, offIPv4Src, a.AsSlice()))
+}
+
+func ipv6Src(a netip.Addr) []expr.Any {
+	return match(expr.PayloadBaseNetworkHeader, offIPv6Src, a.AsSlice())
+}
+
+// splitIPs sorts and de-duplicates the guest IPs per family, so that the
+// same set of addresses always yields the same rules (Verify relies on it).
+func splitIPs(ips []net.IP) (v4, v6 []netip.Addr) {
+	for _, ip := range ips {
+		a, ok := netip.AddrFromSlice(ip)
+		if !ok {
+			continue // rejected by validate
+		}
+		if a = a.Unmap(); a.Is4() {
+			v4 = append(v4, a)
+		} else {
+			v6 = append(v6, a)
+		}
+	}
+	return dedup(v4), dedup(v6)
+}
+
+func dedup(addrs []netip.Addr) []netip.Addr {
+	addrs = slices.Clone(addrs)
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	return slices.Compact(addrs)
+}
+
+// linkLocal derives fe80::/64 plus the modified EUI-64 interface identifier
+// (RFC 4291 appendix A): the MAC with ff:fe inserted and the U/L bit flipped.
+func linkLocal(mac net.HardwareAddr) netip.Addr {
+	var a [16]byte
+	a[0], a[1] = 0xfe, 0x80
+	a[8], a[9], a[10] = mac[0]^0x02, mac[1], mac[2]
+	a[11], a[12] = 0xff, 0xfe
+	a[13], a[14], a[15] = mac[3], mac[4], mac[5]
+	return netip.AddrFrom16(a)
+}
+
+// etherType reads the ethertype from the frame itself rather than using meta
+// protocol: for a VLAN-tagged frame whose tag the kernel moved into skb
+// metadata, the payload expression still reads 0x8100 (nftables rebuilds the
+// tag), while meta protocol would report the inner protocol.
+func etherType(t uint16) []expr.Any {
+	return match(expr.PayloadBaseLLHeader, offEtherType, binary.BigEndian.AppendUint16(nil, t))
+}
+
+// l4proto uses meta l4proto, which the kernel derives after walking IPv6
+// extension headers, so a hop-by-hop header cannot hide an ICMPv6 message.
+func l4proto(proto byte) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, cmp(expr.CmpOpEq, []byte{proto})}
+}
+
+func match(base expr.PayloadBase, offset uint32, data []byte) []expr.Any {
+	return []expr.Any{load(base, offset, uint32(len(data))), cmp(expr.CmpOpEq, data)}
+}
+
+func load(base expr.PayloadBase, offset, length uint32) *expr.Payload {
+	return &expr.Payload{DestRegister: 1, Base: base, Offset: offset, Len: length}
+}
+
+func cmp(op expr.CmpOp, data []byte) *expr.Cmp {
+	return &expr.Cmp{Op: op, Register: 1, Data: slices.Clone(data)}
+}
+
+func counted() []expr.Any { return []expr.Any{&expr.Counter{}} }
+
+func verdict(kind expr.VerdictKind) []expr.Any { return []expr.Any{&expr.Verdict{Kind: kind}} }
+
+func join(parts ...[]expr.Any) []expr.Any {
+	return slices.Concat(parts...)
+}
