@@ -1,0 +1,171 @@
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func base() map[string]any {
+	return map[string]any{
+		"cniVersion": "1.1.0", "name": "vmnet", "type": "tapbridge-cni", "bridge": "br-ext",
+		"hostAddress": map[string]any{"static": map[string]any{"node-a": []string{"172.16.13.150/24"}}, "pool": []string{"172.16.13.240/28"}},
+		"ipam":        map[string]any{"type": "host-local"},
+	}
+}
+
+func parse(t *testing.T, mod func(map[string]any), env Env) (*Net, error) {
+	t.Helper()
+	c := base()
+	if mod != nil {
+		mod(c)
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env.Hostname == "" {
+		env.Hostname = "node-a"
+	}
+	return Parse(b, env)
+}
+
+func TestDefaults(t *testing.T) {
+	n, err := parse(t, nil, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.DataDir != DefaultDataDir || n.Tap.Owner != -1 || n.Tap.Group != -1 || !n.SpoofCheck ||
+		n.LockTimeout != DefaultLockTimeout || n.Host.Node != "node-a" || len(n.Host.Static) != 1 || n.MAC != nil || n.GC != nil {
+		t.Errorf("defaults: %+v", n)
+	}
+}
+
+// Every invalid field gets its kind (→ CNI code) and a message naming it.
+func TestInvalidFields(t *testing.T) {
+	set := func(k string, v any) func(map[string]any) { return func(c map[string]any) { c[k] = v } }
+	host := func(k string, v any) func(map[string]any) {
+		return func(c map[string]any) { c["hostAddress"].(map[string]any)[k] = v }
+	}
+	cases := []struct {
+		name  string
+		mod   func(map[string]any)
+		env   Env
+		kind  error
+		field string
+	}{
+		{"no bridge", set("bridge", ""), Env{}, ErrInvalid, "bridge"},
+		{"long bridge", set("bridge", "a-very-long-bridge"), Env{}, ErrInvalid, "bridge"},
+		{"bridge with slash", set("bridge", "br/0"), Env{}, ErrInvalid, "bridge"},
+		{"mtu too small", set("mtu", 67), Env{}, ErrInvalid, "mtu"},
+		{"mtu too big", set("mtu", 65536), Env{}, ErrInvalid, "mtu"},
+		{"mtu not a number", set("mtu", "1500"), Env{}, ErrDecode, "config"},
+		{"bad mac", set("mac", "zz:zz"), Env{}, ErrInvalid, "mac"},
+		{"multicast mac", set("mac", "01:00:5e:00:00:01"), Env{}, ErrInvalid, "mac"},
+		{"zero mac", set("mac", "00:00:00:00:00:00"), Env{}, ErrInvalid, "mac"},
+		{"runtime mac", set("runtimeConfig", map[string]any{"mac": "nope"}), Env{}, ErrInvalid, "runtimeConfig.mac"},
+		{"CNI_ARGS mac", nil, Env{Args: "MAC=nope"}, ErrArgs, "CNI_ARGS MAC"},
+		{"CNI_ARGS unknown key", nil, Env{Args: "FOO=bar"}, ErrArgs, "CNI_ARGS"},
+		{"CNI_ARGS bad IP", nil, Env{Args: "IP=1.2.3"}, ErrArgs, "CNI_ARGS IP"},
+		{"runtime ips", set("runtimeConfig", map[string]any{"ips": []string{"10.0.0.300/24"}}), Env{}, ErrInvalid, "runtimeConfig.ips"},
+		{"args ips", set("args", map[string]any{"cni": map[string]any{"ips": []string{"x"}}}), Env{}, ErrInvalid, "args.cni.ips"},
+		{"negative owner", set("tap", map[string]any{"owner": -1}), Env{}, ErrInvalid, "tap.owner"},
+		{"huge group", set("tap", map[string]any{"group": 1 << 33}), Env{}, ErrInvalid, "tap.group"},
+		{"static not CIDR", host("static", map[string]any{"node-b": []string{"172.16.13.150"}}), Env{}, ErrInvalid, "hostAddress.static[node-b]"},
+		{"static network address", host("static", map[string]any{"node-a": []string{"172.16.13.0/24"}}), Env{}, ErrInvalid, "hostAddress.static[node-a]"},
+		{"pool not CIDR", host("pool", []string{"nope"}), Env{}, ErrInvalid, "hostAddress.pool"},
+		{"bad probeWait", host("probeWait", "soon"), Env{}, ErrInvalid, "hostAddress.probeWait"},
+		{"relative dataDir", set("dataDir", "state"), Env{}, ErrInvalid, "dataDir"},
+		{"relative logFile", set("logFile", "x.log"), Env{}, ErrInvalid, "logFile"},
+		{"bad logLevel", set("logLevel", "loud"), Env{}, ErrInvalid, "logLevel"},
+		{"bad lockTimeout", set("lockTimeout", "-1s"), Env{}, ErrInvalid, "lockTimeout"},
+		{"bad ipamTimeout", set("ipamTimeout", "2h"), Env{}, ErrInvalid, "ipamTimeout"},
+		{"GC list not a list", set("cni.dev/valid-attachments", "all"), Env{}, ErrDecode, "cni.dev/valid-attachments"},
+		{"GC entry without ifname", set("cni.dev/valid-attachments", []any{map[string]any{"containerID": "x"}}), Env{}, ErrInvalid, "cni.dev/valid-attachments"},
+		{"bad prevResult", set("prevResult", map[string]any{"cniVersion": "1.1.0", "ips": "x"}), Env{}, ErrDecode, "prevResult"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := parse(t, c.mod, c.env)
+			var fe *FieldError
+			if !errors.Is(err, c.kind) || !errors.As(err, &fe) || fe.Field != c.field || fe.Msg == "" {
+				t.Fatalf("err = %v (%#v), want kind %v on field %q", err, fe, c.kind, c.field)
+			}
+		})
+	}
+}
+
+func TestNodeNameNeeded(t *testing.T) {
+	_, err := Parse([]byte(`{"name":"n","cniVersion":"1.1.0","bridge":"br0"}`), Env{})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "hostAddress.nodeName") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := Parse([]byte(`{"name":"n","cniVersion":"1.1.0","bridge":"br0","hostAddress":{"disabled":true}}`), Env{}); err != nil {
+		t.Fatalf("disabled host addresses need no node name: %v", err)
+	}
+}
+
+func TestOversized(t *testing.T) {
+	_, err := Parse(make([]byte, MaxConfigBytes+1), Env{})
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// The conventions' precedence: runtimeConfig > args.cni > CNI_ARGS > config.
+func TestMACPrecedence(t *testing.T) {
+	all := func(c map[string]any) {
+		c["mac"] = "0a:00:00:00:00:04"
+		c["args"] = map[string]any{"cni": map[string]any{"mac": "0a:00:00:00:00:02"}}
+		c["runtimeConfig"] = map[string]any{"mac": "0a:00:00:00:00:01"}
+	}
+	env := Env{Args: "IgnoreUnknown=1;MAC=0a:00:00:00:00:03;K8S_POD_NAME=x"}
+	steps := []struct {
+		drop string
+		want string
+	}{{"", "0a:00:00:00:00:01"}, {"runtimeConfig", "0a:00:00:00:00:02"}, {"args", "0a:00:00:00:00:03"}, {"CNI_ARGS", "0a:00:00:00:00:04"}}
+	dropped := map[string]bool{}
+	for _, s := range steps {
+		dropped[s.drop] = true
+		e := env
+		if dropped["CNI_ARGS"] {
+			e.Args = ""
+		}
+		n, err := parse(t, func(c map[string]any) {
+			all(c)
+			for k := range dropped {
+				delete(c, k)
+			}
+		}, e)
+		if err != nil || n.MAC.String() != s.want {
+			t.Fatalf("after dropping %q: mac %v err %v, want %s", s.drop, n, err, s.want)
+		}
+	}
+}
+
+func TestKubernetesArgsWithoutIgnoreUnknown(t *testing.T) {
+	args := "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=vm;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=u"
+	if _, err := parse(t, nil, Env{Args: args}); err != nil {
+		t.Fatalf("kubelet's CNI_ARGS refused: %v", err)
+	}
+}
+
+func TestGCList(t *testing.T) {
+	n, err := parse(t, func(c map[string]any) {
+		c["cni.dev/valid-attachments"] = []any{map[string]any{"containerID": "a", "ifname": "eth0"}}
+	}, Env{})
+	if err != nil || n.GC == nil || len(n.GC.Valid) != 1 {
+		t.Fatalf("GC list: %+v %v", n, err)
+	}
+	// libcni sends null for GCArgs with a nil list: nothing is valid, as
+	// libcni itself treats it.
+	n, err = parse(t, func(c map[string]any) { c["cni.dev/valid-attachments"] = nil }, Env{})
+	if err != nil || n.GC == nil || len(n.GC.Valid) != 0 {
+		t.Fatalf("null list: %+v %v", n.GC, err)
+	}
+	n, err = parse(t, nil, Env{})
+	if err != nil || n.GC != nil {
+		t.Fatalf("no key: %+v %v", n.GC, err)
+	}
+}
