@@ -121,4 +121,3 @@ func (op *addOp) checkSpoof() error {
 	}
 	return spoof.Verify(op.spoofPort())
 }
-

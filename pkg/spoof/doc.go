@@ -64,9 +64,19 @@
 //     the frame as sent, so a VLAN tag the kernel moved into skb metadata
 //     still reads as 0x8100 and is dropped.
 //
-// # Concurrency
+// # Concurrency and cost
 //
-// Each call is one atomic nftables transaction. Callers serialise calls for
-// the same bridge (a per-bridge lock), which DeleteTable relies on; creating
-// the table, base chain and map is idempotent anyway.
+// Each change is one atomic nftables transaction. Callers serialise calls
+// for the same bridge (a per-bridge lock), which DeleteTable relies on;
+// creating the table, base chain and map is idempotent anyway. Calls act on
+// the calling thread's network namespace, so a caller that switches
+// namespaces must do so on a locked OS thread (as ns.NetNS.Do does).
+//
+// No call lists the rules of other ports or the map's elements: Ensure and
+// Delete send a fixed number of small messages, and Verify and Ensure's
+// check of the shared objects fetch single objects. Two kernel costs remain:
+// a commit that adds rules makes nftables re-validate the table's jump graph
+// (a few microseconds per installed port), and closing the netlink socket
+// after a commit that freed objects (Delete, re-Ensure of a port) waits for
+// an RCU grace period (about 10 ms), whatever the number of ports.
 package spoof

@@ -187,3 +187,35 @@ func deleteElement(t *nftables.Table, name string) error {
 	}
 	return c.Flush()
 }
+
+// TestConcurrentEnsure runs Ensure for several ports of a new bridge at once,
+// without the caller's per-bridge lock: creating the shared objects must be
+// idempotent, and the base chain must end up with exactly one rule.
+func TestConcurrentEnsure(t *testing.T) {
+	requireRoot(t)
+	h := newNS(t, randHex(t, 4), "host")
+	ports := make([]Port, 8)
+	for i := range ports {
+		ports[i] = scalePort(i)
+	}
+	errs := make(chan error, len(ports))
+	for _, p := range ports {
+		go func() { errs <- doIn(h)(func() error { return Ensure(p) }) }()
+	}
+	for range ports {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	in(t, h, func() error {
+		for _, p := range ports {
+			if err := Verify(p); err != nil { // also checks the base chain's single rule
+				return err
+			}
+		}
+		if err := DeleteTable("br0"); err != nil {
+			return err
+		}
+		return wantNoTables()
+	})
+}

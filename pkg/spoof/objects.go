@@ -93,13 +93,12 @@ func dispatchExprs() []expr.Any {
 // chain is flushed and its rule re-added rather than added once: that keeps
 // it at exactly one rule without listing it first, and repairs it if it was
 // tampered with; within the transaction no packet sees it empty.
-func queueSkeleton(c *nftables.Conn, t *nftables.Table) (*nftables.Set, error) {
+func queueSkeleton(c *nftables.Conn, t *nftables.Table, set *nftables.Set) error {
 	base := c.AddChain(baseChainOf(t))
-	set := portMapOf(t)
 	if err := c.AddSet(set, nil); err != nil {
-		return nil, fmt.Errorf("add map %s: %w", portMapName, err)
+		return fmt.Errorf("add map %s: %w", portMapName, err)
 	}
 	c.FlushChain(base)
 	c.AddRule(&nftables.Rule{Table: t, Chain: base, Exprs: dispatchExprs()})
-	return set, nil
+	return nil
 }

@@ -43,7 +43,7 @@ func measure(p Port, iters int) (map[string]time.Duration, error) {
 			timed("Ensure(again)", func() error { return Ensure(p) }),
 			timed("Verify", func() error { return Verify(p) }),
 			timed("Delete", func() error { return Delete(p.Bridge, p.Name) }),
-			split(timed, "Ensure", func(c *nftables.Conn) error { return queueEnsure(c, p) }),
+			split(timed, "Ensure", func(c *nftables.Conn) error { return queueEnsure(c, p, false) }),
 			split(timed, "Delete", func(c *nftables.Conn) error { return queueDelete(c, p.Bridge, p.Name, true) }),
 		)
 		if err != nil {

@@ -24,7 +24,17 @@ func Ensure(p Port) error {
 	if err := p.validate(); err != nil {
 		return fmt.Errorf("ensure anti-spoofing rules for port %s: %w", p.Name, err)
 	}
-	if err := commit(func(c *nftables.Conn) error { return queueEnsure(c, p) }); err != nil {
+	// Re-declaring intact shared objects is harmless but not free: it
+	// replaces the dispatch rule, and the kernel then makes closing the
+	// netlink socket wait an RCU grace period (~10 ms) to free the old one.
+	// So they are only (re)written when a cheap check finds them wanting.
+	withSkeleton := verifySkeletonNow(p.Bridge) != nil
+	err := commit(func(c *nftables.Conn) error { return queueEnsure(c, p, withSkeleton) })
+	if !withSkeleton && errors.Is(err, unix.ENOENT) {
+		// The table went away since the check (a caller without the lock).
+		err = commit(func(c *nftables.Conn) error { return queueEnsure(c, p, true) })
+	}
+	if err != nil {
 		return fmt.Errorf("ensure anti-spoofing rules for port %s: %w", p.Name, err)
 	}
 	return nil
@@ -33,11 +43,14 @@ func Ensure(p Port) error {
 // queueEnsure batches everything Ensure changes into one transaction: the
 // kernel applies all of it or nothing, so a crash never leaves a port with a
 // half-written chain, and a replaced chain is never seen empty by a packet.
-func queueEnsure(c *nftables.Conn, p Port) error {
-	t := c.AddTable(tableOf(p.Bridge))
-	set, err := queueSkeleton(c, t)
-	if err != nil {
-		return err
+func queueEnsure(c *nftables.Conn, p Port, withSkeleton bool) error {
+	t := tableOf(p.Bridge)
+	set := portMapOf(t)
+	if withSkeleton {
+		c.AddTable(t)
+		if err := queueSkeleton(c, t, set); err != nil {
+			return err
+		}
 	}
 	chain := c.AddChain(portChainOf(t, p.Name))
 	c.FlushChain(chain)

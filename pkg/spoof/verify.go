@@ -38,6 +38,16 @@ func Verify(p Port) error {
 	return nil
 }
 
+// verifySkeletonNow checks a bridge's shared objects over its own socket.
+func verifySkeletonNow(bridge string) error {
+	c, err := nftables.New(nftables.AsLasting())
+	if err != nil {
+		return fmt.Errorf("open netlink: %w", err)
+	}
+	defer func() { _ = c.CloseLasting() }()
+	return verifySkeleton(c, tableOf(bridge))
+}
+
 // verifySkeleton checks the table and the base chain's hook and rule:
 // without them the port chain would never see a frame.
 func verifySkeleton(c *nftables.Conn, t *nftables.Table) error {

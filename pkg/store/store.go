@@ -50,7 +50,7 @@ func Open(dir string) (*Store, error) {
 	return s, nil
 }
 
-func (s *Store) recordDir() string           { return filepath.Join(s.Dir, "attachments") }
+func (s *Store) recordDir() string            { return filepath.Join(s.Dir, "attachments") }
 func (s *Store) recordPath(key string) string { return filepath.Join(s.recordDir(), key+".json") }
 
 // Create publishes a record; it fails with ErrExists if the key has one,

@@ -121,4 +121,3 @@ func TestCheckWithoutPrevResult(t *testing.T) {
 		}
 	}
 }
-

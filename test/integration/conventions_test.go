@@ -59,7 +59,9 @@ func TestCapabilities(t *testing.T) {
 		}, "0a:00:00:00:00:01", "10.77.0.77"},
 		{"args.cni", []func(map[string]any){func(c map[string]any) {
 			c["args"] = map[string]any{"cni": map[string]any{"mac": "0a:00:00:00:00:03", "ips": []string{"10.77.0.78/24"}}}
-		}}, func(rt *libcni.RuntimeConf) { rt.Args = [][2]string{{"IgnoreUnknown", "1"}, {"MAC", "0a:00:00:00:00:04"}} }, "0a:00:00:00:00:03", "10.77.0.78"},
+		}}, func(rt *libcni.RuntimeConf) {
+			rt.Args = [][2]string{{"IgnoreUnknown", "1"}, {"MAC", "0a:00:00:00:00:04"}}
+		}, "0a:00:00:00:00:03", "10.77.0.78"},
 		{"CNI_ARGS", nil, func(rt *libcni.RuntimeConf) {
 			rt.Args = [][2]string{{"IgnoreUnknown", "1"}, {"MAC", "0a:00:00:00:00:05"}, {"IP", "10.77.0.79"}}
 		}, "0a:00:00:00:00:05", "10.77.0.79"},

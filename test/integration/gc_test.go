@@ -185,4 +185,3 @@ func TestGCDisabled(t *testing.T) {
 		}
 	}
 }
-
