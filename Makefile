@@ -34,6 +34,15 @@ integration:
 e2e:
 	$(GO) test -count=1 -p 1 -timeout 20m ./test/e2e/...
 
+# The main job: a sandbox cluster with real VMs, a connectivity matrix, a clean teardown.
+demo: deps build
+	$(GO) run ./test/e2e/demo
+
+# Not part of `make test`: the machine is shared, so figures are ratios
+# against the upstream bridge plugin measured in the same run.
+bench: deps build
+	$(GO) run ./test/bench -out bench-results.md
+
 fuzz-short:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./pkg/config
 
