@@ -2,71 +2,43 @@ package main
 
 import (
 	"context"
-	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/tapbridge/tapbridge-cni/pkg/plugin"
 )
 
-type netipAddr = netip.Addr
+var (
+	cmdAdd    = verb("ADD", add)
+	cmdDel    = verb("DEL", (*plugin.Plugin).Del)
+	cmdCheck  = verb("CHECK", (*plugin.Plugin).Check)
+	cmdStatus = verb("STATUS", (*plugin.Plugin).Status)
+	cmdGC     = verb("GC", (*plugin.Plugin).GC)
+)
 
-func cmdAdd(args *skel.CmdArgs) error {
-	p, err := load("ADD", args)
-	if err != nil {
-		return toCNI(err)
+// verb adapts a plugin verb to skel: load the config, run, log a failure,
+// and turn it into the one coded error the runtime reads.
+func verb(name string, run func(*plugin.Plugin, context.Context) error) func(*skel.CmdArgs) error {
+	return func(args *skel.CmdArgs) error {
+		p, err := load(name, args)
+		if err != nil {
+			return toCNI(err)
+		}
+		if err := run(p, context.Background()); err != nil {
+			p.Log.Error(name+" failed", "err", err)
+			return toCNI(err)
+		}
+		p.Log.Info(name + " done")
+		return nil
 	}
-	res, err := p.Add(context.Background())
+}
+
+// add prints the result: stdout carries exactly this one document.
+func add(p *plugin.Plugin, ctx context.Context) error {
+	res, err := p.Add(ctx)
 	if err != nil {
-		p.Log.Error("ADD failed", "err", err)
-		return toCNI(err)
+		return err
 	}
-	p.Log.Info("ADD done", "hostIf", res.Interfaces[len(res.Interfaces)-3].Name)
 	return types.PrintResult(res, p.Net.CNIVersion)
-}
-
-func cmdDel(args *skel.CmdArgs) error {
-	p, err := load("DEL", args)
-	if err != nil {
-		return toCNI(err)
-	}
-	if err := p.Del(context.Background()); err != nil {
-		p.Log.Error("DEL failed", "err", err)
-		return toCNI(err)
-	}
-	return nil
-}
-
-func cmdCheck(args *skel.CmdArgs) error {
-	p, err := load("CHECK", args)
-	if err != nil {
-		return toCNI(err)
-	}
-	if err := p.Check(context.Background()); err != nil {
-		p.Log.Warn("CHECK failed", "err", err)
-		return toCNI(err)
-	}
-	return nil
-}
-
-func cmdStatus(args *skel.CmdArgs) error {
-	p, err := load("STATUS", args)
-	if err != nil {
-		return toCNI(err)
-	}
-	if err := p.Status(context.Background()); err != nil {
-		return toCNI(err)
-	}
-	return nil
-}
-
-func cmdGC(args *skel.CmdArgs) error {
-	p, err := load("GC", args)
-	if err != nil {
-		return toCNI(err)
-	}
-	if err := p.GC(context.Background()); err != nil {
-		p.Log.Error("GC failed", "err", err)
-		return toCNI(err)
-	}
-	return nil
 }

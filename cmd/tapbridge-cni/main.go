@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"runtime"
 
@@ -90,7 +91,7 @@ func load(command string, args *skel.CmdArgs) (*plugin.Plugin, error) {
 		Net: n,
 		Env: plugin.Env{ContainerID: args.ContainerID, Netns: args.Netns, IfName: args.IfName, Args: args.Args, Path: args.Path},
 		Log: logger(n, command, args),
-		Probe: func(ctx context.Context, ifindex int, addr netipAddr) (bool, error) {
+		Probe: func(ctx context.Context, ifindex int, addr netip.Addr) (bool, error) {
 			return probe.InUse(ctx, ifindex, addr.AsSlice(), probe.Options{Wait: n.Host.ProbeWait})
 		},
 	}, nil
