@@ -65,11 +65,15 @@ func GuestMAC(id ID) net.HardwareAddr {
 	return mac
 }
 
-// TapMAC is the TAP's own address: libvirt's rule (first byte 0xFE) keeps
-// it distinct from the guest MAC, so the host never claims the guest's.
+// TapMAC is the TAP's own address, by libvirt's rule: the guest MAC with
+// first byte 0xFE (0xFA when the guest's already starts with 0xFE), so it
+// always differs from the guest's.
 func TapMAC(guest net.HardwareAddr) net.HardwareAddr {
 	mac := append(net.HardwareAddr(nil), guest...)
 	mac[0] = 0xfe
+	if guest[0] == 0xfe {
+		mac[0] = 0xfa
+	}
 	return mac
 }
 

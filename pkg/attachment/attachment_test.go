@@ -1,6 +1,7 @@
 package attachment
 
 import (
+	"net"
 	"strings"
 	"testing"
 )
@@ -60,5 +61,9 @@ func TestMACs(t *testing.T) {
 	tap := TapMAC(m)
 	if tap[0] != 0xfe || tap[1:].String() != m[1:].String() {
 		t.Errorf("tap MAC %s from %s", tap, m)
+	}
+	fe := net.HardwareAddr{0xfe, 1, 2, 3, 4, 5}
+	if got := TapMAC(fe); got[0] != 0xfa || got.String() == fe.String() {
+		t.Errorf("tap MAC %s for guest %s must differ (libvirt uses 0xfa)", got, fe)
 	}
 }

@@ -63,8 +63,9 @@ func checkResult(t *testing.T, res *current.Result, pod harness.Netns) {
 	if podIf.Sandbox != pod.Path() || tapIf.Sandbox != pod.Path() {
 		t.Errorf("sandbox paths: %+v %+v", podIf, tapIf)
 	}
-	if !strings.HasPrefix(tapIf.Mac, "fe:") || tapIf.Mac[2:] != podIf.Mac[2:] {
-		t.Errorf("tap MAC %s is not the guest MAC %s with first byte fe", tapIf.Mac, podIf.Mac)
+	libvirt := strings.HasPrefix(tapIf.Mac, "fe:") || strings.HasPrefix(podIf.Mac, "fe:") && strings.HasPrefix(tapIf.Mac, "fa:")
+	if !libvirt || tapIf.Mac[2:] != podIf.Mac[2:] || tapIf.Mac == podIf.Mac {
+		t.Errorf("tap MAC %s is not the guest MAC %s with first byte fe (fa for a guest's fe)", tapIf.Mac, podIf.Mac)
 	}
 	if len(res.IPs) != 1 || res.IPs[0].Interface == nil || *res.IPs[0].Interface != 1 {
 		t.Errorf("IPs must point at the pod interface (index 1): %v", res.IPs)
