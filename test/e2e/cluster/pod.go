@@ -1,0 +1,170 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/tapbridge/tapbridge-cni/test/harness"
+)
+
+// Pod is a VM pod: a netns with one tapbridge attachment, and perhaps a
+// guest on its TAP.
+type Pod struct {
+	Name        string // e.g. "vm1"
+	Node        *Node
+	Network     string // the key of the node's network
+	NS          harness.Netns
+	ContainerID string
+	IfName      string // "pod<hash>", as KubeVirt asks Multus for
+
+	Result *current.Result
+	Tap    string           // the TAP in the pod netns, from the result
+	HostIf string           // the host end of the veth, from the result
+	MAC    net.HardwareAddr // the guest MAC (on IfName), from the result
+	IP     netip.Prefix     // the guest's address, from the result
+}
+
+// IfNameFor is KubeVirt's name for the pod interface of a network:
+// "pod" + 11 hex of a hash of the network name.
+func IfNameFor(network string) string {
+	sum := sha256.Sum256([]byte(network))
+	return "pod" + hex.EncodeToString(sum[:])[:11]
+}
+
+// AddPod makes a pod netns and runs ADD for it on network through libcni.
+// On failure the netns is removed again.
+func (n *Node) AddPod(ctx context.Context, network, name string) (*Pod, error) {
+	n.mu.Lock()
+	n.seq++
+	seq := n.seq
+	n.mu.Unlock()
+	ns, err := n.c.newNetns(n.Name + "-pod" + strconv.Itoa(seq))
+	if err != nil {
+		return nil, err
+	}
+	cid := make([]byte, 32)
+	_, _ = rand.Read(cid)
+	p := &Pod{Name: name, Node: n, Network: network, NS: ns, ContainerID: hex.EncodeToString(cid), IfName: IfNameFor(network)}
+	if err := p.add(ctx); err != nil {
+		return nil, errors.Join(fmt.Errorf("add pod %s on %s: %w", name, n.Name, err), ns.Delete())
+	}
+	return p, nil
+}
+
+func (p *Pod) runtimeConf() *libcni.RuntimeConf {
+	return &libcni.RuntimeConf{
+		ContainerID: p.ContainerID, NetNS: p.NS.Path(), IfName: p.IfName,
+		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", "virt-launcher-" + p.Name}},
+	}
+}
+
+func (p *Pod) attachment() types.GCAttachment {
+	return types.GCAttachment{ContainerID: p.ContainerID, IfName: p.IfName}
+}
+
+func (p *Pod) add(ctx context.Context) error {
+	l, err := p.Node.Network(p.Network)
+	if err != nil {
+		return err
+	}
+	var res types.Result
+	err = p.Node.NS.Do(func() error {
+		var err error
+		res, err = p.Node.cni.AddNetworkList(ctx, l, p.runtimeConf())
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if p.Result, err = current.NewResultFromResult(res); err != nil {
+		return err
+	}
+	return p.readResult()
+}
+
+// readResult finds the guest's MAC, IP and TAP: the IP points at the pod
+// interface, and the TAP is the other interface in the sandbox.
+func (p *Pod) readResult() error {
+	r := p.Result
+	if len(r.IPs) == 0 || r.IPs[0].Interface == nil || *r.IPs[0].Interface >= len(r.Interfaces) {
+		return fmt.Errorf("result has no IP on an interface: %s", r)
+	}
+	ip := r.IPs[0]
+	podIf := r.Interfaces[*ip.Interface]
+	var err error
+	if p.MAC, err = net.ParseMAC(podIf.Mac); err != nil {
+		return fmt.Errorf("result: mac of %s: %w", podIf.Name, err)
+	}
+	addr, _ := netip.AddrFromSlice(ip.Address.IP.To4())
+	if ip.Address.IP.To4() == nil {
+		addr, _ = netip.AddrFromSlice(ip.Address.IP)
+	}
+	ones, _ := ip.Address.Mask.Size()
+	p.IP = netip.PrefixFrom(addr, ones)
+	for _, itf := range r.Interfaces {
+		switch {
+		case itf.Sandbox == "":
+			p.HostIf = itf.Name
+		case itf.Name != podIf.Name:
+			p.Tap = itf.Name
+		}
+	}
+	if p.Tap == "" || p.HostIf == "" {
+		return fmt.Errorf("result lacks the TAP or the host veth: %s", r)
+	}
+	return nil
+}
+
+// Check runs CHECK through libcni (with the cached result, as a runtime).
+func (p *Pod) Check(ctx context.Context) error {
+	l, err := p.Node.Network(p.Network)
+	if err != nil {
+		return err
+	}
+	return p.Node.NS.Do(func() error { return p.Node.cni.CheckNetworkList(ctx, l, p.runtimeConf()) })
+}
+
+// Del runs DEL through libcni. The pod netns stays (see Remove).
+func (p *Pod) Del(ctx context.Context) error {
+	l, err := p.Node.Network(p.Network)
+	if err != nil {
+		return err
+	}
+	return p.Node.NS.Do(func() error { return p.Node.cni.DelNetworkList(ctx, l, p.runtimeConf()) })
+}
+
+// Remove deletes the pod netns, as the runtime does after DEL.
+func (p *Pod) Remove() error { return p.NS.Delete() }
+
+// String is "vm1 (node1, vmnet3, 172.16.3.10/24)".
+func (p *Pod) String() string {
+	return fmt.Sprintf("%s (%s, %s, %s)", p.Name, p.Node.Name, p.Network, p.IP)
+}
+
+// ForgetCache removes libcni's cached result of the pod, as after a
+// runtime lost its cache: only the plugin's own GC can then find the
+// attachment (libcni's GC DELs just the cached ones).
+func (p *Pod) ForgetCache() error {
+	l, err := p.Node.Network(p.Network)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(p.Node.CacheDir(), "results", l.Name+"-"+p.ContainerID+"-"+p.IfName)
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("forget cached result of %s: %w", p.Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,216 @@
+// Command demo shows tapbridge-cni's flat L2 with real VMs, on one machine
+// and without Kubernetes (`make demo`, as root):
+//
+//  1. builds the plugin, fetches the upstream IPAM plugins and the guest
+//     image if missing;
+//  2. builds a simulated cluster in network namespaces (package cluster):
+//     a switch, node1 and node2, each with its br-ext on the switch;
+//  3. attaches 4 VM pods through libcni with the conflists of conf/cni
+//     (vmnet3: 172.16.3.0/24 with static host addresses, vmnet13:
+//     172.16.13.0/24 with host addresses from a pool), one per (node,
+//     subnet), and boots a QEMU guest on each pod's TAP;
+//  4. prints the topology and a connectivity matrix: every VM and every
+//     node host address to every other, with ICMP and TCP;
+//  5. DELs everything and shows each node back to what it was.
+//
+// Nothing is done in the machine's root network namespace. Ctrl-C at any
+// point stops the guests and removes every namespace and file it made.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/tapbridge/tapbridge-cni/test/e2e/cluster"
+	"github.com/tapbridge/tapbridge-cni/test/e2e/guest"
+	"github.com/tapbridge/tapbridge-cni/test/harness"
+)
+
+// demo holds the run's state, so teardown can undo whatever exists.
+type demo struct {
+	start    time.Time
+	tmp      string
+	plugin   string
+	image    guest.Image
+	c        *cluster.Cluster
+	pods     []*cluster.Pod
+	vms      map[*cluster.Pod]*cluster.VM
+	baseline map[string]cluster.State
+	failed   int // applicable pairs of the matrix that did not answer
+}
+
+func main() {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "demo: run as root: it creates network namespaces and TAP devices and runs QEMU as uid 107")
+		os.Exit(1)
+	}
+	// Signals cancel ctx; they stay caught until teardown is over, so a
+	// second Ctrl-C cannot cut the cleanup short.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	d := &demo{start: time.Now(), vms: map[*cluster.Pod]*cluster.VM{}, baseline: map[string]cluster.State{}}
+	err := d.run(ctx)
+	interrupted := ctx.Err() != nil
+	if interrupted {
+		d.say("interrupted: stopping the guests and removing everything")
+		err = nil // the cancellation itself is no failure to report
+	}
+	err = errors.Join(err, d.teardown())
+	stop()
+	if interrupted {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "demo: cleanup:", err)
+		}
+		os.Exit(130)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+	d.say("done")
+}
+
+func (d *demo) say(format string, a ...any) {
+	fmt.Printf("[%5.1fs] %s\n", time.Since(d.start).Seconds(), fmt.Sprintf(format, a...))
+}
+
+func (d *demo) run(ctx context.Context) error {
+	steps := []struct {
+		name string
+		fn   func(context.Context) error
+	}{
+		{"prepare", d.prepare},
+		{"build the cluster", d.build},
+		{"attach the VM pods", d.attach},
+		{"boot the guests", d.boot},
+		{"probe", d.probe},
+		{"delete the pods", d.deleteAll},
+	}
+	for _, s := range steps {
+		if err := s.fn(ctx); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	if d.failed > 0 {
+		return fmt.Errorf("%d pairs of the matrix did not answer", d.failed)
+	}
+	return nil
+}
+
+func (d *demo) prepare(ctx context.Context) error {
+	var err error
+	if d.tmp, err = os.MkdirTemp("", "tapbridge-demo-"); err != nil {
+		return err
+	}
+	d.say("building tapbridge-cni")
+	if d.plugin, err = harness.BuildPlugin(filepath.Join(d.tmp, "bin"), ""); err != nil {
+		return err
+	}
+	d.say("upstream IPAM plugins %s (host-local) in %s", harness.UpstreamVersion, harness.CNIBinDir())
+	if err := harness.EnsureUpstream(); err != nil {
+		return err
+	}
+	d.say("guest image (built once with apt-get and busybox, then cached)")
+	d.image, err = guest.EnsureImage(ctx, "")
+	return err
+}
+
+func (d *demo) build(ctx context.Context) error {
+	c, err := cluster.New(cluster.Options{Nodes: 2, Plugin: d.plugin, WorkDir: filepath.Join(d.tmp, "cluster")})
+	if err != nil {
+		return err
+	}
+	d.c = c
+	d.say("cluster %s: switch %s-sw; node1, node2 each with %s enslaving an uplink to the switch", c.ID, c.ID, cluster.HostBridge)
+	for _, n := range c.Nodes {
+		if err := n.ServeEcho(); err != nil {
+			return err
+		}
+		s, err := n.State()
+		if err != nil {
+			return err
+		}
+		d.baseline[n.Name] = s
+		for _, net := range []string{"vmnet3", "vmnet13"} {
+			if err := n.Status(ctx, net); err != nil {
+				return fmt.Errorf("STATUS %s on %s: %w", net, n.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// plan is which VM goes where, in boot order: node1's VMs boot first (two
+// at a time, one per core), so they wait for node2's before probing.
+var plan = []struct{ name, node, network string }{
+	{"vm1", "node1", "vmnet3"},
+	{"vm2", "node1", "vmnet13"},
+	{"vm3", "node2", "vmnet3"},
+	{"vm4", "node2", "vmnet13"},
+}
+
+func (d *demo) attach(ctx context.Context) error {
+	for _, p := range plan {
+		pod, err := d.c.Node(p.node).AddPod(ctx, p.network, p.name)
+		if err != nil {
+			return err
+		}
+		d.pods = append(d.pods, pod)
+		d.say("ADD %s on %s (%s): IP %s, MAC %s, TAP %s in %s", pod.Name, p.node, p.network, pod.IP, pod.MAC, pod.Tap, pod.NS.Name)
+	}
+	return nil
+}
+
+// teardown undoes whatever run got to, without the (maybe cancelled)
+// run context: guests, pods, namespaces, files.
+func (d *demo) teardown() error {
+	var errs []error
+	if d.c != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		for _, p := range d.pods {
+			errs = append(errs, d.delPod(ctx, p))
+		}
+		errs = append(errs, d.c.Close())
+		if left := leftNetns(d.c.ID); len(left) > 0 {
+			errs = append(errs, fmt.Errorf("namespaces left behind: %v", left))
+		} else {
+			d.say("removed every namespace of %s", d.c.ID)
+		}
+	}
+	if d.tmp != "" {
+		errs = append(errs, os.RemoveAll(d.tmp))
+	}
+	return errors.Join(errs...)
+}
+
+// delPod stops the pod's guest, DELs the attachment and removes the pod
+// netns, as a runtime does when a VM pod ends.
+func (d *demo) delPod(ctx context.Context, p *cluster.Pod) error {
+	if vm := d.vms[p]; vm != nil {
+		_ = vm.Stop()
+	}
+	if _, err := os.Stat(p.NS.Path()); os.IsNotExist(err) {
+		return nil // already deleted
+	}
+	return errors.Join(p.Del(ctx), p.Remove())
+}
+
+func leftNetns(id string) []string {
+	entries, _ := os.ReadDir(harness.NetnsDir)
+	var left []string
+	for _, e := range entries {
+		if len(e.Name()) >= len(id) && e.Name()[:len(id)] == id {
+			left = append(left, e.Name())
+		}
+	}
+	return left
+}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/tapbridge/tapbridge-cni/test/e2e/cluster"
+)
+
+// hostAddressSource says where each network's host addresses come from,
+// as configured in conf/cni/<node>/<network>.conflist.
+var hostAddressSource = map[string]string{"vmnet3": "hostAddress.static", "vmnet13": "hostAddress.pool"}
+
+func (d *demo) printTopology(all []endpoint) {
+	fmt.Printf("\nTopology: one flat L2 (switch %s-sw), no router, no ip_forward, no address on any uplink\n", d.c.ID)
+	for _, n := range d.c.Nodes {
+		var addrs []string
+		for _, e := range all {
+			if e.pod == nil && e.node == n {
+				addrs = append(addrs, fmt.Sprintf("%s/%d (%s)", e.addr, e.subnet.Bits(), d.sourceOf(e.subnet)))
+			}
+		}
+		fmt.Printf("  %s  %s + uplink  host addresses: %s\n", n.Name, cluster.HostBridge, strings.Join(addrs, ", "))
+		for _, p := range d.pods {
+			if p.Node == n {
+				fmt.Printf("    %-4s %-8s %-16s MAC %s  %s/%s  (host veth %s)\n", p.Name, p.Network, p.IP, p.MAC, p.IfName, p.Tap, p.HostIf)
+			}
+		}
+	}
+}
+
+func (d *demo) sourceOf(subnet netip.Prefix) string {
+	for _, p := range d.pods {
+		if p.IP.Masked() == subnet {
+			return hostAddressSource[p.Network]
+		}
+	}
+	return "?"
+}
+
+const labelWidth, cellWidth = 22, 15
+
+// printMatrix prints rows = sources, columns = destinations.
+func (d *demo) printMatrix(all []endpoint, m map[[2]netip.Addr]cell) {
+	fmt.Printf("\nConnectivity: ✓ = ICMP echo and TCP echo (port %d) both answered, with the ping round trip\n", cluster.EchoPort)
+	fmt.Println("rows are sources (a VM probes from inside its guest; a node from its netns, from that host address)")
+	var head1, head2 strings.Builder
+	head1.WriteString(pad("from \\ to", labelWidth))
+	head2.WriteString(pad("", labelWidth))
+	for _, dst := range all {
+		head1.WriteString(pad(dst.name, cellWidth))
+		head2.WriteString(pad(dst.addr.String(), cellWidth))
+	}
+	fmt.Println(head1.String())
+	fmt.Println(head2.String())
+	for _, src := range all {
+		var row strings.Builder
+		row.WriteString(pad(src.name+" "+src.addr.String(), labelWidth))
+		for _, dst := range all {
+			row.WriteString(pad(cellText(src, dst, m), cellWidth))
+		}
+		fmt.Println(row.String())
+	}
+	fmt.Println("– = different subnets: nothing routes between 172.16.3.0/24 and 172.16.13.0/24 (by design), so not applicable; · = itself")
+	for _, src := range all {
+		for _, dst := range all {
+			if c := m[[2]netip.Addr{src.addr, dst.addr}]; c.err != nil {
+				fmt.Printf("✗ %s %s -> %s %s: %v\n", src.name, src.addr, dst.name, dst.addr, c.err)
+			}
+		}
+	}
+}
+
+func cellText(src, dst endpoint, m map[[2]netip.Addr]cell) string {
+	switch {
+	case src.addr == dst.addr:
+		return "·"
+	case src.subnet != dst.subnet:
+		return "–"
+	}
+	c, ok := m[[2]netip.Addr{src.addr, dst.addr}]
+	switch {
+	case !ok:
+		return "?"
+	case !c.ok:
+		return "✗ " + c.note
+	}
+	ms := float64(c.rtt.Microseconds()) / 1000
+	if ms < 1 {
+		return fmt.Sprintf("✓ %.2fms", ms)
+	}
+	return fmt.Sprintf("✓ %.1fms", ms)
+}
+
+// failures counts the applicable pairs that did not answer.
+func failures(all []endpoint, m map[[2]netip.Addr]cell) int {
+	n := 0
+	for _, src := range all {
+		for _, dst := range all {
+			if src.addr != dst.addr && src.subnet == dst.subnet && !m[[2]netip.Addr{src.addr, dst.addr}].ok {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func pad(s string, width int) string {
+	if n := utf8.RuneCountInString(s); n < width {
+		return s + strings.Repeat(" ", width-n)
+	}
+	return s + " "
+}
+
+// deleteAll stops each guest and DELs its pod, then shows that each node
+// is back to its state before the first ADD.
+func (d *demo) deleteAll(ctx context.Context) error {
+	fmt.Println()
+	for _, p := range d.pods {
+		if err := d.delPod(ctx, p); err != nil {
+			return err
+		}
+		d.say("stopped %s, DEL through libcni on %s, removed its netns", p.Name, p.Node.Name)
+	}
+	d.pods = nil
+	var errs []error
+	for _, n := range d.c.Nodes {
+		s, err := n.State()
+		if err != nil {
+			return err
+		}
+		errs = append(errs, d.printBack(n, d.baseline[n.Name], s))
+	}
+	return errors.Join(errs...)
+}
+
+func (d *demo) printBack(n *cluster.Node, before, after cluster.State) error {
+	if diff := before.Diff(after); diff != "" {
+		fmt.Printf("%s is NOT back to what it was:\n%s\n", n.Name, diff)
+		return fmt.Errorf("%s is not back to what it was", n.Name)
+	}
+	var links []string
+	for _, l := range after.Links {
+		links = append(links, strings.Fields(l)[0])
+	}
+	fmt.Printf("%s is back to what it was: links %s only; host addresses: %s; IPAM leases: %s; plugin records: %s\n",
+		n.Name, strings.Join(links, ", "), none(len(after.HostAddrs)), none(len(after.Leases)), none(len(after.Records)))
+	return nil
+}
+
+func none(n int) string {
+	if n == 0 {
+		return "none"
+	}
+	return fmt.Sprint(n)
+}
