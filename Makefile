@@ -5,6 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.Version=$(VERSION)
 BIN     := bin/tapbridge-cni
 FUZZTIME ?= 30s
+SOAKTIME ?= 3m
 
 .PHONY: all build deps test lint unit integration e2e fuzz-short fuzz demo bench soak clean
 
@@ -43,8 +44,15 @@ demo: deps build
 bench: deps build
 	$(GO) run ./test/bench -out bench-results.md
 
+# Bounded fuzzing: the config loader, and ADD then DEL on fuzzed configs
+# in a throwaway node (the node must be as it was after every input).
 fuzz-short:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./pkg/config
+	$(GO) test -run '^$$' -fuzz '^FuzzAddDel$$' -fuzztime $(FUZZTIME) ./pkg/plugin
+
+# Long churn and SIGKILL runs (short versions of both are in `make test`).
+soak: build
+	TAPBRIDGE_SOAK=$(SOAKTIME) TAPBRIDGE_KILL_TIME=$(SOAKTIME) $(GO) test -count=1 -p 1 -timeout 60m -run '^(TestChurn|TestKill)$$' -v ./test/integration/
 
 fuzz:
 	$(MAKE) fuzz-short FUZZTIME=10m

@@ -58,7 +58,9 @@ func toCNI(err error) *types.Error {
 		}
 	}
 	var cniErr *types.Error
-	if errors.As(err, &cniErr) { // IPAM's own error: keep its code
+	// IPAM's own error: keep its code. An IPAM that died without a word
+	// has none (invoke reports code 0), and 0 is no error code.
+	if errors.As(err, &cniErr) && cniErr.Code != 0 {
 		return types.NewError(cniErr.Code, err.Error(), cniErr.Details)
 	}
 	return types.NewError(types.ErrInternal, err.Error(), "")

@@ -262,6 +262,9 @@ func (m *Manager) Subnets() ([]netip.Prefix, error) {
 }
 
 // ReleaseAll drops key from every subnet it uses (DEL needs no prevResult).
+// It also finishes a release that a crash cut short after emptying a
+// subnet's users but before removing its address: once key is no longer
+// a user, the retried DEL would otherwise leave that address for good.
 func (m *Manager) ReleaseAll(key string) error {
 	subnets, err := m.Subnets()
 	if err != nil {
@@ -271,9 +274,19 @@ func (m *Manager) ReleaseAll(key string) error {
 	for _, s := range subnets {
 		if m.users(s).Has(key) {
 			errs = append(errs, m.Release(key, s))
+		} else {
+			errs = append(errs, m.dropIfUnused(s))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func (m *Manager) dropIfUnused(subnet netip.Prefix) error {
+	empty, err := m.users(subnet).RemoveIfEmpty()
+	if err != nil || !empty {
+		return err
+	}
+	return m.dropOwned(subnet)
 }
 
 // Verify checks that key is counted on subnet and that the bridge has an

@@ -42,7 +42,7 @@ func (p Plugin) Add(ctx context.Context, c Call) (*current.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := invoke.ExecPluginWithResult(ctx, path, p.Config, p.args("ADD", c), nil)
+	r, err := invoke.ExecPluginWithResult(ctx, path, p.Config, p.args("ADD", c), &execer{})
 	if err != nil {
 		return nil, p.wrap(ctx, "ADD", err)
 	}
@@ -72,7 +72,7 @@ func (p Plugin) run(ctx context.Context, cmd string, c Call) error {
 	if err != nil {
 		return err
 	}
-	if err := invoke.ExecPluginWithoutResult(ctx, path, p.Config, p.args(cmd, c), nil); err != nil {
+	if err := invoke.ExecPluginWithoutResult(ctx, path, p.Config, p.args(cmd, c), &execer{}); err != nil {
 		return p.wrap(ctx, cmd, err)
 	}
 	return nil

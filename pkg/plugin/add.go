@@ -10,6 +10,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/tapbridge/tapbridge-cni/pkg/attachment"
 	"github.com/tapbridge/tapbridge-cni/pkg/bridge"
@@ -128,6 +129,12 @@ func openPodNetns(path string) (ns.NetNS, error) {
 	podNS, err := ns.GetNS(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNetns, err)
+	}
+	// GetNS takes any nsfs or procfs file: a mount namespace, or
+	// /proc/<pid>/status, would only fail later, at setns, as EINVAL.
+	if t, err := unix.IoctlRetInt(int(podNS.Fd()), unix.NS_GET_NSTYPE); err != nil || t != unix.CLONE_NEWNET {
+		podNS.Close()
+		return nil, fmt.Errorf("%w: %s is not a network namespace", ErrNetns, path)
 	}
 	self, err := netns.Get()
 	if err != nil {

@@ -52,6 +52,9 @@ func (p *Plugin) staleRecords(st *store.Store) ([]store.Record, error) {
 	var errs []error
 	for _, key := range keys {
 		rec, err := st.Get(key)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // a DEL removed it since Keys: nothing left to collect
+		}
 		if err != nil {
 			errs = append(errs, err)
 			continue

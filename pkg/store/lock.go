@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -27,25 +28,56 @@ func (s *Store) LockBridge(bridge string, timeout time.Duration) (Unlock, error)
 	return lockFile(filepath.Join(dir, "lock"), timeout)
 }
 
+// lockFile waits for the lock as long as it keeps changing hands: the
+// timeout is how long one holder may keep it, not how long a queue may
+// be. Under a burst of ADDs the lock goes to waiters in no particular
+// order, so a fixed deadline would fail calls while the node is making
+// progress; a holder that is stuck is still given up on after timeout.
 func lockFile(path string, timeout time.Duration) (Unlock, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
 	deadline := time.Now().Add(timeout)
+	turn := handOvers(f)
 	for wait := 200 * time.Microsecond; ; wait = min(2*wait, 20*time.Millisecond) {
 		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
+			if err := markHandOver(f); err != nil {
+				f.Close()
+				return nil, err
+			}
 			return func() { f.Close() }, nil
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
 			f.Close()
 			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
-		if time.Now().After(deadline) {
+		if n := handOvers(f); n != turn {
+			turn, deadline = n, time.Now().Add(timeout)
+		} else if time.Now().After(deadline) {
 			f.Close()
 			return nil, fmt.Errorf("lock %s held by another process for %s: %w", path, timeout, ErrLockTimeout)
 		}
 		time.Sleep(wait)
 	}
+}
+
+// handOvers reads the counter that every holder bumps as it takes the
+// lock (0 for a new or foreign lock file).
+func handOvers(f *os.File) uint64 {
+	var b [8]byte
+	if n, _ := f.ReadAt(b[:], 0); n < len(b) {
+		return 0
+	}
+	return binary.LittleEndian.Uint64(b[:])
+}
+
+func markHandOver(f *os.File) error {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], handOvers(f)+1)
+	if _, err := f.WriteAt(b[:], 0); err != nil {
+		return fmt.Errorf("write lock %s: %w", f.Name(), err)
+	}
+	return nil
 }

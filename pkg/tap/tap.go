@@ -43,20 +43,40 @@ func (s Spec) Flags() uint16 {
 
 // Create makes a persistent TAP and gives it its MAC, MTU and link group,
 // leaving it down. IFF_TUN_EXCL makes the kernel refuse an existing name
-// instead of attaching to it, so a foreign TAP is never taken.
+// instead of attaching to it, so a foreign TAP is never taken. The TAP
+// gets its link group before it is made persistent: until then it lives
+// only as long as our fd, so a crash (or an error) at any point leaves
+// either nothing or a TAP that DEL finds by its group.
 func Create(s Spec) error {
-	if err := createDevice(s); err != nil {
+	f, err := createDevice(s)
+	if err != nil {
 		return err
 	}
-	return link.Set(s.Name, link.Attrs{MAC: s.MAC, MTU: s.MTU, Group: s.LinkGroup})
+	defer f.Close()
+	if err := link.Set(s.Name, link.Attrs{MAC: s.MAC, MTU: s.MTU, Group: s.LinkGroup}); err != nil {
+		return err
+	}
+	if err := ioctl(f, unix.TUNSETPERSIST, 1); err != nil {
+		return fmt.Errorf("make tap %s persistent: %w", s.Name, err)
+	}
+	return nil
 }
 
-func createDevice(s Spec) error {
+// createDevice makes the TAP, owned as the spec says, and returns the fd
+// that keeps it alive until it is made persistent.
+func createDevice(s Spec) (*os.File, error) {
 	f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0)
 	if err != nil {
-		return fmt.Errorf("create tap %s: %w", s.Name, err)
+		return nil, fmt.Errorf("create tap %s: %w", s.Name, err)
 	}
-	defer f.Close()
+	if err := configureDevice(f, s); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+func configureDevice(f *os.File, s Spec) error {
 	var req ifreq
 	copy(req.name[:unix.IFNAMSIZ-1], s.Name)
 	req.flags = s.Flags() | unix.IFF_TUN_EXCL
@@ -75,11 +95,6 @@ func createDevice(s Spec) error {
 		if err := ioctl(f, unix.TUNSETGROUP, uintptr(s.Group)); err != nil {
 			return fmt.Errorf("set group of tap %s: %w", s.Name, err)
 		}
-	}
-	// Once persistent, the device outlives this fd; until then closing the
-	// fd (on any error above) removes it.
-	if err := ioctl(f, unix.TUNSETPERSIST, 1); err != nil {
-		return fmt.Errorf("make tap %s persistent: %w", s.Name, err)
 	}
 	return nil
 }

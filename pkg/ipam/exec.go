@@ -1,0 +1,62 @@
+package ipam
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"syscall"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+	"golang.org/x/sys/unix"
+)
+
+// waitDelay bounds the wait for the IPAM's output once it is killed.
+const waitDelay = time.Second
+
+// execer runs IPAM plugins as invoke's default does, except on timeout:
+// it kills the plugin's whole process group and stops waiting for its
+// output. invoke's default kills the plugin alone and then waits for its
+// stdout to close, so a child the plugin left behind (a shell script's
+// sleep, a helper daemon) would hang ADD long past ipamTimeout.
+type execer struct {
+	version.PluginDecoder
+}
+
+func (*execer) FindInPath(plugin string, paths []string) (string, error) {
+	return invoke.FindInPath(plugin, paths)
+}
+
+func (*execer) ExecPlugin(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
+	var stdout, stderr bytes.Buffer
+	c := exec.CommandContext(ctx, path)
+	c.Env, c.Stdin, c.Stdout, c.Stderr = environ, bytes.NewReader(stdin), &stdout, &stderr
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.Cancel = func() error { return unix.Kill(-c.Process.Pid, unix.SIGKILL) }
+	c.WaitDelay = waitDelay
+	if err := c.Run(); err != nil {
+		return nil, pluginError(err, stdout.Bytes(), stderr.Bytes())
+	}
+	return stdout.Bytes(), nil
+}
+
+// pluginError is the plugin's own CNI error from stdout, or one that
+// says how it failed (as invoke's default reports it).
+func pluginError(err error, stdout, stderr []byte) error {
+	e := &types.Error{}
+	switch {
+	case len(stdout) > 0:
+		if perr := json.Unmarshal(stdout, e); perr != nil {
+			e.Msg = fmt.Sprintf("netplugin failed but error parsing its diagnostic message %q: %v", stdout, perr)
+		}
+	case len(stderr) > 0:
+		e.Msg = fmt.Sprintf("netplugin failed: %q", stderr)
+	default:
+		e.Msg = fmt.Sprintf("netplugin failed with no error message: %v", err)
+	}
+	return e
+}
