@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
+
+	"github.com/tapbridge/tapbridge-cni/pkg/attachment"
+	"github.com/tapbridge/tapbridge-cni/pkg/bridge"
+	"github.com/tapbridge/tapbridge-cni/pkg/group"
+	"github.com/tapbridge/tapbridge-cni/pkg/link"
+	"github.com/tapbridge/tapbridge-cni/pkg/redirect"
+	"github.com/tapbridge/tapbridge-cni/pkg/spoof"
+	"github.com/tapbridge/tapbridge-cni/pkg/tap"
+	"github.com/tapbridge/tapbridge-cni/pkg/veth"
+)
+
+// stepTimes collects durations per named step, in first-seen order.
+type stepTimes struct {
+	order []string
+	by    map[string][]time.Duration
+}
+
+func newStepTimes() *stepTimes { return &stepTimes{by: map[string][]time.Duration{}} }
+
+func (s *stepTimes) add(name string, d time.Duration) {
+	if _, ok := s.by[name]; !ok {
+		s.order = append(s.order, name)
+	}
+	s.by[name] = append(s.by[name], d)
+}
+
+// timed runs fn and records its duration under name.
+func (s *stepTimes) timed(name string, fn func() error) error {
+	t0 := time.Now()
+	err := fn()
+	s.add(name, time.Since(t0))
+	return err
+}
+
+func (s *stepTimes) p50(name string) time.Duration { return percentile(s.by[name], 50) }
+
+// breakdown is "name p50, name p50, ..." in ms.
+func (s *stepTimes) breakdown() string {
+	out := ""
+	for i, name := range s.order {
+		if i > 0 {
+			out += ", "
+		}
+		out += fmt.Sprintf("%s %.2f", name, ms(s.p50(name)))
+	}
+	return out
+}
+
+// kernelSteps does, in this process, the kernel work one attachment needs
+// (what ADD does minus process start, config, state files and IPAM), the
+// same calls in the same netns as the plugin, and then undoes it.
+type kernelSteps struct {
+	spoof bool
+	add   *stepTimes
+	del   *stepTimes
+	cpu   []time.Duration // of the calling thread per attach, kernel work included
+}
+
+// step is one named piece of kernel work.
+type step struct {
+	name string
+	fn   func() error
+}
+
+func (k *kernelSteps) attach(podPath, cid string, ip net.IP) error {
+	pod, err := ns.GetNS(podPath)
+	if err != nil {
+		return err
+	}
+	defer pod.Close()
+	t0, cpu0 := time.Now(), threadCPU()
+	for _, s := range k.attachSteps(pod, cid, ip) {
+		if err := k.add.timed(s.name, s.fn); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+	}
+	k.add.add("total", time.Since(t0))
+	// ns.Do runs the pod-side steps on another thread; their CPU is not
+	// in this figure, which is therefore a lower bound.
+	k.cpu = append(k.cpu, threadCPU()-cpu0)
+	return nil
+}
+
+// attachSteps are the plugin's ADD calls in the plugin's order.
+func (k *kernelSteps) attachSteps(pod ns.NetNS, cid string, ip net.IP) []step {
+	names := attachment.For(attachment.ID{ContainerID: cid, IfName: podIfName})
+	guest := attachment.GuestMAC(names.GuestID)
+	var br *bridge.Bridge
+	spec := tap.Spec{Name: names.Tap, Owner: 107, Group: 107, MAC: attachment.TapMAC(guest), LinkGroup: names.Group}
+	inPod := func(fn func() error) error { return pod.Do(func(ns.NetNS) error { return fn() }) }
+	steps := []step{
+		{"bridge lookup", func() (err error) { br, err = bridge.Lookup(bridgeName); return err }},
+		{"veth", func() error {
+			spec.MTU = br.MTU
+			return veth.Create(veth.Pair{HostName: names.HostIf, HostMAC: names.HostMAC, BridgeIndex: br.Index,
+				PodName: names.PodIf, PodMAC: guest, PodNSFd: int(pod.Fd()), PodGroup: names.Group, MTU: br.MTU})
+		}},
+		{"tap", func() error { return inPod(func() error { return tap.Create(spec) }) }},
+		{"redirect", func() error { return inPod(func() error { return redirect.Add(names.PodIf, names.Tap) }) }},
+		{"up", func() error {
+			if err := inPod(func() error { return link.UpWithoutIPv6(names.PodIf, names.Tap) }); err != nil {
+				return err
+			}
+			if err := link.NoAddrGen(names.HostIf); err != nil {
+				return err
+			}
+			return link.Up(names.HostIf)
+		}},
+		{"bridge addrs", func() error { _, err := br.Addrs(unix.AF_INET); return err }},
+	}
+	if !k.spoof {
+		return steps
+	}
+	return append(steps, step{"nft", func() error {
+		return spoof.Ensure(spoof.Port{Bridge: bridgeName, Name: names.HostIf, MAC: guest, IPs: []net.IP{ip}})
+	}})
+}
+
+func (k *kernelSteps) detach(podPath, cid string) error {
+	names := attachment.For(attachment.ID{ContainerID: cid, IfName: podIfName})
+	t0 := time.Now()
+	err := k.del.timed("links", func() error {
+		pod, err := ns.GetNS(podPath)
+		if err != nil {
+			return err
+		}
+		defer pod.Close()
+		if err := pod.Do(func(ns.NetNS) error { return group.Delete(names.Group) }); err != nil {
+			return err
+		}
+		return veth.Delete(names.HostIf)
+	})
+	if err == nil && k.spoof {
+		err = k.del.timed("nft", func() error { return spoof.Delete(bridgeName, names.HostIf) })
+	}
+	k.del.add("total", time.Since(t0))
+	return err
+}
+
+// floorData is what the floor rows are computed from.
+type floorData struct {
+	trivial, trivialCPU time.Duration
+	ipamAdd, ipamDel    time.Duration
+	ipamAddCPU          time.Duration
+	steps, noSpoof      *kernelSteps
+	inproc              *inprocResult
+}
+
+func (b *bench) measureFloor(ctx context.Context) (*floorData, error) {
+	if err := b.ensurePods(b.opts.N); err != nil {
+		return nil, err
+	}
+	f := &floorData{}
+	var err error
+	if runs := b.cp["trivial"][1]; len(runs) > 0 { // measured alongside the plugins
+		s := summarize(runs)
+		f.trivial, f.trivialCPU = fromMS(s.Add.P50), fromMS(s.AddCPU)
+	} else if f.trivial, f.trivialCPU, err = b.execFloor(ctx); err != nil {
+		return nil, err
+	}
+	if runs := b.cp["host-local"][1]; len(runs) > 0 {
+		s := summarize(runs)
+		f.ipamAdd, f.ipamDel, f.ipamAddCPU = fromMS(s.Add.P50), fromMS(s.Del.P50), fromMS(s.AddCPU)
+	} else if f.ipamAdd, f.ipamDel, f.ipamAddCPU, err = b.hostLocalAlone(ctx); err != nil {
+		return nil, err
+	}
+	for _, spoofOn := range []bool{true, false} {
+		ks := &kernelSteps{spoof: spoofOn, add: newStepTimes(), del: newStepTimes()}
+		if err := b.runKernelSteps(ctx, ks); err != nil {
+			return nil, err
+		}
+		if spoofOn {
+			f.steps = ks
+		} else {
+			f.noSpoof = ks
+		}
+	}
+	f.inproc, err = b.inProcess(ctx)
+	return f, err
+}
+
+// floorN is the sample count of the floor measurements: enough for a
+// stable p50, and it keeps the run short.
+func (b *bench) floorN() int { return min(b.opts.N, 100) }
+
+func (b *bench) execFloor(ctx context.Context) (wall, cpu time.Duration, err error) {
+	n := b.floorN()
+	w, c := make([]time.Duration, n), make([]time.Duration, n)
+	_, err = b.parallel(ctx, 1, n, func(i int) error {
+		var err error
+		w[i], c[i], err = execTimed(ctx, b.trivial)
+		return err
+	})
+	return percentile(w, 50), percentile(c, 50), err
+}
+
+// hostLocalAlone execs host-local itself with tapbridge's config, as
+// tapbridge does: ADDs, then DELs.
+func (b *bench) hostLocalAlone(ctx context.Context) (add, del, addCPU time.Duration, err error) {
+	tb, _, _ := b.cpVariants()
+	conf := tb.Conf(filepath.Join(b.dir, "ipam", "floor-host-local"))
+	b.waitQuiet(ctx)
+	r, err := b.runBatch(ctx, batch{Bin: b.upstream("host-local"), Tag: b.id + "-floor-hl",
+		Conf: func(int) []byte { return conf }, Pods: b.pods[:b.floorN()], K: 1})
+	return percentile(r.Add, 50), percentile(r.Del, 50), percentile(r.AddCPU, 50), err
+}
+
+func (b *bench) runKernelSteps(ctx context.Context, ks *kernelSteps) error {
+	n := b.floorN()
+	b.waitQuiet(ctx)
+	cid := func(i int) string { return fmt.Sprintf("%s-floor-%v-%04d", b.id, ks.spoof, i) }
+	return inNS(b.node, func() error {
+		for i := range n {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			ip := net.IPv4(10, 88, byte(1+i/250), byte(1+i%250))
+			if err := ks.attach(b.pods[i].Path(), cid(i), ip); err != nil {
+				return err
+			}
+		}
+		for i := range n {
+			if err := ks.detach(b.pods[i].Path(), cid(i)); err != nil {
+				return err
+			}
+		}
+		if ks.spoof {
+			return spoof.DeleteTable(bridgeName)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tapbridge/tapbridge-cni/test/harness"
+)
+
+// row is one line of the report's single table.
+type row struct {
+	Section, What, TB, Ref, Ratio, Target, Result string
+}
+
+type report struct {
+	rows  []row
+	notes []string
+	load  []string // other processes' CPU share per section
+	env   string   // what of the machine's set-up shapes the figures
+}
+
+func (r *report) add(x row) { r.rows = append(r.rows, x) }
+
+func (r *report) note(format string, a ...any) { r.notes = append(r.notes, fmt.Sprintf(format, a...)) }
+
+// target formats a ratio and its verdict. lessOrEqual: the ratio must be
+// at most limit (a time); otherwise at least limit (a rate).
+func target(ratio float64, lessOrEqual bool, limit float64) (ratioS, targetS, result string) {
+	ok := ratio >= limit
+	op := "≥"
+	if lessOrEqual {
+		ok, op = ratio <= limit, "≤"
+	}
+	result = "MISS"
+	if ok {
+		result = "PASS"
+	}
+	return fmt.Sprintf("%.2f", ratio), fmt.Sprintf("%s %.1f×", op, limit), result
+}
+
+// withTarget fills a row's ratio, target and result columns.
+func withTarget(x row, ratio float64, lessOrEqual bool, limit float64) row {
+	x.Ratio, x.Target, x.Result = target(ratio, lessOrEqual, limit)
+	return x
+}
+
+func info(x row, ratio float64) row {
+	x.Ratio, x.Target, x.Result = fmt.Sprintf("%.2f", ratio), "—", "info"
+	return x
+}
+
+func fq(q quantiles) string { return fmt.Sprintf("%.2f / %.2f / %.2f", q.P50, q.P90, q.P99) }
+
+func (r *report) emit(b *bench, wall time.Duration) error {
+	var s strings.Builder
+	s.WriteString("# tapbridge-cni benchmark (issue 5)\n\n")
+	hdr := header(b, wall)
+	if r.env != "" {
+		hdr = append(hdr, r.env)
+	}
+	if len(r.load) > 0 {
+		hdr = append(hdr, fmt.Sprintf("Shared machine: CPU used by other processes and kernel threads while each section ran: %s; %s spent waiting for quiet moments",
+			strings.Join(r.load, ", "), b.waited.Round(time.Second)))
+	}
+	for _, h := range hdr {
+		fmt.Fprintf(&s, "- %s\n", h)
+	}
+	s.WriteString("\n| Section | Measurement | tapbridge | Reference | Ratio | Target | Result |\n")
+	s.WriteString("|---|---|---|---|---|---|---|\n")
+	for _, x := range r.rows {
+		fmt.Fprintf(&s, "| %s | %s | %s | %s | %s | %s | %s |\n", x.Section, x.What, x.TB, x.Ref, x.Ratio, x.Target, x.Result)
+	}
+	if len(r.notes) > 0 {
+		s.WriteString("\n")
+		for _, n := range r.notes {
+			fmt.Fprintf(&s, "- %s\n", n)
+		}
+	}
+	fmt.Print(s.String())
+	if b.opts.Out != "" {
+		return os.WriteFile(b.opts.Out, []byte(s.String()), 0o644)
+	}
+	return nil
+}
+
+func header(b *bench, wall time.Duration) []string {
+	o := b.opts
+	mode := ""
+	if o.Quick {
+		mode = " (-quick: smoke test, figures not meaningful)"
+	}
+	return []string{
+		"Date: " + time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		fmt.Sprintf("Machine: %s, %d cores, kernel %s, %s", cpuModel(), runtime.NumCPU(), kernel(), runtime.Version()),
+		fmt.Sprintf("Plugins: tapbridge-cni %s; upstream bridge, host-local, static %s (go install)", gitDescribe(), harness.UpstreamVersion),
+		fmt.Sprintf("Sizes%s: N=%d pods per batch, %d runs per plugin (medians; plugins alternate run by run), K=%d; scale N=%d (windows of %d); data plane %s per size per layout, %d latency samples",
+			mode, o.N, o.Runs, o.K, o.ScaleN, o.Window, o.DPTime, o.LatSamples),
+		fmt.Sprintf("Wall time: %s. Times are per call, exec'd as libcni does from a thread in the node netns; ratios are tapbridge / reference from this run", wall.Round(time.Second)),
+	}
+}
+
+func cpuModel() string {
+	data, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+func kernel() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "unknown"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+func gitDescribe() string {
+	cmd := exec.Command("git", "describe", "--tags", "--always", "--dirty")
+	cmd.Dir = harness.RepoRoot()
+	out, err := cmd.Output()
+	if err != nil {
+		return "(unknown revision)"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// environment reports what of the machine's set-up shapes the figures:
+// br_netfilter (if loaded, every bridged IPv4 frame also traverses the
+// iptables hooks) and the filesystem of the state and IPAM dirs.
+func (b *bench) environment() string {
+	brnf := "not loaded"
+	_ = inNS(b.node, func() error {
+		if v, err := os.ReadFile("/proc/sys/net/bridge/bridge-nf-call-iptables"); err == nil {
+			brnf = "loaded, bridge-nf-call-iptables=" + strings.TrimSpace(string(v))
+		}
+		return nil
+	})
+	fs := "unknown"
+	var st unix.Statfs_t
+	if unix.Statfs(b.dir, &st) == nil {
+		fs = map[int64]string{0xef53: "ext4", 0x01021994: "tmpfs", 0x58465342: "xfs", 0x9123683e: "btrfs", 0x794c7630: "overlayfs"}[int64(st.Type)]
+	}
+	return fmt.Sprintf("Environment: br_netfilter %s in the bench's namespaces; state and IPAM dirs under %s (%s)", brnf, b.dir, fs)
+}
+
+func (r *report) definitions() {
+	r.note("Ratio is tapbridge / reference. Times (ms) are per call as the runtime sees them (fork+exec+wait); lower is better. Rates (pods/s, frames/s) are higher-is-better. Control-plane figures are medians over the runs of each run's p50/p90/p99.")
+	r.note("Peak RSS is ru_maxrss from wait4, i.e. the largest process of the call (the plugin or its IPAM child). It is taken through a tiny launcher because a child's ru_maxrss starts at its parent's peak RSS (vfork shares and fork copies the mm whose high-water mark exec keeps), so execing from the benchmark would report the benchmark's own RSS.")
+	r.note("Data plane: one writer thread on the TAP of node A, one reader on the TAP of node B; 1500 B is an MTU-sized IP packet (1514-byte frame), 64 B the minimum frame (60 bytes without FCS); Gbit/s counts those bytes. Frames are valid IPv4/UDP from the guest's MAC and IP, so anti-spoofing passes them. The writer's CPU carries the whole forwarding path (a TAP write runs the softirq), hence the per-CPU figures. Latency: paced frames, one every ~150 µs, timestamp in the payload, includes the reader's poll wake-up.")
+	r.note("Floor bound rows: the parts of a call that tapbridge cannot skip, measured alone; when they already exceed what a target allows, no change to tapbridge's own code can meet that target on this machine.")
+}

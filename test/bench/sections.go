@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strings"
+)
+
+type section struct {
+	name string
+	run  func(context.Context, *report) error
+}
+
+func (b *bench) sections() []section {
+	return []section{
+		{"control", b.sectionControl},
+		{"floor", b.sectionFloor},
+		{"memory", b.sectionMemory},
+		{"scale", b.sectionScale},
+		{"dataplane", b.sectionDataplane},
+	}
+}
+
+func (o options) wants(name string) bool { return listed(o.Only, name) }
+
+// listed reports whether name is in a comma-separated list ("" lists all).
+func listed(list, name string) bool {
+	if list == "" {
+		return true
+	}
+	for _, s := range strings.Split(list, ",") {
+		if strings.TrimSpace(s) == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *bench) sectionControl(ctx context.Context, rep *report) error {
+	res, err := b.controlPlane(ctx)
+	if err != nil {
+		return err
+	}
+	b.cp = res
+	ref := summarize(res["bridge"][1])
+	for _, key := range []string{"tb", "tb-nospoof"} {
+		label := "Control K=1"
+		if key == "tb-nospoof" {
+			label += `, "spoofCheck": false`
+		}
+		b.cpRows(rep, label, summarize(res[key][1]), ref, key == "tb")
+	}
+	b.cpRows(rep, fmt.Sprintf("Control K=%d", b.opts.K), summarize(res["tb"][b.opts.K]), summarize(res["bridge"][b.opts.K]), true)
+	if b.opts.Alt != "" {
+		for _, k := range []int{1, b.opts.K} {
+			b.cpRows(rep, fmt.Sprintf("Control K=%d, -alt build", k), summarize(res["tb-alt"][k]), summarize(res["bridge"][k]), false)
+		}
+	}
+	return nil
+}
+
+// cpRows adds the ADD, DEL and pods/s rows of one variant. The targets
+// apply to the default configuration: p50s at K=1, ADD pods/s at K>1.
+func (b *bench) cpRows(rep *report, section string, tb, ref cpSummary, targets bool) {
+	seq := strings.HasPrefix(section, "Control K=1")
+	add := row{Section: section, What: "ADD ms p50 / p90 / p99", TB: fq(tb.Add), Ref: "bridge: " + fq(ref.Add)}
+	del := row{Section: section, What: "DEL ms p50 / p90 / p99", TB: fq(tb.Del), Ref: "bridge: " + fq(ref.Del)}
+	rates := row{Section: section, What: "pods/s ADD / DEL", TB: fmt.Sprintf("%.0f / %.0f", tb.AddRate, tb.DelRate),
+		Ref: fmt.Sprintf("bridge: %.0f / %.0f", ref.AddRate, ref.DelRate)}
+	addR, delR := tb.Add.P50/ref.Add.P50, tb.Del.P50/ref.Del.P50
+	rateR := tb.AddRate / ref.AddRate
+	if targets && seq {
+		rep.add(withTarget(add, addR, true, 0.6))
+		rep.add(withTarget(del, delR, true, 1.0))
+	} else {
+		rep.add(info(add, addR))
+		rep.add(info(del, delR))
+	}
+	rep.add(info(row{Section: section, What: "CPU ms per call p50, ADD / DEL (user+sys, incl. the IPAM child)",
+		TB: fmt.Sprintf("%.2f / %.2f", tb.AddCPU, tb.DelCPU), Ref: fmt.Sprintf("bridge: %.2f / %.2f", ref.AddCPU, ref.DelCPU)}, tb.AddCPU/ref.AddCPU))
+	if targets && !seq {
+		rep.add(withTarget(rates, rateR, false, 1.5))
+	} else {
+		rates = info(rates, rateR)
+		rates.Ratio = fmt.Sprintf("%.2f / %.2f", rateR, tb.DelRate/ref.DelRate)
+		rep.add(rates)
+	}
+}
+
+// k1Summaries are the sequential tapbridge and bridge rows of the control
+// plane; tapbridge's comes from one batch run here if the control-plane
+// section was skipped (then there is no bridge row: ok is false).
+func (b *bench) k1Summaries(ctx context.Context) (tb, br cpSummary, ok bool, err error) {
+	runs := b.cp["tb"][1]
+	if len(runs) == 0 {
+		v, _, _ := b.cpVariants()
+		r, err := b.cpBatch(ctx, v, 1, 0)
+		if err != nil {
+			return tb, br, false, err
+		}
+		runs = []batchResult{r}
+	}
+	ok = len(b.cp["bridge"][1]) > 0
+	if ok {
+		br = summarize(b.cp["bridge"][1])
+	}
+	return summarize(runs), br, ok, nil
+}
+
+func (b *bench) sectionFloor(ctx context.Context, rep *report) error {
+	f, err := b.measureFloor(ctx)
+	if err != nil {
+		return err
+	}
+	tb, br, haveBridge, err := b.k1Summaries(ctx)
+	if err != nil {
+		return err
+	}
+	const sec = "Floor"
+	rep.add(row{Section: sec, What: "exec of a trivial static Go binary, p50 ms (CPU ms); alternated with the plugins",
+		TB: fmt.Sprintf("%.2f (%.2f)", ms(f.trivial), ms(f.trivialCPU))})
+	rep.add(row{Section: sec, What: "host-local exec alone (tapbridge's config), ADD / DEL p50 ms (ADD CPU ms); alternated with the plugins",
+		TB: fmt.Sprintf("%.2f / %.2f (%.2f)", ms(f.ipamAdd), ms(f.ipamDel), ms(f.ipamAddCPU))})
+	for _, ks := range []*kernelSteps{f.steps, f.noSpoof} {
+		what := "in-process kernel steps of one attachment, ADD / DEL p50 ms"
+		if !ks.spoof {
+			what += `, "spoofCheck": false`
+		}
+		rep.add(row{Section: sec, What: what,
+			TB:  fmt.Sprintf("%.2f / %.2f", ms(ks.add.p50("total")), ms(ks.del.p50("total"))),
+			Ref: "ADD: " + ks.add.breakdown() + "; DEL: " + ks.del.breakdown()})
+	}
+	own := tb.Add.P50 - ms(f.ipamAdd)
+	floor := ms(f.trivial) + ms(f.steps.add.p50("total"))
+	rep.add(withTarget(row{Section: sec, What: "tapbridge own time per ADD (ADD p50 − host-local ADD p50) vs floor (trivial exec + kernel steps), ms",
+		TB: fmt.Sprintf("%.2f", own), Ref: fmt.Sprintf("floor: %.2f", floor)}, own/floor, true, 2))
+	ownDel := tb.Del.P50 - ms(f.ipamDel)
+	floorDel := ms(f.trivial) + ms(f.steps.del.p50("total"))
+	rep.add(info(row{Section: sec, What: "tapbridge own time per DEL (DEL p50 − host-local DEL p50) vs floor, ms",
+		TB: fmt.Sprintf("%.2f", ownDel), Ref: fmt.Sprintf("floor: %.2f", floorDel)}, ownDel/floorDel))
+	b.whereTimeGoes(rep, f, tb)
+	if haveBridge {
+		b.boundRows(rep, f, br)
+	}
+	return nil
+}
+
+// whereTimeGoes breaks ADD and DEL down from the in-process runs.
+func (b *bench) whereTimeGoes(rep *report, f *floorData, tb cpSummary) {
+	const sec = "Floor"
+	ip := f.inproc
+	rep.add(row{Section: sec, What: "where ADD goes: in-process plugin.Add p50 ms by step (incl. host-local exec)",
+		TB: fmt.Sprintf("%.2f", ms(ip.add.p50("total"))), Ref: ip.add.breakdown() + fmt.Sprintf("; config parse %.2f", ms(ip.parseAdd.p50("parse")))})
+	rep.add(row{Section: sec, What: "where DEL goes: in-process plugin.Del p50 ms (incl. host-local exec)",
+		TB: fmt.Sprintf("%.2f", ms(ip.del.p50("total")))})
+	rep.add(row{Section: sec, What: "process cost of the binary: exec ADD p50 − in-process ADD p50, ms",
+		TB: fmt.Sprintf("%.2f", tb.Add.P50-ms(ip.add.p50("total")))})
+}
+
+// boundRows compare what any tapbridge call must cost at least (the floor
+// parts it cannot skip) with the figure a target asks for: a floor above
+// the target proves the target unreachable on this machine.
+func (b *bench) boundRows(rep *report, f *floorData, br cpSummary) {
+	const sec = "Floor bound"
+	bound := func(what string, floor, want float64, wantDesc string) {
+		x := row{Section: sec, What: what, TB: fmt.Sprintf("%.2f", floor), Ref: fmt.Sprintf("%s: %.2f", wantDesc, want),
+			Ratio: fmt.Sprintf("%.2f", floor/want), Target: "floor ≤ target", Result: "reachable"}
+		if floor > want {
+			x.Result = "UNREACHABLE"
+		}
+		rep.add(x)
+	}
+	bound("least possible tapbridge ADD with host-local, ms: trivial exec + host-local ADD + kernel steps",
+		ms(f.trivial)+ms(f.ipamAdd)+ms(f.steps.add.p50("total")), 0.6*br.Add.P50, "ADD target 0.6 × bridge ADD p50")
+	bound("… the same without any kernel step (exec + host-local only), ms",
+		ms(f.trivial)+ms(f.ipamAdd), 0.6*br.Add.P50, "ADD target 0.6 × bridge ADD p50")
+	bound("least possible tapbridge DEL, ms: trivial exec + host-local DEL + kernel DEL steps (links, nft)",
+		ms(f.trivial)+ms(f.ipamDel)+ms(f.steps.del.p50("total")), br.Del.P50, "DEL target 1.0 × bridge DEL p50")
+	bound(`… the same with "spoofCheck": false, ms`,
+		ms(f.trivial)+ms(f.ipamDel)+ms(f.noSpoof.del.p50("total")), br.Del.P50, "DEL target 1.0 × bridge DEL p50")
+	cpuFloor := ms(f.trivialCPU) + ms(f.ipamAddCPU) + ms(percentile(f.steps.cpu, 50))
+	bound(fmt.Sprintf("least CPU of a tapbridge ADD, ms (trivial exec + host-local + kernel steps); K=%d on %d CPU-bound cores gives pods/s ≈ cores / CPU per ADD", b.opts.K, runtime.NumCPU()),
+		cpuFloor, br.AddCPU/1.5, "K=8 target: bridge CPU per ADD / 1.5")
+}
+
+func (b *bench) sectionDataplane(ctx context.Context, rep *report) error {
+	res, err := b.dataPlane(ctx)
+	if err != nil {
+		return err
+	}
+	if b.opts.Layouts != "" {
+		return nil // a profiling run: the log has the figures
+	}
+	rate := func(key, size string, eth int) string {
+		fps := res[key].fps(size)
+		return fmt.Sprintf("%.1fk (%.2f Gbit/s)", fps/1000, fps*float64(eth)*8/1e9)
+	}
+	perCPU := func(key, size string) string { return fmt.Sprintf("%.1fk", res[key].perCPU(size)/1000) }
+	for _, s := range frameSizes {
+		sec := "Data plane " + s.label
+		tb := res["tb"].fps(s.label)
+		what := "frames/s received (Gbit/s), TAP on node A → TAP on node B"
+		rep.add(withTarget(row{Section: sec, What: what, TB: rate("tb", s.label, s.eth),
+			Ref: "direct TAP on br-ext: " + rate("direct", s.label, s.eth)}, tb/res["direct"].fps(s.label), false, 0.9))
+		rep.add(withTarget(row{Section: sec, What: what, TB: rate("tb", s.label, s.eth),
+			Ref: "in-pod bridge: " + rate("inpod", s.label, s.eth)}, tb/res["inpod"].fps(s.label), false, 1.0))
+		rep.add(info(row{Section: sec, What: what + `, "spoofCheck": false`, TB: rate("tb-nospoof", s.label, s.eth),
+			Ref: "direct TAP on br-ext: " + rate("direct", s.label, s.eth)}, res["tb-nospoof"].fps(s.label)/res["direct"].fps(s.label)))
+		rep.add(info(row{Section: sec, What: "frames per CPU-second of the writer thread (noise-resistant), tapbridge / tapbridge spoofCheck false",
+			TB:  perCPU("tb", s.label) + " / " + perCPU("tb-nospoof", s.label),
+			Ref: "direct: " + perCPU("direct", s.label) + "; in-pod bridge: " + perCPU("inpod", s.label)},
+			res["tb"].perCPU(s.label)/res["direct"].perCPU(s.label)))
+	}
+	us := func(key string) string {
+		return fmt.Sprintf("%.0f / %.0f", median(res[key].latP50), median(res[key].latP99))
+	}
+	rep.add(info(row{Section: "Data plane 64 B", What: "one-way latency µs p50 / p99 (paced frames, timestamp in the payload; medians of 4 rounds)",
+		TB: us("tb"), Ref: "direct: " + us("direct") + "; in-pod bridge: " + us("inpod")},
+		median(res["tb"].latP50)/median(res["direct"].latP50)))
+	return nil
+}
