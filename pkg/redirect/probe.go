@@ -9,8 +9,8 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// Probe checks that the kernel has what the data path needs (tun, clsact,
-// u32, mirred) by building a redirect on loopback in a throwaway netns: the
+// Probe checks that the kernel has what the data path needs (tun, the
+// ingress qdisc, u32, mirred) by building a redirect on loopback in a throwaway netns: the
 // only honest feature test, and it touches nothing of the host's.
 func Probe() error {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
@@ -35,8 +35,8 @@ func probeInScratchNetns() error {
 	if err != nil {
 		return fmt.Errorf("find lo in scratch netns: %w", err)
 	}
-	if err := netlink.QdiscAdd(clsact(lo)); err != nil {
-		return fmt.Errorf("kernel lacks the clsact qdisc: %w", err)
+	if err := netlink.QdiscAdd(ingress(lo)); err != nil {
+		return fmt.Errorf("kernel lacks the ingress qdisc: %w", err)
 	}
 	if err := netlink.FilterAdd(filter(lo, lo)); err != nil {
 		return fmt.Errorf("kernel lacks the u32 classifier or the mirred action: %w", err)

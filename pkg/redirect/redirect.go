@@ -1,8 +1,12 @@
 // Package redirect moves frames between the pod end of the veth and the
 // TAP with a tc mirred redirect in each direction (the Kata "tcfilter"
 // model): no bridge in the pod, no MAC learning, and the pod's own IP stack
-// never sees the VM's traffic. It uses u32 match-all filters on clsact
-// ingress because kernels like this one have no matchall or flower.
+// never sees the VM's traffic. It uses u32 match-all filters, because
+// kernels like this one have no matchall or flower, on the plain ingress
+// qdisc rather than clsact: the redirect needs no egress hook, and every tc
+// block is an entry on a machine-wide list the kernel walks when a block is
+// added, so one block per device instead of two keeps ADD's cost flat as
+// the node fills up.
 package redirect
 
 import (
@@ -37,8 +41,8 @@ func Add(a, b string) error {
 }
 
 func addOne(from, to netlink.Link) error {
-	if err := netlink.QdiscAdd(clsact(from)); err != nil {
-		return fmt.Errorf("add clsact qdisc on %s: %w", from.Attrs().Name, err)
+	if err := netlink.QdiscAdd(ingress(from)); err != nil {
+		return fmt.Errorf("add ingress qdisc on %s: %w", from.Attrs().Name, err)
 	}
 	if err := netlink.FilterAdd(filter(from, to)); err != nil {
 		return fmt.Errorf("add redirect %s -> %s: %w", from.Attrs().Name, to.Attrs().Name, err)
@@ -46,15 +50,12 @@ func addOne(from, to netlink.Link) error {
 	return nil
 }
 
-func clsact(l netlink.Link) *netlink.GenericQdisc {
-	return &netlink.GenericQdisc{
-		QdiscAttrs: netlink.QdiscAttrs{
-			LinkIndex: l.Attrs().Index,
-			Handle:    netlink.MakeHandle(0xffff, 0),
-			Parent:    netlink.HANDLE_CLSACT,
-		},
-		QdiscType: "clsact",
-	}
+func ingress(l netlink.Link) *netlink.Ingress {
+	return &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{
+		LinkIndex: l.Attrs().Index,
+		Handle:    netlink.MakeHandle(0xffff, 0),
+		Parent:    netlink.HANDLE_INGRESS,
+	}}
 }
 
 // filter matches every frame (a u32 selector with one all-zero key) and
