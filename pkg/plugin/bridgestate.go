@@ -23,7 +23,9 @@ func (op *addOp) joinBridgeState(ctx context.Context) error {
 	}
 	defer unlock()
 	op.undo.Push("bridge-state", func() error {
-		return op.leaveBridgeState(op.store, op.bridge.Name, op.names.Key)
+		finish, err := op.leaveBridgeState(op.store, op.bridge.Name, op.names.Key)
+		finish()
+		return err
 	})
 	addrs := op.hostAddrs(op.store, op.bridge.Name, op.bridge)
 	for _, subnet := range op.subnets(op.guestIPs()) {
@@ -56,11 +58,14 @@ func portsSet(st *store.Store, bridgeName string) store.Set {
 
 // leaveBridgeState undoes joinBridgeState, from whatever state is on disk:
 // it needs neither prevResult nor the config of the ADD. It takes the lock
-// itself, as DEL, GC and a failed ADD's undo all call it.
-func (p *Plugin) leaveBridgeState(st *store.Store, bridgeName, key string) error {
+// itself, as DEL, GC and a failed ADD's undo all call it. The caller runs
+// finish when it is done with slow kernel work of its own (see
+// spoof.BeginDelete); finish is never nil.
+func (p *Plugin) leaveBridgeState(st *store.Store, bridgeName, key string) (finish func(), err error) {
+	finish = func() {}
 	unlock, err := st.LockBridge(bridgeName, p.Net.LockTimeout)
 	if err != nil {
-		return err
+		return finish, err
 	}
 	defer unlock()
 	b, err := bridge.Lookup(bridgeName)
@@ -70,18 +75,24 @@ func (p *Plugin) leaveBridgeState(st *store.Store, bridgeName, key string) error
 	errs := []error{p.hostAddrs(st, bridgeName, b).ReleaseAll(key)}
 	ports := portsSet(st, bridgeName)
 	if ports.Has(key) {
-		errs = append(errs, p.dropSpoof(ports, bridgeName, key))
+		var err error
+		finish, err = dropSpoof(ports, bridgeName, key)
+		errs = append(errs, err)
 	}
-	return errors.Join(errs...)
+	return finish, errors.Join(errs...)
 }
 
-func (p *Plugin) dropSpoof(ports store.Set, bridgeName, key string) error {
-	if err := spoof.Delete(bridgeName, key); err != nil {
-		return err
+// dropSpoof removes the port's rules, then its entry in the ports set, so a
+// crash in between leaves the entry for the next DEL to finish; the last
+// port takes the table with it.
+func dropSpoof(ports store.Set, bridgeName, key string) (finish func(), err error) {
+	finish, err = spoof.BeginDelete(bridgeName, key, false)
+	if err != nil {
+		return finish, err
 	}
 	empty, err := ports.Remove(key)
 	if err != nil || !empty {
-		return err
+		return finish, err
 	}
-	return spoof.DeleteTable(bridgeName)
+	return finish, spoof.DeleteTable(bridgeName)
 }

@@ -44,7 +44,14 @@ func (p *Plugin) Del(ctx context.Context) error {
 
 func (p *Plugin) tearDown(ctx context.Context, st *store.Store, t teardown) error {
 	names := attachment.For(t.id)
-	if err := removeLinks(t.netns, names); err != nil {
+	// The bridge state goes first so that the kernel's cleanup of the
+	// deleted nftables rules (a grace period paid when their socket closes)
+	// overlaps the links' removal (another one) instead of following it. By
+	// DEL the VM is stopped, so the port has nothing left to send.
+	finish, err := p.leaveBridgeState(st, t.bridge, names.Key)
+	err = errors.Join(err, removeLinks(t.netns, names))
+	finish()
+	if err != nil {
 		return err
 	}
 	if p.Net.IPAMType != "" {
@@ -52,9 +59,6 @@ func (p *Plugin) tearDown(ctx context.Context, st *store.Store, t teardown) erro
 		if err := p.ipam().Del(ctx, call); err != nil {
 			return err // keep the record: the runtime retries DEL
 		}
-	}
-	if err := p.leaveBridgeState(st, t.bridge, names.Key); err != nil {
-		return err
 	}
 	return st.Delete(names.Key)
 }

@@ -67,22 +67,50 @@ func queueEnsure(c *nftables.Conn, p Port, withSkeleton bool) error {
 // Delete removes one port's map element and chain. It returns nil if they
 // are already absent, also if the whole table is.
 func Delete(bridge, name string) error {
+	finish, err := BeginDelete(bridge, name, false)
+	finish()
+	return err
+}
+
+// BeginDelete commits the removal of one port's rules (with withTable, of
+// the bridge's whole table: the caller's last port) and returns finish,
+// which closes the netlink socket. Closing waits for the kernel to free the
+// deleted objects, an RCU grace period (~15 ms here); a caller that has
+// other slow kernel work to do, such as deleting the port's links, does it
+// before finish so the two waits overlap. finish is never nil.
+func BeginDelete(bridge, name string, withTable bool) (finish func(), err error) {
+	finish = func() {}
 	if err := validateNames(bridge, name); err != nil {
-		return fmt.Errorf("delete anti-spoofing rules for port %s: %w", name, err)
+		return finish, fmt.Errorf("delete anti-spoofing rules for port %s: %w", name, err)
 	}
-	// nftables rejects a whole transaction with ENOENT when one object in it
-	// is missing. The common case (both present) costs one transaction; only
-	// when something is missing do we retry without the element. The element
-	// cannot outlive the chain (its jump holds a reference to the chain), so
-	// a chain-only delete failing with ENOENT means both are gone.
-	err := commit(func(c *nftables.Conn) error { return queueDelete(c, bridge, name, true) })
-	if errors.Is(err, unix.ENOENT) {
-		err = commit(func(c *nftables.Conn) error { return queueDelete(c, bridge, name, false) })
+	c, err := nftables.New(nftables.AsLasting())
+	if err != nil {
+		return finish, fmt.Errorf("delete anti-spoofing rules for port %s: open netlink: %w", name, err)
+	}
+	finish = func() { _ = c.CloseLasting() }
+	if withTable {
+		err = flush(c, func(c *nftables.Conn) error { c.DelTable(tableOf(bridge)); return nil })
+	} else {
+		err = deletePort(c, bridge, name)
 	}
 	if err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("delete anti-spoofing rules for port %s: %w", name, err)
+		return finish, fmt.Errorf("delete anti-spoofing rules for port %s: %w", name, err)
 	}
-	return nil
+	return finish, nil
+}
+
+// deletePort: nftables rejects a whole transaction with ENOENT when one
+// object in it is missing. The common case (both present) costs one
+// transaction; only when something is missing do we retry without the
+// element. The element cannot outlive the chain (its jump holds a reference
+// to the chain), so a chain-only delete failing with ENOENT means both are
+// gone.
+func deletePort(c *nftables.Conn, bridge, name string) error {
+	err := flush(c, func(c *nftables.Conn) error { return queueDelete(c, bridge, name, true) })
+	if errors.Is(err, unix.ENOENT) {
+		err = flush(c, func(c *nftables.Conn) error { return queueDelete(c, bridge, name, false) })
+	}
+	return err
 }
 
 // queueDelete removes the port's chain, and first its element if withElem.
@@ -125,6 +153,11 @@ func commit(queue func(*nftables.Conn) error) error {
 	if err != nil {
 		return fmt.Errorf("open netlink: %w", err)
 	}
+	return flush(c, queue)
+}
+
+// flush queues messages on c and sends them as one transaction.
+func flush(c *nftables.Conn, queue func(*nftables.Conn) error) error {
 	if err := queue(c); err != nil {
 		return err
 	}
