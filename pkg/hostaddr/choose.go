@@ -19,6 +19,15 @@ type Policy struct {
 	Pool     []netip.Prefix // ranges shared by all nodes
 }
 
+func (p Policy) isStatic(a netip.Addr) bool {
+	for _, s := range p.Static {
+		if s.Addr() == a {
+			return true
+		}
+	}
+	return false
+}
+
 // maxPoolTries bounds the probes one ADD may spend on a crowded pool.
 const maxPoolTries = 32
 
