@@ -80,9 +80,6 @@ func (p *Plugin) prepareAdd() (*addOp, error) {
 	if op.guestMAC == nil {
 		op.guestMAC = attachment.GuestMAC(p.id())
 	}
-	if err := checkIfName(p.Env.IfName, op.names.Tap); err != nil {
-		return nil, err
-	}
 	var err error
 	if op.bridge, err = bridge.Lookup(p.Net.Bridge); err != nil {
 		return nil, err
@@ -101,13 +98,6 @@ func (p *Plugin) prepareAdd() (*addOp, error) {
 		return nil, err
 	}
 	return op, nil
-}
-
-func checkIfName(ifname, tapName string) error {
-	if ifname == tapName {
-		return &config.FieldError{Field: "CNI_IFNAME", Msg: ifname + " is the name the TAP would take", Kind: config.ErrArgs}
-	}
-	return nil
 }
 
 // pickMTU: 0 means the bridge's; more than the bridge's would let the VM
