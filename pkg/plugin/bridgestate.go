@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"path/filepath"
 
 	"github.com/tapbridge/tapbridge-cni/pkg/bridge"
@@ -23,9 +24,7 @@ func (op *addOp) joinBridgeState(ctx context.Context) error {
 	}
 	defer unlock()
 	op.undo.Push("bridge-state", func() error {
-		finish, err := op.leaveBridgeState(op.store, op.bridge.Name, op.names.Key)
-		finish()
-		return err
+		return op.leaveBridgeState(op.store, op.bridge.Name, op.names.Key, false)
 	})
 	addrs := op.hostAddrs(op.store, op.bridge.Name, op.bridge)
 	for _, subnet := range op.subnets(op.guestIPs()) {
@@ -37,6 +36,9 @@ func (op *addOp) joinBridgeState(ctx context.Context) error {
 		return nil
 	}
 	if err := portsSet(op.store, op.bridge.Name).Add(op.names.Key); err != nil {
+		return err
+	}
+	if err := markTable(op.store, op.bridge.Name); err != nil {
 		return err
 	}
 	return spoof.Ensure(op.spoofPort())
@@ -56,43 +58,78 @@ func portsSet(st *store.Store, bridgeName string) store.Set {
 	return store.Set{Dir: filepath.Join(st.BridgeDir(bridgeName), "ports")}
 }
 
+// tableMarker exists from before the bridge's anti-spoof table is created
+// until after it is deleted, so a DEL killed between emptying the ports
+// set and deleting the table leaves a marker for the next DEL to act on.
+func tableMarker(st *store.Store, bridgeName string) string {
+	return filepath.Join(st.BridgeDir(bridgeName), "spoof-table")
+}
+
+func markTable(st *store.Store, bridgeName string) error {
+	path := tableMarker(st, bridgeName)
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	if err := store.CreateFile(path, nil); err != nil && !errors.Is(err, store.ErrExists) {
+		return err
+	}
+	return nil
+}
+
 // leaveBridgeState undoes joinBridgeState, from whatever state is on disk:
 // it needs neither prevResult nor the config of the ADD. It takes the lock
-// itself, as DEL, GC and a failed ADD's undo all call it. The caller runs
-// finish when it is done with slow kernel work of its own (see
-// spoof.BeginDelete); finish is never nil.
-func (p *Plugin) leaveBridgeState(st *store.Store, bridgeName, key string) (finish func(), err error) {
-	finish = func() {}
+// itself, as DEL, GC and a failed ADD's undo all call it. rulesGone says
+// the caller already removed the port's anti-spoof rules (see tearDown).
+func (p *Plugin) leaveBridgeState(st *store.Store, bridgeName, key string, rulesGone bool) error {
 	unlock, err := st.LockBridge(bridgeName, p.Net.LockTimeout)
 	if err != nil {
-		return finish, err
+		return err
 	}
 	defer unlock()
 	b, err := bridge.Lookup(bridgeName)
 	if err != nil {
 		b = nil // gone or replaced: release the state, nothing to remove from it
 	}
-	errs := []error{p.hostAddrs(st, bridgeName, b).ReleaseAll(key)}
-	ports := portsSet(st, bridgeName)
-	if ports.Has(key) {
-		var err error
-		finish, err = dropSpoof(ports, bridgeName, key)
-		errs = append(errs, err)
-	}
-	return finish, errors.Join(errs...)
+	return errors.Join(
+		p.hostAddrs(st, bridgeName, b).ReleaseAll(key),
+		dropSpoof(st, bridgeName, key, rulesGone),
+	)
 }
 
 // dropSpoof removes the port's rules, then its entry in the ports set, so a
 // crash in between leaves the entry for the next DEL to finish; the last
-// port takes the table with it.
-func dropSpoof(ports store.Set, bridgeName, key string) (finish func(), err error) {
-	finish, err = spoof.BeginDelete(bridgeName, key, false)
-	if err != nil {
-		return finish, err
+// port takes the table with it (see tableMarker).
+func dropSpoof(st *store.Store, bridgeName, key string, rulesGone bool) error {
+	ports := portsSet(st, bridgeName)
+	if ports.Has(key) {
+		if !rulesGone {
+			if err := spoof.Delete(bridgeName, key); err != nil {
+				return err
+			}
+		}
+		if _, err := ports.Remove(key); err != nil {
+			return err
+		}
 	}
-	empty, err := ports.Remove(key)
-	if err != nil || !empty {
-		return finish, err
+	marker := tableMarker(st, bridgeName)
+	if _, err := os.Stat(marker); err != nil {
+		return nil // no table, or already gone
 	}
-	return finish, spoof.DeleteTable(bridgeName)
+	if empty, err := ports.RemoveIfEmpty(); err != nil || !empty {
+		return err
+	}
+	if err := spoof.DeleteTable(bridgeName); err != nil {
+		return err
+	}
+	return store.RemoveFile(marker)
+}
+
+// beginSpoofRemoval deletes the port's anti-spoof rules without the bridge
+// lock (they are the port's alone) and returns finish, which waits for the
+// kernel to free them; see tearDown. finish is never nil.
+func beginSpoofRemoval(st *store.Store, bridgeName, key string) (finish func(), err error) {
+	if !portsSet(st, bridgeName).Has(key) {
+		return func() {}, nil
+	}
+	return spoof.BeginDelete(bridgeName, key)
 }

@@ -44,11 +44,11 @@ func (p *Plugin) Del(ctx context.Context) error {
 
 func (p *Plugin) tearDown(ctx context.Context, st *store.Store, t teardown) error {
 	names := attachment.For(t.id)
-	// The bridge state goes first so that the kernel's cleanup of the
-	// deleted nftables rules (a grace period paid when their socket closes)
-	// overlaps the links' removal (another one) instead of following it. By
-	// DEL the VM is stopped, so the port has nothing left to send.
-	finish, err := p.leaveBridgeState(st, t.bridge, names.Key)
+	// The port's anti-spoof rules go first, so that the kernel's cleanup of
+	// them (a grace period paid when their socket closes) overlaps the
+	// links' removal (another one) instead of following it. By DEL the VM
+	// is stopped, so the port has nothing left to send.
+	finish, err := beginSpoofRemoval(st, t.bridge, names.Key)
 	err = errors.Join(err, removeLinks(t.netns, names))
 	finish()
 	if err != nil {
@@ -59,6 +59,9 @@ func (p *Plugin) tearDown(ctx context.Context, st *store.Store, t teardown) erro
 		if err := p.ipam().Del(ctx, call); err != nil {
 			return err // keep the record: the runtime retries DEL
 		}
+	}
+	if err := p.leaveBridgeState(st, t.bridge, names.Key, true); err != nil {
+		return err
 	}
 	return st.Delete(names.Key)
 }

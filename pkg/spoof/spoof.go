@@ -67,18 +67,17 @@ func queueEnsure(c *nftables.Conn, p Port, withSkeleton bool) error {
 // Delete removes one port's map element and chain. It returns nil if they
 // are already absent, also if the whole table is.
 func Delete(bridge, name string) error {
-	finish, err := BeginDelete(bridge, name, false)
+	finish, err := BeginDelete(bridge, name)
 	finish()
 	return err
 }
 
-// BeginDelete commits the removal of one port's rules (with withTable, of
-// the bridge's whole table: the caller's last port) and returns finish,
+// BeginDelete commits the removal of one port's rules and returns finish,
 // which closes the netlink socket. Closing waits for the kernel to free the
 // deleted objects, an RCU grace period (~15 ms here); a caller that has
 // other slow kernel work to do, such as deleting the port's links, does it
 // before finish so the two waits overlap. finish is never nil.
-func BeginDelete(bridge, name string, withTable bool) (finish func(), err error) {
+func BeginDelete(bridge, name string) (finish func(), err error) {
 	finish = func() {}
 	if err := validateNames(bridge, name); err != nil {
 		return finish, fmt.Errorf("delete anti-spoofing rules for port %s: %w", name, err)
@@ -88,12 +87,7 @@ func BeginDelete(bridge, name string, withTable bool) (finish func(), err error)
 		return finish, fmt.Errorf("delete anti-spoofing rules for port %s: open netlink: %w", name, err)
 	}
 	finish = func() { _ = c.CloseLasting() }
-	if withTable {
-		err = flush(c, func(c *nftables.Conn) error { c.DelTable(tableOf(bridge)); return nil })
-	} else {
-		err = deletePort(c, bridge, name)
-	}
-	if err != nil && !errors.Is(err, unix.ENOENT) {
+	if err := deletePort(c, bridge, name); err != nil && !errors.Is(err, unix.ENOENT) {
 		return finish, fmt.Errorf("delete anti-spoofing rules for port %s: %w", name, err)
 	}
 	return finish, nil
