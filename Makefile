@@ -49,6 +49,7 @@ bench: deps build
 fuzz-short:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./pkg/config
 	$(GO) test -run '^$$' -fuzz '^FuzzAddDel$$' -fuzztime $(FUZZTIME) ./pkg/plugin
+	$(GO) test -count=1 -run '^TestSweepDeadFuzzNetns$$' ./pkg/plugin
 
 # Long churn and SIGKILL runs (short versions of both are in `make test`).
 soak: build

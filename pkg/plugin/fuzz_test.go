@@ -226,3 +226,21 @@ func confine(n *config.Net, dir string) bool {
 	n.Bytes = b
 	return true
 }
+
+// TestSweepDeadFuzzNetns removes the namespaces of fuzz workers that the
+// fuzzing coordinator killed mid-input (their cleanup never ran), and
+// checks none is left. `make fuzz-short` runs it after FuzzAddDel.
+func TestSweepDeadFuzzNetns(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: it removes network namespaces")
+	}
+	sweepDeadFuzzNetns()
+	entries, _ := os.ReadDir(harness.NetnsDir)
+	for _, e := range entries {
+		if m := fuzzPrefix.FindStringSubmatch(e.Name()); m != nil && m[1] != strconv.Itoa(os.Getpid()) {
+			if pid, _ := strconv.Atoi(m[1]); unix.Kill(pid, 0) == unix.ESRCH {
+				t.Errorf("netns %s of dead fuzz worker %d is still there", e.Name(), pid)
+			}
+		}
+	}
+}
