@@ -80,24 +80,32 @@ func (p *Plugin) prepareAdd() (*addOp, error) {
 	if op.guestMAC == nil {
 		op.guestMAC = attachment.GuestMAC(p.id())
 	}
+	if err := op.openBridgeAndPod(p.Net.Bridge); err != nil {
+		return nil, err
+	}
 	var err error
-	if op.bridge, err = bridge.Lookup(p.Net.Bridge); err != nil {
-		return nil, err
-	}
-	if err := op.bridge.CheckUp(); err != nil {
-		return nil, err
-	}
-	if op.mtu, err = pickMTU(p.Net.MTU, op.bridge); err != nil {
-		return nil, err
-	}
-	if op.netns, err = openPodNetns(p.Env.Netns); err != nil {
-		return nil, err
-	}
 	if op.store, err = store.Open(p.Net.DataDir); err != nil {
 		op.netns.Close()
 		return nil, err
 	}
 	return op, nil
+}
+
+// openBridgeAndPod finds the bridge (it must be up), settles the MTU
+// against it and opens the pod netns: what ADD and CHECK both stand on.
+func (op *addOp) openBridgeAndPod(bridgeName string) error {
+	var err error
+	if op.bridge, err = bridge.Lookup(bridgeName); err != nil {
+		return err
+	}
+	if err := op.bridge.CheckUp(); err != nil {
+		return err
+	}
+	if op.mtu, err = pickMTU(op.Net.MTU, op.bridge); err != nil {
+		return err
+	}
+	op.netns, err = openPodNetns(op.Env.Netns)
+	return err
 }
 
 // pickMTU: 0 means the bridge's; more than the bridge's would let the VM

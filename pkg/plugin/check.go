@@ -11,7 +11,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/tapbridge/tapbridge-cni/pkg/attachment"
-	"github.com/tapbridge/tapbridge-cni/pkg/bridge"
 	"github.com/tapbridge/tapbridge-cni/pkg/redirect"
 	"github.com/tapbridge/tapbridge-cni/pkg/spoof"
 	"github.com/tapbridge/tapbridge-cni/pkg/store"
@@ -65,16 +64,7 @@ func (p *Plugin) prepareCheck(prev *current.Result) (*addOp, error) {
 	if op.guestMAC, err = net.ParseMAC(rec.MAC); err != nil {
 		return nil, fmt.Errorf("%w: record of %s: bad mac: %w", ErrCheck, op.names.Key, err)
 	}
-	if op.bridge, err = bridge.Lookup(rec.Bridge); err != nil {
-		return nil, err
-	}
-	if err := op.bridge.CheckUp(); err != nil {
-		return nil, err
-	}
-	if op.mtu, err = pickMTU(p.Net.MTU, op.bridge); err != nil {
-		return nil, err
-	}
-	if op.netns, err = openPodNetns(p.Env.Netns); err != nil {
+	if err := op.openBridgeAndPod(rec.Bridge); err != nil {
 		return nil, err
 	}
 	return op, nil

@@ -23,7 +23,10 @@ var ErrMissing = errors.New("redirect missing")
 const prio = 1 // the only filter we own on each device
 
 // Add installs both redirects between links a and b of the current netns.
-func Add(a, b string) error {
+func Add(a, b string) error { return bothWays(a, b, addOne) }
+
+// bothWays runs fn for a -> b, then for b -> a.
+func bothWays(a, b string, fn func(from, to netlink.Link) error) error {
 	la, err := netlink.LinkByName(a)
 	if err != nil {
 		return fmt.Errorf("find %s: %w", a, err)
@@ -32,12 +35,10 @@ func Add(a, b string) error {
 	if err != nil {
 		return fmt.Errorf("find %s: %w", b, err)
 	}
-	for _, pair := range [][2]netlink.Link{{la, lb}, {lb, la}} {
-		if err := addOne(pair[0], pair[1]); err != nil {
-			return err
-		}
+	if err := fn(la, lb); err != nil {
+		return err
 	}
-	return nil
+	return fn(lb, la)
 }
 
 func addOne(from, to netlink.Link) error {
@@ -73,22 +74,7 @@ func filter(from, to netlink.Link) *netlink.U32 {
 }
 
 // Verify checks that a redirect from a to b and one from b to a exist.
-func Verify(a, b string) error {
-	la, err := netlink.LinkByName(a)
-	if err != nil {
-		return fmt.Errorf("find %s: %w", a, err)
-	}
-	lb, err := netlink.LinkByName(b)
-	if err != nil {
-		return fmt.Errorf("find %s: %w", b, err)
-	}
-	for _, pair := range [][2]netlink.Link{{la, lb}, {lb, la}} {
-		if err := verifyOne(pair[0], pair[1]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func Verify(a, b string) error { return bothWays(a, b, verifyOne) }
 
 func verifyOne(from, to netlink.Link) error {
 	filters, err := netlink.FilterList(from, netlink.HANDLE_MIN_INGRESS)
