@@ -13,14 +13,26 @@ func ARPReply(srcMAC net.HardwareAddr, srcIP net.IP, dstMAC net.HardwareAddr, ds
 	return arp(2, srcMAC, srcIP, dstMAC, dstIP, dstMAC)
 }
 
+// Broadcast is the Ethernet broadcast address.
+var Broadcast = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
 // ARPRequest asks who has dstIP, broadcast.
 func ARPRequest(srcMAC net.HardwareAddr, srcIP, dstIP net.IP) []byte {
-	bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-	return arp(1, srcMAC, srcIP, make(net.HardwareAddr, 6), dstIP, bcast)
+	return ARPRequestAs(srcMAC, srcMAC, srcIP, dstIP)
+}
+
+// ARPRequestAs is an ARP request whose sender hardware address (sha) may
+// differ from the Ethernet source (ethSrc), as a forged one would.
+func ARPRequestAs(ethSrc, sha net.HardwareAddr, spa, tpa net.IP) []byte {
+	return arpFrom(ethSrc, 1, sha, spa, make(net.HardwareAddr, 6), tpa, Broadcast)
 }
 
 func arp(op uint16, sha net.HardwareAddr, spa net.IP, tha net.HardwareAddr, tpa net.IP, ethDst net.HardwareAddr) []byte {
-	b := ethernet(ethDst, sha, 0x0806)
+	return arpFrom(sha, op, sha, spa, tha, tpa, ethDst)
+}
+
+func arpFrom(ethSrc net.HardwareAddr, op uint16, sha net.HardwareAddr, spa net.IP, tha net.HardwareAddr, tpa net.IP, ethDst net.HardwareAddr) []byte {
+	b := ethernet(ethDst, ethSrc, 0x0806)
 	b = binary.BigEndian.AppendUint16(b, 1)      // Ethernet
 	b = binary.BigEndian.AppendUint16(b, 0x0800) // IPv4
 	b = append(b, 6, 4)
@@ -36,18 +48,40 @@ func ethernet(dst, src net.HardwareAddr, etherType uint16) []byte {
 	return binary.BigEndian.AppendUint16(b, etherType)
 }
 
+func udp(sport, dport uint16, payload []byte) []byte {
+	u := binary.BigEndian.AppendUint16(nil, sport)
+	u = binary.BigEndian.AppendUint16(u, dport)
+	u = binary.BigEndian.AppendUint16(u, uint16(8+len(payload)))
+	return append(append(u, 0, 0), payload...) // checksum: optional over IPv4, set by UDP6
+}
+
 // UDP4 is an IPv4/UDP frame carrying payload.
 func UDP4(srcMAC, dstMAC net.HardwareAddr, src, dst net.IP, sport, dport uint16, payload []byte) []byte {
-	udp := binary.BigEndian.AppendUint16(nil, sport)
-	udp = binary.BigEndian.AppendUint16(udp, dport)
-	udp = binary.BigEndian.AppendUint16(udp, uint16(8+len(payload)))
-	udp = append(udp, 0, 0) // checksum optional over IPv4
-	udp = append(udp, payload...)
+	udp := udp(sport, dport, payload)
 	ip := []byte{0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0}
 	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(udp)))
 	ip = append(append(ip, src.To4()...), dst.To4()...)
 	binary.BigEndian.PutUint16(ip[10:], checksum(ip))
 	return append(append(ethernet(dstMAC, srcMAC, 0x0800), ip...), udp...)
+}
+
+// UDP6 is an IPv6/UDP frame carrying payload (UDP checksum set: IPv6
+// requires it).
+func UDP6(srcMAC, dstMAC net.HardwareAddr, src, dst net.IP, sport, dport uint16, payload []byte) []byte {
+	u := udp(sport, dport, payload)
+	pseudo := append(append(append([]byte{}, src.To16()...), dst.To16()...), 0, 0, byte(len(u)>>8), byte(len(u)), 0, 0, 0, 17)
+	binary.BigEndian.PutUint16(u[6:], checksum(append(pseudo, u...)))
+	ip := []byte{0x60, 0, 0, 0, 0, 0, 17, 64}
+	binary.BigEndian.PutUint16(ip[4:], uint16(len(u)))
+	ip = append(append(ip, src.To16()...), dst.To16()...)
+	return append(append(ethernet(dstMAC, srcMAC, 0x86dd), ip...), u...)
+}
+
+// LinkLocal is the EUI-64 IPv6 link-local address of mac.
+func LinkLocal(mac net.HardwareAddr) net.IP {
+	ip := net.ParseIP("fe80::")
+	copy(ip[8:], []byte{mac[0] ^ 2, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]})
+	return ip
 }
 
 func checksum(b []byte) uint16 {

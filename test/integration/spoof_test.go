@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -163,73 +162,18 @@ func (c *hdCapture) stop() {
 	<-c.done
 }
 
-// Frames, built by hand.
-
-var hdBroadcast = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-
-func hdEth(dst, src net.HardwareAddr, etherType uint16) []byte {
-	b := append(append([]byte{}, dst...), src...)
-	return binary.BigEndian.AppendUint16(b, etherType)
-}
-
-func hdSum(b []byte, sum uint32) uint16 {
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return ^uint16(sum)
-}
-
-func hdUDP(sport, dport uint16, payload []byte) []byte {
-	u := binary.BigEndian.AppendUint16(nil, sport)
-	u = binary.BigEndian.AppendUint16(u, dport)
-	u = binary.BigEndian.AppendUint16(u, uint16(8+len(payload)))
-	return append(append(u, 0, 0), payload...)
-}
-
+// The frames use UDP ports 40000 -> 40001; ARP frames carry the marker in
+// the Ethernet padding after the ARP payload.
 func hdUDP4(srcMAC, dstMAC net.HardwareAddr, src, dst net.IP, payload []byte) []byte {
-	udp := hdUDP(40000, 40001, payload)
-	ip := []byte{0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0}
-	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(udp)))
-	ip = append(append(ip, src.To4()...), dst.To4()...)
-	binary.BigEndian.PutUint16(ip[10:], hdSum(ip, 0))
-	return append(append(hdEth(dstMAC, srcMAC, 0x0800), ip...), udp...)
+	return harness.UDP4(srcMAC, dstMAC, src, dst, 40000, 40001, payload)
 }
 
 func hdUDP6(srcMAC, dstMAC net.HardwareAddr, src, dst net.IP, payload []byte) []byte {
-	udp := hdUDP(40000, 40001, payload)
-	pseudo := append(append(append([]byte{}, src.To16()...), dst.To16()...), 0, 0, byte(len(udp)>>8), byte(len(udp)), 0, 0, 0, 17)
-	binary.BigEndian.PutUint16(udp[6:], hdSum(append(pseudo, udp...), 0))
-	ip := []byte{0x60, 0, 0, 0, 0, 0, 17, 64}
-	binary.BigEndian.PutUint16(ip[4:], uint16(len(udp)))
-	ip = append(append(ip, src.To16()...), dst.To16()...)
-	return append(append(hdEth(dstMAC, srcMAC, 0x86dd), ip...), udp...)
+	return harness.UDP6(srcMAC, dstMAC, src, dst, 40000, 40001, payload)
 }
 
-// hdARP is an ARP request from (sha, spa) for tpa, sent from ethSrc, with
-// the marker in the Ethernet padding after it.
 func hdARP(ethSrc, sha net.HardwareAddr, spa, tpa net.IP, marker string) []byte {
-	b := hdEth(hdBroadcast, ethSrc, 0x0806)
-	b = binary.BigEndian.AppendUint16(b, 1)
-	b = binary.BigEndian.AppendUint16(b, 0x0800)
-	b = append(b, 6, 4, 0, 1)
-	b = append(b, sha...)
-	b = append(b, spa.To4()...)
-	b = append(b, make([]byte, 6)...)
-	b = append(b, tpa.To4()...)
-	return append(b, marker...)
-}
-
-// hdLinkLocal is the EUI-64 link-local address of mac.
-func hdLinkLocal(mac net.HardwareAddr) net.IP {
-	ip := net.ParseIP("fe80::")
-	copy(ip[8:], []byte{mac[0] ^ 2, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]})
-	return ip
+	return append(harness.ARPRequestAs(ethSrc, sha, spa, tpa), marker...)
 }
 
 // hdSpoofClass is one kind of frame the guest tries to send.
@@ -245,13 +189,13 @@ func hdSpoofClasses() []hdSpoofClass {
 	forgedIP := net.IPv4(10, 77, 0, 66).To4()
 	allNodes, allNodesMAC := net.ParseIP("ff02::1"), net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}
 	return []hdSpoofClass{
-		{"IPv4 from the guest", true, func(vm *hdVM, m string) []byte { return hdUDP4(vm.mac, hdBroadcast, vm.ip, peer, []byte(m)) }},
+		{"IPv4 from the guest", true, func(vm *hdVM, m string) []byte { return hdUDP4(vm.mac, harness.Broadcast, vm.ip, peer, []byte(m)) }},
 		{"ARP from the guest", true, func(vm *hdVM, m string) []byte { return hdARP(vm.mac, vm.mac, vm.ip, peer, m) }},
 		{"IPv6 from the guest's link-local", true, func(vm *hdVM, m string) []byte {
-			return hdUDP6(vm.mac, allNodesMAC, hdLinkLocal(vm.mac), allNodes, []byte(m))
+			return hdUDP6(vm.mac, allNodesMAC, harness.LinkLocal(vm.mac), allNodes, []byte(m))
 		}},
-		{"forged source MAC", false, func(vm *hdVM, m string) []byte { return hdUDP4(forgedMAC, hdBroadcast, vm.ip, peer, []byte(m)) }},
-		{"forged IPv4 source", false, func(vm *hdVM, m string) []byte { return hdUDP4(vm.mac, hdBroadcast, forgedIP, peer, []byte(m)) }},
+		{"forged source MAC", false, func(vm *hdVM, m string) []byte { return hdUDP4(forgedMAC, harness.Broadcast, vm.ip, peer, []byte(m)) }},
+		{"forged IPv4 source", false, func(vm *hdVM, m string) []byte { return hdUDP4(vm.mac, harness.Broadcast, forgedIP, peer, []byte(m)) }},
 		{"forged ARP sender IP", false, func(vm *hdVM, m string) []byte { return hdARP(vm.mac, vm.mac, forgedIP, peer, m) }},
 		{"forged ARP sender MAC", false, func(vm *hdVM, m string) []byte { return hdARP(vm.mac, forgedMAC, vm.ip, peer, m) }},
 		{"forged IPv6 source", false, func(vm *hdVM, m string) []byte {
@@ -356,8 +300,8 @@ func TestPortIsolation(t *testing.T) {
 			marker := "tbiso|" + h.node.ID + "|"
 			for i := 0; i < 5; i++ {
 				vms[0].send(t, hdUDP4(vms[0].mac, vms[1].mac, vms[0].ip, vms[1].ip, []byte(fmt.Sprintf("%sunicast|%d", marker, i))))
-				vms[0].send(t, hdUDP4(vms[0].mac, hdBroadcast, vms[0].ip, peer, []byte(fmt.Sprintf("%sbroadcast|%d", marker, i))))
-				vms[1].send(t, hdUDP4(vms[1].mac, hdBroadcast, vms[1].ip, peer, []byte(fmt.Sprintf("%sfrom-vm1|%d", marker, i))))
+				vms[0].send(t, hdUDP4(vms[0].mac, harness.Broadcast, vms[0].ip, peer, []byte(fmt.Sprintf("%sbroadcast|%d", marker, i))))
+				vms[1].send(t, hdUDP4(vms[1].mac, harness.Broadcast, vms[1].ip, peer, []byte(fmt.Sprintf("%sfrom-vm1|%d", marker, i))))
 			}
 			atVM1 := vms[1].received(t, marker, time.Second)
 			h.waitFor(2*time.Second, func() bool { return capture.count(marker+"from-vm1|4") == 1 })
