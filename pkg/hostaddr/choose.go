@@ -13,10 +13,9 @@ import (
 // Policy says where a node's address on a subnet may come from, after an
 // address of the admin's already on the bridge.
 type Policy struct {
-	Disabled bool
-	Node     string
-	Static   []netip.Prefix // this node's explicit addresses
-	Pool     []netip.Prefix // ranges shared by all nodes
+	Node   string
+	Static []netip.Prefix // this node's explicit addresses
+	Pool   []netip.Prefix // ranges shared by all nodes
 }
 
 func (p Policy) isStatic(a netip.Addr) bool {

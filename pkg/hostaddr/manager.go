@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/tapbridge/tapbridge-cni/pkg/bridge"
@@ -55,13 +56,14 @@ func (m *Manager) Acquire(ctx context.Context, key string, subnet netip.Prefix) 
 	if err := m.users(subnet).Add(key); err != nil {
 		return err
 	}
-	if owned, ok, err := m.owned(subnet); err != nil || ok {
-		if err != nil {
-			return err
-		}
+	owned, ok, err := m.owned(subnet)
+	switch {
+	case err != nil:
+		return err
+	case ok:
 		return m.ensurePresent(owned)
 	}
-	if admin, err := m.existing(subnet); err != nil || admin {
+	if _, admin, err := m.findAddr(subnet.Addr(), subnet.Contains); err != nil || admin {
 		return err
 	}
 	return m.take(ctx, subnet)
@@ -86,39 +88,29 @@ func (m *Manager) owned(subnet netip.Prefix) (netip.Prefix, bool, error) {
 // ensurePresent re-adds an owned address that vanished (a reboot, or an
 // admin's `ip addr flush`), since attachments still rely on it.
 func (m *Manager) ensurePresent(p netip.Prefix) error {
-	present, err := m.has(p)
-	if err != nil || present {
+	if _, present, err := m.findAddr(p.Addr(), isAddr(p.Addr())); err != nil || present {
 		return err
 	}
 	return m.Bridge.AddAddr(p)
 }
 
-func (m *Manager) has(p netip.Prefix) (bool, error) {
-	addrs, err := m.Bridge.Addrs(family(p.Addr()))
+// findAddr returns the bridge's first address of like's family that
+// match accepts.
+func (m *Manager) findAddr(like netip.Addr, match func(netip.Addr) bool) (netlink.Addr, bool, error) {
+	addrs, err := m.Bridge.Addrs(family(like))
 	if err != nil {
-		return false, err
+		return netlink.Addr{}, false, err
 	}
 	for _, a := range addrs {
-		if bridge.AddrPrefix(a).Addr() == p.Addr() {
-			return true, nil
+		if match(bridge.AddrPrefix(a).Addr()) {
+			return a, true, nil
 		}
 	}
-	return false, nil
+	return netlink.Addr{}, false, nil
 }
 
-// existing reports whether the bridge already has an address in subnet
-// that is not tapbridge's (the admin's).
-func (m *Manager) existing(subnet netip.Prefix) (bool, error) {
-	addrs, err := m.Bridge.Addrs(family(subnet.Addr()))
-	if err != nil {
-		return false, err
-	}
-	for _, a := range addrs {
-		if subnet.Contains(bridge.AddrPrefix(a).Addr()) {
-			return true, nil
-		}
-	}
-	return false, nil
+func isAddr(want netip.Addr) func(netip.Addr) bool {
+	return func(a netip.Addr) bool { return a == want }
 }
 
 func family(a netip.Addr) int {
@@ -203,16 +195,14 @@ func (m *Manager) waitDAD(ctx context.Context, p netip.Prefix) error {
 }
 
 func (m *Manager) addrFlags(p netip.Prefix) (int, error) {
-	addrs, err := m.Bridge.Addrs(unix.AF_INET6)
+	a, ok, err := m.findAddr(p.Addr(), isAddr(p.Addr()))
 	if err != nil {
 		return 0, err
 	}
-	for _, a := range addrs {
-		if bridge.AddrPrefix(a).Addr() == p.Addr() {
-			return a.Flags, nil
-		}
+	if !ok {
+		return 0, fmt.Errorf("address %s vanished from %s during DAD", p, m.Bridge.Name)
 	}
-	return 0, fmt.Errorf("address %s vanished from %s during DAD", p, m.Bridge.Name)
+	return a.Flags, nil
 }
 
 // Release drops key's use of subnet; the last user removes tapbridge's
@@ -295,7 +285,7 @@ func (m *Manager) dropIfUnused(subnet netip.Prefix) error {
 // address there (CHECK).
 func (m *Manager) Verify(key string, subnet netip.Prefix) error {
 	subnet = subnet.Masked()
-	ok, err := m.existing(subnet)
+	_, ok, err := m.findAddr(subnet.Addr(), subnet.Contains)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -66,14 +67,11 @@ func tableMarker(st *store.Store, bridgeName string) string {
 }
 
 func markTable(st *store.Store, bridgeName string) error {
-	path := tableMarker(st, bridgeName)
-	if _, err := os.Stat(path); err == nil {
-		return nil
+	f, err := os.OpenFile(tableMarker(st, bridgeName), os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("mark anti-spoof table of %s: %w", bridgeName, err)
 	}
-	if err := store.CreateFile(path, nil); err != nil && !errors.Is(err, store.ErrExists) {
-		return err
-	}
-	return nil
+	return f.Close()
 }
 
 // leaveBridgeState undoes joinBridgeState, from whatever state is on disk:

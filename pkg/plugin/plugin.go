@@ -57,7 +57,7 @@ func (p *Plugin) ipam() ipam.Plugin {
 
 func (p *Plugin) policy() hostaddr.Policy {
 	h := p.Net.Host
-	return hostaddr.Policy{Disabled: h.Disabled, Node: h.Node, Static: h.Static, Pool: h.Pool}
+	return hostaddr.Policy{Node: h.Node, Static: h.Static, Pool: h.Pool}
 }
 
 // hostAddrs is the bridge's host-address manager; b may be nil when the
