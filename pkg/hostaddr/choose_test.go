@@ -28,12 +28,15 @@ func TestPool(t *testing.T) {
 		}
 		seen[c] = true
 	}
-	other := Candidates(Policy{Node: "node-b", Pool: p.Pool}, pfx("172.16.13.0/24"))
-	if other[0] == got[0] {
-		t.Logf("nodes a and b start at the same address %v (possible, but a hash should usually differ)", got[0])
-	}
 	if again := Candidates(p, pfx("172.16.13.0/24")); again[0] != got[0] {
 		t.Fatal("the order must be stable for a node")
+	}
+	starts := map[netip.Prefix]bool{}
+	for _, node := range []string{"node-a", "node-b", "node-c", "node-d", "node-e", "node-f"} {
+		starts[Candidates(Policy{Node: node, Pool: p.Pool}, pfx("172.16.13.0/24"))[0]] = true
+	}
+	if len(starts) < 3 {
+		t.Fatalf("6 nodes start at only %d distinct pool addresses: the per-node offset is not spreading them", len(starts))
 	}
 }
 

@@ -7,8 +7,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -23,34 +21,14 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		fmt.Println("e2e tests need root (network namespaces, TAP devices, QEMU as uid 107): run `make e2e` as root")
-		os.Exit(1)
-	}
-	code, err := setUp(m)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "set up:", err)
-		os.Exit(1)
-	}
-	os.Exit(code)
-}
-
-func setUp(m *testing.M) (int, error) {
-	tmp, err := os.MkdirTemp("", "tapbridge-e2e-")
-	if err != nil {
-		return 1, err
-	}
-	defer os.RemoveAll(tmp)
-	if pluginPath, err = harness.BuildPlugin(filepath.Join(tmp, "bin"), ""); err != nil {
-		return 1, err
-	}
-	if err := harness.EnsureUpstream(); err != nil {
-		return 1, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	if image, err = guest.EnsureImage(ctx, ""); err != nil {
-		return 1, err
-	}
-	return m.Run(), nil
+	harness.Main(m, "e2e tests (TAP devices, QEMU as uid 107)", func(tmp string) error {
+		var err error
+		if pluginPath, err = harness.BuildPlugin(filepath.Join(tmp, "bin"), ""); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+		defer cancel()
+		image, err = guest.EnsureImage(ctx, "")
+		return err
+	})
 }

@@ -4,8 +4,6 @@
 package integration
 
 import (
-	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -18,33 +16,12 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		fmt.Println("integration tests need root (network namespaces, netlink): run `make test` as root")
-		os.Exit(1)
-	}
-	code, err := setUp(m)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "set up:", err)
-		os.Exit(1)
-	}
-	os.Exit(code)
-}
-
-func setUp(m *testing.M) (int, error) {
-	tmp, err := os.MkdirTemp("", "tapbridge-it-")
-	if err != nil {
-		return 1, err
-	}
-	defer os.RemoveAll(tmp)
-	pluginDir, failpointsDir = filepath.Join(tmp, "release"), filepath.Join(tmp, "failpoints")
-	if _, err := harness.BuildPlugin(pluginDir, ""); err != nil {
-		return 1, err
-	}
-	if _, err := harness.BuildPlugin(failpointsDir, "failpoints"); err != nil {
-		return 1, err
-	}
-	if err := harness.EnsureUpstream(); err != nil {
-		return 1, err
-	}
-	return m.Run(), nil
+	harness.Main(m, "integration tests", func(tmp string) error {
+		pluginDir, failpointsDir = filepath.Join(tmp, "release"), filepath.Join(tmp, "failpoints")
+		if _, err := harness.BuildPlugin(pluginDir, ""); err != nil {
+			return err
+		}
+		_, err := harness.BuildPlugin(failpointsDir, "failpoints")
+		return err
+	})
 }
