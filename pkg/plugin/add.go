@@ -57,6 +57,7 @@ func (p *Plugin) Add(ctx context.Context) (*current.Result, error) {
 		{"redirect", op.addRedirect},
 		{"up", op.bringUp},
 		{"ipam", op.allocate},
+		{"spoof", op.installSpoof},
 		{"bridge-state", op.joinBridgeState},
 	}
 	for _, s := range steps {

@@ -8,6 +8,7 @@ import (
 	"github.com/tapbridge/tapbridge-cni/pkg/attachment"
 	"github.com/tapbridge/tapbridge-cni/pkg/group"
 	"github.com/tapbridge/tapbridge-cni/pkg/ipam"
+	"github.com/tapbridge/tapbridge-cni/pkg/spoof"
 	"github.com/tapbridge/tapbridge-cni/pkg/store"
 	"github.com/tapbridge/tapbridge-cni/pkg/veth"
 )
@@ -48,7 +49,9 @@ func (p *Plugin) tearDown(ctx context.Context, st *store.Store, t teardown) erro
 	// them (a grace period paid when their socket closes) overlaps the
 	// links' removal (another one) instead of following it. By DEL the VM
 	// is stopped, so the port has nothing left to send.
-	finish, err := beginSpoofRemoval(st, t.bridge, names.Key)
+	// The table goes whether or not this ADD's config had spoofCheck on:
+	// an absent table costs one small transaction.
+	finish, err := spoof.BeginDelete(names.HostIf)
 	err = errors.Join(err, removeLinks(t.netns, names))
 	finish()
 	if err != nil {
@@ -60,7 +63,7 @@ func (p *Plugin) tearDown(ctx context.Context, st *store.Store, t teardown) erro
 			return err // keep the record: the runtime retries DEL
 		}
 	}
-	if err := p.leaveBridgeState(st, t.bridge, names.Key, true); err != nil {
+	if err := p.leaveBridgeState(st, t.bridge, names.Key); err != nil {
 		return err
 	}
 	return st.Delete(names.Key)

@@ -179,13 +179,13 @@ func seen(frames [][]byte, marker []byte) bool {
 }
 
 // dropCount sums the packet counters of a port chain; only drop rules count.
-func dropCount(bridge, port string) (uint64, error) {
+func dropCount(port string) (uint64, error) {
 	c, err := nftables.New()
 	if err != nil {
 		return 0, err
 	}
-	t := tableOf(bridge)
-	rules, err := c.GetRules(t, portChainOf(t, port))
+	t := tableOf(port)
+	rules, err := c.GetRules(t, chainOf(t, port))
 	if err != nil {
 		return 0, fmt.Errorf("get rules of %s: %w", port, err)
 	}
@@ -212,7 +212,7 @@ func TestDataPath(t *testing.T) {
 	// seeing a forged frame later would prove nothing.
 	expectAll(t, "baseline without rules", top.exchange(t, "baseline", all))
 
-	port := Port{Bridge: "br0", Name: top.port, MAC: top.guestMAC,
+	port := Port{Name: top.port, MAC: top.guestMAC,
 		IPs: []net.IP{guest4.AsSlice(), guest6.AsSlice()}}
 	in(t, top.h, func() error { return Ensure(port) })
 	tried := expectFiltered(t, top, "guest with IPs", all)
@@ -223,15 +223,12 @@ func TestDataPath(t *testing.T) {
 	t.Logf("forged frames tried: %d (each forged probe sent to broadcast and to br0's MAC)", tried)
 
 	in(t, top.h, func() error {
-		if err := Delete("br0", top.port); err != nil {
-			return err
-		}
-		if err := DeleteTable("br0"); err != nil {
+		if err := Delete(top.port); err != nil {
 			return err
 		}
 		return wantNoTables()
 	})
-	expectAll(t, "after Delete and DeleteTable", top.exchange(t, "deleted", forgedProbes(top.guestMAC)))
+	expectAll(t, "after Delete", top.exchange(t, "deleted", forgedProbes(top.guestMAC)))
 }
 
 func expectAll(t *testing.T, phase string, ds []delivery) {
@@ -265,7 +262,7 @@ func expectFiltered(t *testing.T, top *topology, phase string, probes []probe) i
 	var drops uint64
 	in(t, top.h, func() error {
 		var err error
-		drops, err = dropCount("br0", top.port)
+		drops, err = dropCount(top.port)
 		return err
 	})
 	if drops != uint64(forged) {

@@ -3,28 +3,23 @@
 //
 // # Layout
 //
-// All rules live in the node's network namespace (the calling thread's
-// current one), in one nftables table of the bridge family per host bridge:
+// Each port has its own table of the netdev family in the node's network
+// namespace (the calling thread's current one), with one base chain hooked
+// on the ingress of the port's device, the host end of the VM's veth:
 //
-//	table bridge tapbridge-<bridge> {
-//		map ports {
-//			type ifname : verdict
-//			elements = { "<port>" : jump <port>, ... }
+//	table netdev tapbridge-<port> {
+//		chain guest {
+//			type filter hook ingress device "<port>" priority filter; policy drop;
+//			... the allow-list below, ending in counter drop ...
 //		}
-//		chain ports {
-//			type filter hook prerouting priority filter; policy accept;
-//			iifname vmap @ports
-//		}
-//		chain <port> { ... one regular chain per attachment ... }
 //	}
 //
-// The bridge prerouting hook sees every frame entering a bridge port before
-// the bridge decides whether to forward it or hand it to the host, so one
-// hook protects the other ports, the uplink and the node itself. The base
-// chain dispatches through a verdict map keyed by the ingress port, so adding
-// or removing an attachment touches one map element and one chain, whatever
-// the number of attachments on the node. Ports without an element (uplinks,
-// ports of other plugins) fall through to the accept policy.
+// Ingress of the port sees every frame the guest sends, before the bridge
+// decides whether to forward it or hand it to the host, so one chain
+// protects the other ports, the uplink and the node itself; and it sees
+// nothing else, so frames of the uplink and of other ports pay nothing.
+// Tables of different ports share no object: adding or removing a port is
+// one transaction on its own table, whatever the number of ports.
 //
 // # What a port's chain lets through
 //
@@ -66,17 +61,16 @@
 //
 // # Concurrency and cost
 //
-// Each change is one atomic nftables transaction. Callers serialise calls
-// for the same bridge (a per-bridge lock), which DeleteTable relies on;
-// creating the table, base chain and map is idempotent anyway. Calls act on
-// the calling thread's network namespace, so a caller that switches
-// namespaces must do so on a locked OS thread (as ns.NetNS.Do does).
+// Each change is one atomic nftables transaction on the port's own table,
+// so calls for different ports need no lock between them, and a port's
+// calls are serialised by its owner (one attachment, one ADD or DEL at a
+// time). Calls act on the calling thread's network namespace, so a caller
+// that switches namespaces must do so on a locked OS thread (as
+// ns.NetNS.Do does).
 //
-// No call lists the rules of other ports or the map's elements: Ensure and
-// Delete send a fixed number of small messages, and Verify and Ensure's
-// check of the shared objects fetch single objects. Two kernel costs remain:
-// a commit that adds rules makes nftables re-validate the table's jump graph
-// (a few microseconds per installed port), and closing the netlink socket
-// after a commit that freed objects (Delete, re-Ensure of a port) waits for
-// an RCU grace period (about 10 ms), whatever the number of ports.
+// No call reads or writes anything of another port: Ensure and Delete send
+// one batch, and Verify fetches the port's table, chain and rules. One
+// kernel cost remains: closing the netlink socket after a commit that freed
+// objects (Delete, re-Ensure of a port) waits for an RCU grace period
+// (about 10 ms), whatever the number of ports.
 package spoof

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
 )
 
 func mustMAC(t testing.TB, s string) net.HardwareAddr {
@@ -53,17 +54,31 @@ func runSteps(t *testing.T, in func(func() error) error, steps []step) {
 	}
 }
 
+// addDevices creates a veth pair per name, the named end standing for a
+// port's host end: the chains hook on real devices.
+func addDevices(names ...string) error {
+	for _, name := range names {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "x" + name[2:]}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("add veth %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
 func TestLifecycle(t *testing.T) {
 	requireRoot(t)
 	h := newNS(t, randHex(t, 4), "host")
-	p := Port{Bridge: "br0", Name: "tb1a2b3c4d5e6f7", MAC: mustMAC(t, "52:54:00:12:34:56"),
+	p := Port{Name: "tb1a2b3c4d5e6f7", MAC: mustMAC(t, "52:54:00:12:34:56"),
 		IPs: parseIPs("192.0.2.10", "2001:db8::10")}
-	q := Port{Bridge: "br0", Name: "tb0000000000002", MAC: mustMAC(t, "52:54:00:00:00:02"),
+	q := Port{Name: "tb0000000000002", MAC: mustMAC(t, "52:54:00:00:00:02"),
 		IPs: parseIPs("192.0.2.20")}
 	moved := p
 	moved.IPs = parseIPs("192.0.2.11")
+	ghost := Port{Name: "tbghost", MAC: p.MAC}
 
 	runSteps(t, doIn(h), []step{
+		{"devices", func() error { return addDevices(p.Name, q.Name) }},
 		{"ensure", func() error { return Ensure(p) }},
 		{"verify", func() error { return Verify(p) }},
 		{"ensure again", func() error { return Ensure(p) }},
@@ -75,15 +90,12 @@ func TestLifecycle(t *testing.T) {
 		{"ensure second port", func() error { return Ensure(q) }},
 		{"verify first port", func() error { return Verify(p) }},
 		{"verify second port", func() error { return Verify(q) }},
-		{"delete first port", func() error { return Delete(p.Bridge, p.Name) }},
-		{"delete first port again", func() error { return Delete(p.Bridge, p.Name) }},
-		{"verify deleted port fails", func() error { return wantErrNaming(Verify(p), p.Name) }},
+		{"delete first port", func() error { return Delete(p.Name) }},
+		{"delete first port again", func() error { return Delete(p.Name) }},
+		{"verify deleted port fails", func() error { return wantErrNaming(Verify(p), p.Name, "table") }},
 		{"second port intact", func() error { return Verify(q) }},
-		{"delete second port", func() error { return Delete(q.Bridge, q.Name) }},
-		{"delete table", func() error { return DeleteTable("br0") }},
-		{"delete table again", func() error { return DeleteTable("br0") }},
-		{"verify without table fails", func() error { return wantErrNaming(Verify(q), q.Name, "table") }},
-		{"delete port without table", func() error { return Delete("br0", q.Name) }},
+		{"delete second port", func() error { return Delete(q.Name) }},
+		{"delete a port that never had rules", func() error { return Delete(ghost.Name) }},
 		{"ruleset empty", wantNoTables},
 	})
 }
@@ -94,23 +106,34 @@ func TestLifecycle(t *testing.T) {
 func TestRepairAndDrift(t *testing.T) {
 	requireRoot(t)
 	h := newNS(t, randHex(t, 4), "host")
-	p := Port{Bridge: "br1", Name: "tbdrift", MAC: mustMAC(t, "52:54:00:aa:bb:cc"),
+	p := Port{Name: "tbdrift", MAC: mustMAC(t, "52:54:00:aa:bb:cc"),
 		IPs: parseIPs("198.51.100.7", "2001:db8:1::7")}
-	tbl := tableOf(p.Bridge)
+	tbl := tableOf(p.Name)
+	chain := chainOf(tbl, p.Name)
+	accept := nftables.ChainPolicyAccept
+	lax := *chain
+	lax.Policy = &accept
+	elsewhere := *chain
+	elsewhere.Device = "tbother"
 
 	runSteps(t, doIn(h), []step{
+		{"devices", func() error { return addDevices(p.Name, elsewhere.Device) }},
 		{"ensure", func() error { return Ensure(p) }},
-		{"drop last port rule", func() error { return deleteLastRule(tbl, portChainOf(tbl, p.Name)) }},
+		{"drop last rule", func() error { return deleteLastRule(tbl, chain) }},
 		{"verify notices missing rule", func() error { return wantErrNaming(Verify(p), p.Name, "rules") }},
-		{"flush base chain", func() error { return flushChain(baseChainOf(tbl)) }},
-		{"verify notices dead dispatch", func() error { return wantErrNaming(Verify(p), baseChainName) }},
+		{"flush chain", func() error { return flushChain(chain) }},
+		{"verify notices empty chain", func() error { return wantErrNaming(Verify(p), chainName, "0 rules") }},
 		{"ensure repairs", func() error { return Ensure(p) }},
 		{"verify repaired", func() error { return Verify(p) }},
-		{"remove map element only", func() error { return deleteElement(tbl, p.Name) }},
-		{"verify notices missing element", func() error { return wantErrNaming(Verify(p), "element", p.Name) }},
-		{"delete copes with missing element", func() error { return Delete(p.Bridge, p.Name) }},
-		{"chain gone", func() error { return wantErrNaming(Verify(p), p.Name) }},
-		{"delete table", func() error { return DeleteTable(p.Bridge) }},
+		{"policy accept", func() error { return addChain(&lax) }},
+		{"verify notices policy", func() error { return wantErrNaming(Verify(p), chainName, "policy") }},
+		{"ensure restores policy", func() error { return Ensure(p) }},
+		{"verify restored", func() error { return Verify(p) }},
+		{"delete", func() error { return Delete(p.Name) }},
+		{"chain on another device", func() error { return addChain(&elsewhere) }},
+		{"verify notices device", func() error { return wantErrNaming(Verify(p), "device", elsewhere.Device) }},
+		{"delete copes with foreign content", func() error { return Delete(p.Name) }},
+		{"verify notices table gone", func() error { return wantErrNaming(Verify(p), "table", p.Name) }},
 		{"ruleset empty", wantNoTables},
 	})
 }
@@ -120,19 +143,21 @@ func TestValidation(t *testing.T) {
 	// keeps a validation bug from writing to the machine's own ruleset.
 	requireRoot(t)
 	h := newNS(t, randHex(t, 4), "host")
-	good := Port{Bridge: "br0", Name: "tbok", MAC: mustMAC(t, "52:54:00:00:00:01")}
+	good := Port{Name: "tbok", MAC: mustMAC(t, "52:54:00:00:00:01")}
 	bad := map[string]Port{
-		"reserved name":  {Bridge: "br0", Name: baseChainName, MAC: good.MAC},
-		"long name":      {Bridge: "br0", Name: "tb0123456789abcdef", MAC: good.MAC},
-		"slash in name":  {Bridge: "br0", Name: "tb/x", MAC: good.MAC},
-		"empty bridge":   {Name: "tbx", MAC: good.MAC},
-		"multicast MAC":  {Bridge: "br0", Name: "tbx", MAC: mustMAC(t, "01:00:5e:00:00:01")},
-		"zero MAC":       {Bridge: "br0", Name: "tbx", MAC: mustMAC(t, "00:00:00:00:00:00")},
-		"short MAC":      {Bridge: "br0", Name: "tbx", MAC: net.HardwareAddr{1, 2}},
-		"unspecified IP": {Bridge: "br0", Name: "tbx", MAC: good.MAC, IPs: parseIPs("0.0.0.0")},
-		"garbage IP":     {Bridge: "br0", Name: "tbx", MAC: good.MAC, IPs: []net.IP{{1, 2, 3}}},
+		"empty name":     {MAC: good.MAC},
+		"long name":      {Name: "tb0123456789abcdef", MAC: good.MAC},
+		"slash in name":  {Name: "tb/x", MAC: good.MAC},
+		"multicast MAC":  {Name: "tbx", MAC: mustMAC(t, "01:00:5e:00:00:01")},
+		"zero MAC":       {Name: "tbx", MAC: mustMAC(t, "00:00:00:00:00:00")},
+		"short MAC":      {Name: "tbx", MAC: net.HardwareAddr{1, 2}},
+		"unspecified IP": {Name: "tbx", MAC: good.MAC, IPs: parseIPs("0.0.0.0")},
+		"garbage IP":     {Name: "tbx", MAC: good.MAC, IPs: []net.IP{{1, 2, 3}}},
 	}
 	in(t, h, func() error {
+		if err := addDevices(good.Name, "tbx"); err != nil {
+			return err
+		}
 		for name, p := range bad {
 			if err := Ensure(p); err == nil {
 				return fmt.Errorf("%s: Ensure accepted %+v", name, p)
@@ -177,20 +202,19 @@ func flushChain(chain *nftables.Chain) error {
 	return c.Flush()
 }
 
-func deleteElement(t *nftables.Table, name string) error {
+// addChain creates or updates a chain (and its table) as another tool would.
+func addChain(chain *nftables.Chain) error {
 	c, err := nftables.New()
 	if err != nil {
 		return err
 	}
-	if err := c.SetDeleteElements(portMapOf(t), []nftables.SetElement{{Key: ifnameKey(name)}}); err != nil {
-		return err
-	}
+	c.AddTable(chain.Table)
+	c.AddChain(chain)
 	return c.Flush()
 }
 
-// TestConcurrentEnsure runs Ensure for several ports of a new bridge at once,
-// without the caller's per-bridge lock: creating the shared objects must be
-// idempotent, and the base chain must end up with exactly one rule.
+// TestConcurrentEnsure runs Ensure for several ports at once, with no lock
+// between them: their tables share nothing, so each ends up whole.
 func TestConcurrentEnsure(t *testing.T) {
 	requireRoot(t)
 	h := newNS(t, randHex(t, 4), "host")
@@ -198,6 +222,14 @@ func TestConcurrentEnsure(t *testing.T) {
 	for i := range ports {
 		ports[i] = scalePort(i)
 	}
+	in(t, h, func() error {
+		for _, p := range ports {
+			if err := addDevices(p.Name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	errs := make(chan error, len(ports))
 	for _, p := range ports {
 		go func() { errs <- doIn(h)(func() error { return Ensure(p) }) }()
@@ -209,12 +241,14 @@ func TestConcurrentEnsure(t *testing.T) {
 	}
 	in(t, h, func() error {
 		for _, p := range ports {
-			if err := Verify(p); err != nil { // also checks the base chain's single rule
+			if err := Verify(p); err != nil {
 				return err
 			}
 		}
-		if err := DeleteTable("br0"); err != nil {
-			return err
+		for _, p := range ports {
+			if err := Delete(p.Name); err != nil {
+				return err
+			}
 		}
 		return wantNoTables()
 	})

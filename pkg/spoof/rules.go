@@ -41,9 +41,9 @@ var arpEthernetIPv4 = []byte{0x00, 0x01, 0x08, 0x00, 6, 4}
 // dhcpClientPorts is UDP source port 68, destination port 67.
 var dhcpClientPorts = []byte{0, 68, 0, 67}
 
-// portRules returns the rules of a port chain in order. The chain is an
-// allow-list ending in drop: a jumped-to chain that runs off its end would
-// return to the base chain, whose policy is accept.
+// portRules returns the rules of a port chain in order: an allow-list
+// ending in a counted drop (the chain's policy drops too, but a rule's
+// counter shows how many frames were refused).
 func portRules(p Port) [][]expr.Any {
 	mac := []byte(p.MAC)
 	rules := [][]expr.Any{dropForeignMAC(mac)}

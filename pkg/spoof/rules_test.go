@@ -19,9 +19,9 @@ func TestLinkLocalEUI64(t *testing.T) {
 // Verify rebuilds them from a Port that may list the IPs differently.
 func TestRulesCanonical(t *testing.T) {
 	mac := mustMAC(t, "52:54:00:12:34:56")
-	a := Port{Bridge: "br0", Name: "tbx", MAC: mac,
+	a := Port{Name: "tbx", MAC: mac,
 		IPs: parseIPs("2001:db8::10", "192.0.2.10", "192.0.2.9")}
-	b := Port{Bridge: "br0", Name: "tbx", MAC: mac,
+	b := Port{Name: "tbx", MAC: mac,
 		IPs: []net.IP{net.ParseIP("192.0.2.9").To4(), net.ParseIP("192.0.2.10"),
 			net.ParseIP("2001:db8::10"), net.ParseIP("192.0.2.10")}}
 	ra, rb := portRules(a), portRules(b)
@@ -40,7 +40,7 @@ func TestRulesCanonical(t *testing.T) {
 func TestRulesEndInDrop(t *testing.T) {
 	mac := mustMAC(t, "52:54:00:12:34:56")
 	for _, ips := range [][]net.IP{nil, parseIPs("192.0.2.10"), parseIPs("2001:db8::10")} {
-		rules := portRules(Port{Bridge: "br0", Name: "tbx", MAC: mac, IPs: ips})
+		rules := portRules(Port{Name: "tbx", MAC: mac, IPs: ips})
 		last := rules[len(rules)-1]
 		v, ok := last[len(last)-1].(*expr.Verdict)
 		if !ok || v.Kind != expr.VerdictDrop || len(last) != 2 {

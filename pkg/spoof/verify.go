@@ -11,9 +11,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Verify checks that the port's chain and map element exist and match p, and
-// that the table's base chain dispatches to them; the error names what is
-// missing or different. It costs the same whatever the number of ports.
+// Verify checks that the port's table and base chain exist, that the chain
+// is hooked on the port's ingress, and that its rules match p; the error
+// names what is missing or different. It reads only the port's own objects.
 func Verify(p Port) error {
 	if err := p.validate(); err != nil {
 		return fmt.Errorf("verify anti-spoofing rules for port %s: %w", p.Name, err)
@@ -24,11 +24,12 @@ func Verify(p Port) error {
 	}
 	defer func() { _ = c.CloseLasting() }()
 
-	t := tableOf(p.Bridge)
+	t := tableOf(p.Name)
+	want := chainOf(t, p.Name)
 	checks := []func() error{
-		func() error { return verifySkeleton(c, t) },
-		func() error { return verifyElement(t, p.Name) },
-		func() error { return verifyPortChain(c, t, p) },
+		func() error { return verifyTable(c, t) },
+		func() error { return verifyHook(c, want) },
+		func() error { return verifyRules(c, t, want, portRules(p)) },
 	}
 	for _, check := range checks {
 		if err := check(); err != nil {
@@ -38,40 +39,26 @@ func Verify(p Port) error {
 	return nil
 }
 
-// verifySkeletonNow checks a bridge's shared objects over its own socket.
-func verifySkeletonNow(bridge string) error {
-	c, err := nftables.New(nftables.AsLasting())
-	if err != nil {
-		return fmt.Errorf("open netlink: %w", err)
-	}
-	defer func() { _ = c.CloseLasting() }()
-	return verifySkeleton(c, tableOf(bridge))
-}
-
-// verifySkeleton checks the table and the base chain's hook and rule:
-// without them the port chain would never see a frame.
-func verifySkeleton(c *nftables.Conn, t *nftables.Table) error {
+func verifyTable(c *nftables.Conn, t *nftables.Table) error {
 	if _, err := c.ListTableOfFamily(t.Name, t.Family); err != nil {
 		if errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("table bridge %s is missing", t.Name)
+			return fmt.Errorf("table netdev %s is missing", t.Name)
 		}
-		return fmt.Errorf("get table bridge %s: %w", t.Name, err)
+		return fmt.Errorf("get table netdev %s: %w", t.Name, err)
 	}
-	got, err := c.ListChain(t, baseChainName)
-	if err != nil {
-		return fmt.Errorf("get base chain %s of table %s: %w", baseChainName, t.Name, err)
-	}
-	if err := sameHook(got, baseChainOf(t)); err != nil {
-		return err
-	}
-	// The map's shape needs no check of its own: the kernel only accepts
-	// this rule's lookup into a verdict map, and verifyElement's lookup only
-	// succeeds with an IFNAMSIZ key and yields a verdict. (The library's set
-	// decoding also mislabels verdict maps' key types.)
-	return verifyRules(c, t, got, [][]expr.Any{dispatchExprs()})
+	return nil
 }
 
-func sameHook(got, want *nftables.Chain) error {
+// verifyHook checks the base chain's type, hook, priority, policy and
+// device: hooked anywhere else, its rules would never see the guest's
+// frames.
+func verifyHook(c *nftables.Conn, want *nftables.Chain) error {
+	got, err := c.ListChain(want.Table, want.Name)
+	if err != nil {
+		// The library flattens the errno; with the table present a failure
+		// can only mean the chain itself is missing or unreadable.
+		return fmt.Errorf("chain %s is missing from table %s: %w", want.Name, want.Table.Name, err)
+	}
 	switch {
 	case got.Hooknum == nil || got.Priority == nil || got.Policy == nil:
 		return fmt.Errorf("chain %s is not a base chain", want.Name)
@@ -79,38 +66,20 @@ func sameHook(got, want *nftables.Chain) error {
 		return fmt.Errorf("base chain %s has type %s hook %d priority %d, want %s hook %d priority %d",
 			want.Name, got.Type, *got.Hooknum, *got.Priority, want.Type, *want.Hooknum, *want.Priority)
 	case *got.Policy != *want.Policy:
-		return fmt.Errorf("base chain %s has policy %d, want accept", want.Name, *got.Policy)
+		return fmt.Errorf("base chain %s has policy %d, want drop", want.Name, *got.Policy)
+	}
+	dev, err := chainDevice(want.Table, want.Name)
+	if err != nil {
+		return fmt.Errorf("get device of base chain %s: %w", want.Name, err)
+	}
+	if dev != want.Device {
+		return fmt.Errorf("base chain %s is hooked on device %s, want %s", want.Name, dev, want.Device)
 	}
 	return nil
-}
-
-func verifyElement(t *nftables.Table, name string) error {
-	v, err := getVerdictElement(t, portMapName, ifnameKey(name))
-	if errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("map %s has no element for port %s", portMapName, name)
-	}
-	if err != nil {
-		return fmt.Errorf("get map element %s: %w", name, err)
-	}
-	if v.Kind != expr.VerdictJump || v.Chain != name {
-		return fmt.Errorf("map element %s is %s, want jump %s", name, describeVerdict(v), name)
-	}
-	return nil
-}
-
-func verifyPortChain(c *nftables.Conn, t *nftables.Table, p Port) error {
-	chain, err := c.ListChain(t, p.Name)
-	if err != nil {
-		// The library flattens the errno here; with the element present a
-		// failure can only mean the chain itself is missing or unreadable.
-		return fmt.Errorf("chain %s is missing from table %s: %w", p.Name, t.Name, err)
-	}
-	return verifyRules(c, t, chain, portRules(p))
 }
 
 // verifyRules compares a chain's rules with the expected ones, ignoring
-// counter values and transaction-local set IDs, which the kernel either
-// changes or does not report.
+// counter values, which the kernel changes.
 func verifyRules(c *nftables.Conn, t *nftables.Table, chain *nftables.Chain, want [][]expr.Any) error {
 	got, err := c.GetRules(t, chain)
 	if err != nil {
@@ -135,8 +104,8 @@ func sameExprs(got, want []expr.Any) bool {
 		return false
 	}
 	for i := range want {
-		a, errA := expr.Marshal(unix.NFPROTO_BRIDGE, normalize(got[i]))
-		b, errB := expr.Marshal(unix.NFPROTO_BRIDGE, normalize(want[i]))
+		a, errA := expr.Marshal(unix.NFPROTO_NETDEV, normalize(got[i]))
+		b, errB := expr.Marshal(unix.NFPROTO_NETDEV, normalize(want[i]))
 		if errA != nil || errB != nil || !bytes.Equal(a, b) {
 			return false
 		}
@@ -145,13 +114,8 @@ func sameExprs(got, want []expr.Any) bool {
 }
 
 func normalize(e expr.Any) expr.Any {
-	switch v := e.(type) {
-	case *expr.Counter:
+	if _, ok := e.(*expr.Counter); ok {
 		return &expr.Counter{}
-	case *expr.Lookup:
-		l := *v
-		l.SetID = 0
-		return &l
 	}
 	return e
 }

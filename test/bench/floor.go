@@ -123,26 +123,36 @@ func (k *kernelSteps) attachSteps(pod ns.NetNS, cid string, ip net.IP) []step {
 		return steps
 	}
 	return append(steps, step{"nft", func() error {
-		return spoof.Ensure(spoof.Port{Bridge: bridgeName, Name: names.HostIf, MAC: guest, IPs: []net.IP{ip}})
+		return spoof.Ensure(spoof.Port{Name: names.HostIf, MAC: guest, IPs: []net.IP{ip}})
 	}})
 }
 
+// detach removes the links as the plugin's DEL does: the anti-spoof
+// table's removal is committed first and its socket closed after the links
+// are gone, so the kernel's two grace periods overlap.
 func (k *kernelSteps) detach(podPath, cid string) error {
 	names := attachment.For(attachment.ID{ContainerID: cid, IfName: podIfName})
 	t0 := time.Now()
-	err := k.del.timed("links", func() error {
-		pod, err := ns.GetNS(podPath)
-		if err != nil {
-			return err
-		}
-		defer pod.Close()
-		if err := pod.Do(func(ns.NetNS) error { return group.Delete(names.Group) }); err != nil {
-			return err
-		}
-		return veth.Delete(names.HostIf)
-	})
-	if err == nil && k.spoof {
-		err = k.del.timed("nft", func() error { return spoof.Delete(bridgeName, names.HostIf) })
+	finish := func() {}
+	var err error
+	if k.spoof {
+		err = k.del.timed("nft commit", func() (err error) { finish, err = spoof.BeginDelete(names.HostIf); return err })
+	}
+	if err == nil {
+		err = k.del.timed("links", func() error {
+			pod, err := ns.GetNS(podPath)
+			if err != nil {
+				return err
+			}
+			defer pod.Close()
+			if err := pod.Do(func(ns.NetNS) error { return group.Delete(names.Group) }); err != nil {
+				return err
+			}
+			return veth.Delete(names.HostIf)
+		})
+	}
+	if k.spoof {
+		_ = k.del.timed("nft close", func() error { finish(); return nil })
 	}
 	k.del.add("total", time.Since(t0))
 	return err
@@ -234,9 +244,6 @@ func (b *bench) runKernelSteps(ctx context.Context, ks *kernelSteps) error {
 			if err := ks.detach(b.pods[i].Path(), cid(i)); err != nil {
 				return err
 			}
-		}
-		if ks.spoof {
-			return spoof.DeleteTable(bridgeName)
 		}
 		return nil
 	})

@@ -1,11 +1,13 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 
 	"github.com/tapbridge/tapbridge-cni/test/harness"
@@ -39,6 +41,12 @@ func TestCheckAfterTampering(t *testing.T) {
 		{"IPAM file deleted", func(f *fixture, _ harness.Netns, _, _, ip string) error {
 			return os.Remove(filepath.Join(f.ipamDir(), "vmnet", ip))
 		}, "host-local"},
+		{"anti-spoof table deleted", func(f *fixture, _ harness.Netns, hostIf, _, _ string) error {
+			return f.node.Host.Do(func() error { return nftDelete(hostIf, false) })
+		}, "table netdev tapbridge-"},
+		{"anti-spoof rule deleted", func(f *fixture, _ harness.Netns, hostIf, _, _ string) error {
+			return f.node.Host.Do(func() error { return nftDelete(hostIf, true) })
+		}, "rules, want"},
 		{"tap down", func(f *fixture, pod harness.Netns, _, tapName, _ string) error {
 			return pod.Do(func() error {
 				return netlink.LinkSetDown(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: tapName}})
@@ -82,6 +90,28 @@ func delLink(name string) error {
 		return err
 	}
 	return netlink.LinkDel(l)
+}
+
+// nftDelete removes a port's anti-spoof table, or only its last rule, as
+// an operator with nft would.
+func nftDelete(hostIf string, lastRule bool) error {
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	t := &nftables.Table{Name: "tapbridge-" + hostIf, Family: nftables.TableFamilyNetdev}
+	if !lastRule {
+		c.DelTable(t)
+		return c.Flush()
+	}
+	rules, err := c.GetRules(t, &nftables.Chain{Name: "guest", Table: t})
+	if err != nil || len(rules) == 0 {
+		return fmt.Errorf("rules of %s: %d, %v", t.Name, len(rules), err)
+	}
+	if err := c.DelRule(rules[len(rules)-1]); err != nil {
+		return err
+	}
+	return c.Flush()
 }
 
 func delFilters(name string) error {

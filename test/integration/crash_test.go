@@ -22,7 +22,7 @@ import (
 )
 
 // addSteps are the step names of pkg/plugin/add.go, in order.
-var addSteps = []string{"record", "veth", "tap", "redirect", "up", "ipam", "bridge-state"}
+var addSteps = []string{"record", "veth", "tap", "redirect", "up", "ipam", "spoof", "bridge-state"}
 
 // C1: a failpoint after each ADD step. ":error" makes ADD fail, and the
 // node is CLEAN with no DEL (the undo ran, IPAM DEL included). ":exit" is

@@ -256,7 +256,6 @@ func (h *hd) checkHost(live []hdAtt) []error {
 	err := h.node.Host.Do(func() error {
 		index := map[string]int{}
 		wantAddrs := map[string]map[string]bool{}
-		ports := map[string]int{}
 		for _, b := range h.bridges {
 			l, err := netlink.LinkByName(b)
 			if err != nil {
@@ -271,7 +270,6 @@ func (h *hd) checkHost(live []hdAtt) []error {
 			if a.HostAddr != "" {
 				wantAddrs[a.Bridge][a.HostAddr] = true
 			}
-			ports[a.Bridge]++
 		}
 		links, err := netlink.LinkList()
 		if err != nil {
@@ -306,7 +304,7 @@ func (h *hd) checkHost(live []hdAtt) []error {
 				errs = append(errs, fmt.Errorf("bridge %s has addresses [%s], want [%s]", b, g, w))
 			}
 		}
-		errs = append(errs, hdCheckNft(h.bridges, ports)...)
+		errs = append(errs, hdCheckNft(live)...)
 		return nil
 	})
 	return append(errs, err)
@@ -332,32 +330,42 @@ func hdBridgeAddrs(name string) ([]string, error) {
 	return out, nil
 }
 
-// hdCheckNft: a bridge's anti-spoof table exists iff it has live ports,
-// with the base chain plus one chain per port.
-func hdCheckNft(bridges []string, ports map[string]int) []error {
+// hdCheckNft: the anti-spoof tables are exactly one per live attachment,
+// named after its host veth, each with its one chain.
+func hdCheckNft(live []hdAtt) []error {
 	c, err := nftables.New()
 	if err != nil {
 		return []error{err}
 	}
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyBridge)
+	chains, err := c.ListChains()
 	if err != nil {
 		return []error{fmt.Errorf("list nft chains: %w", err)}
 	}
 	count := map[string]int{}
 	for _, ch := range chains {
-		count[ch.Table.Name]++
+		if strings.HasPrefix(ch.Table.Name, "tapbridge-") {
+			count[fmt.Sprintf("%s %s", familyName(ch.Table.Family), ch.Table.Name)]++
+		}
 	}
 	var errs []error
-	for _, b := range bridges {
-		want := 0
-		if ports[b] > 0 {
-			want = 1 + ports[b]
+	for _, a := range live {
+		key := "netdev tapbridge-" + a.names().HostIf
+		if got := count[key]; got != 1 {
+			errs = append(errs, fmt.Errorf("nft table %s of %s/%s has %d chains, want 1", key, a.CID, a.IfName, got))
 		}
-		if got := count["tapbridge-"+b]; got != want {
-			errs = append(errs, fmt.Errorf("nft table tapbridge-%s has %d chains, want %d", b, got, want))
-		}
+		delete(count, key)
+	}
+	for key, n := range count {
+		errs = append(errs, fmt.Errorf("nft table %s (%d chains) belongs to no live attachment", key, n))
 	}
 	return errs
+}
+
+func familyName(f nftables.TableFamily) string {
+	if f == nftables.TableFamilyNetdev {
+		return "netdev"
+	}
+	return fmt.Sprintf("family%d", f)
 }
 
 func hdKeys(m map[string]bool) []string {
