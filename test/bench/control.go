@@ -19,6 +19,7 @@ type batch struct {
 	Pods  []harness.Netns
 	K     int
 	Order func(i int) int // DEL order (nil: the ADD order)
+	Node  *harness.Netns  // where the calls run (nil: the control-plane node)
 }
 
 type batchResult struct {
@@ -39,8 +40,12 @@ func (b *bench) runBatch(ctx context.Context, s batch) (batchResult, error) {
 		return pluginCall{Bin: s.Bin, Command: cmd, ContainerID: fmt.Sprintf("%s-%04d", s.Tag, i),
 			Netns: s.Pods[i].Path(), IfName: podIfName, Path: b.cniPath(), Stdin: stdin}
 	}
+	node := b.node
+	if s.Node != nil {
+		node = *s.Node
+	}
 	var err error
-	out.AddWall, err = b.parallel(ctx, s.K, n, func(i int) error {
+	out.AddWall, err = b.parallelIn(ctx, node, s.K, n, func(i int) error {
 		r, err := call(i, "ADD", s.Conf(i)).run(ctx)
 		out.Add[i], out.AddCPU[i], results[i] = r.Dur, r.CPU, r.Stdout
 		return err
@@ -48,7 +53,7 @@ func (b *bench) runBatch(ctx context.Context, s batch) (batchResult, error) {
 	if err != nil {
 		return out, err
 	}
-	out.DelWall, err = b.parallel(ctx, s.K, n, func(j int) error {
+	out.DelWall, err = b.parallelIn(ctx, node, s.K, n, func(j int) error {
 		i := j
 		if s.Order != nil {
 			i = s.Order(j)
@@ -63,12 +68,17 @@ func (b *bench) runBatch(ctx context.Context, s batch) (batchResult, error) {
 // parallel runs fn(0..n-1) on k workers, each a thread inside the node
 // netns from which it execs (harness.Netns.Do), and returns the wall time.
 func (b *bench) parallel(ctx context.Context, k, n int, fn func(i int) error) (time.Duration, error) {
+	return b.parallelIn(ctx, b.node, k, n, fn)
+}
+
+// parallelIn is parallel from another node netns.
+func (b *bench) parallelIn(ctx context.Context, node harness.Netns, k, n int, fn func(i int) error) (time.Duration, error) {
 	var next atomic.Int64
 	errc := make(chan error, k)
 	t0 := time.Now()
 	for range k {
 		go func() {
-			errc <- inNS(b.node, func() error {
+			errc <- inNS(node, func() error {
 				for {
 					i := int(next.Add(1) - 1)
 					if i >= n {

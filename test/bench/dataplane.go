@@ -19,7 +19,8 @@ import (
 
 // The data-plane layouts each get two fresh nodes whose br-ext bridges are
 // joined by an uplink veth (the flat L2), a guest TAP on each node, and
-// frames pumped from the TAP on node A to the TAP on node B.
+// frames pumped from the TAP on node A to the TAP on node B (the veth
+// floor has a packet socket where the others have a TAP).
 type dpLayout struct {
 	key, label string
 	build      func(ctx context.Context, p *dpPair) ([2]endpoint, error)
@@ -58,6 +59,7 @@ func (b *bench) allLayouts() []dpLayout {
 		}},
 		{"direct", "direct TAP on br-ext", b.dpDirect},
 		{"inpod", "in-pod bridge (KubeVirt bridge binding)", b.dpInPod},
+		{"vethfloor", "veth floor (packet socket on the pod end of a veth on br-ext; no TAP, no tc)", b.dpVethFloor},
 	}
 }
 
@@ -254,7 +256,7 @@ func learn(eps [2]endpoint) error {
 			return nil
 		}
 	}
-	return errors.New("no frame gets through between the two TAPs")
+	return errors.New("no frame gets through between the two guests (TAPs, or the floor's packet sockets)")
 }
 
 // arrives waits up to d for a frame of the phase on a TAP.

@@ -53,7 +53,7 @@ func parseFlags() options {
 	flag.StringVar(&o.Only, "only", "", "run only these sections (control,floor,memory,scale,dataplane)")
 	flag.StringVar(&o.Dir, "dir", os.TempDir(), "base dir for the run's state, IPAM and binaries (its filesystem matters: see the header)")
 	flag.StringVar(&o.Alt, "alt", "", "a second tapbridge-cni build (e.g. with a fix) run alternately in the control-plane rows")
-	flag.StringVar(&o.Layouts, "layouts", "", "data-plane layouts to run, for profiling one (tb,tb-nospoof,direct,inpod); rows need all")
+	flag.StringVar(&o.Layouts, "layouts", "", "data-plane layouts to run, for profiling one (tb,tb-nospoof,direct,inpod,vethfloor); rows need all")
 	flag.Parse()
 	if o.Quick {
 		o.N, o.Runs, o.ScaleN, o.Window = 20, 1, 100, 20
