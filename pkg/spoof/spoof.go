@@ -73,7 +73,14 @@ func BeginDelete(port string) (finish func(), err error) {
 		return finish, fmt.Errorf("delete anti-spoofing rules for port %s: open netlink: %w", port, err)
 	}
 	finish = func() { _ = c.CloseLasting() }
-	c.DelTable(tableOf(port))
+	t := tableOf(port)
+	// A transaction that fails (deleting an absent table: ENOENT) makes the
+	// kernel wait for an RCU grace period right in sendmsg as it aborts, so
+	// look first: one GETTABLE, no transaction.
+	if _, err := c.ListTableOfFamily(t.Name, t.Family); errors.Is(err, unix.ENOENT) {
+		return finish, nil
+	}
+	c.DelTable(t)
 	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
 		return finish, fmt.Errorf("delete anti-spoofing rules for port %s: commit: %w", port, err)
 	}
