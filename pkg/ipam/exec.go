@@ -35,6 +35,10 @@ func (*execer) ExecPlugin(ctx context.Context, path string, stdin []byte, enviro
 	var stdout, stderr bytes.Buffer
 	c := exec.CommandContext(ctx, path)
 	c.Env, c.Stdin, c.Stdout, c.Stderr = environ, bytes.NewReader(stdin), &stdout, &stderr
+	// No Pdeathsig: IPAM killed with tapbridge could die between creating
+	// a lease and writing whose it is (host-local does the two apart), and
+	// that lease would outlive the runtime's DEL. Left to run, it finishes
+	// its allocation, and the DEL that follows releases it.
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	c.Cancel = func() error { return unix.Kill(-c.Process.Pid, unix.SIGKILL) }
 	c.WaitDelay = waitDelay

@@ -53,6 +53,31 @@ func (p Plugin) Add(ctx context.Context, c Call) (*current.Result, error) {
 	return res, nil
 }
 
+// Pending is an IPAM ADD running in the background.
+type Pending struct {
+	done chan struct{}
+	res  *current.Result
+	err  error
+}
+
+// Start runs Add in the background, so the caller's own work overlaps the
+// IPAM plugin's process; Wait collects the result. The plugin is started
+// from a thread in the caller's current (the node's) network namespace.
+func (p Plugin) Start(ctx context.Context, c Call) *Pending {
+	pd := &Pending{done: make(chan struct{})}
+	go func() {
+		defer close(pd.done)
+		pd.res, pd.err = p.Add(ctx, c)
+	}()
+	return pd
+}
+
+// Wait returns what Add returned, once it has.
+func (pd *Pending) Wait() (*current.Result, error) {
+	<-pd.done
+	return pd.res, pd.err
+}
+
 // Del releases the attachment's addresses (harmless if there are none).
 func (p Plugin) Del(ctx context.Context, c Call) error { return p.run(ctx, "DEL", c) }
 

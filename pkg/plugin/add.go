@@ -35,6 +35,7 @@ type addOp struct {
 	bridge   *bridge.Bridge
 	store    *store.Store
 	netns    ns.NetNS
+	pending  *ipam.Pending // IPAM ADD, running while the pod side is built
 	lease    *current.Result
 	undo     undo.Stack
 }
@@ -53,10 +54,11 @@ func (p *Plugin) Add(ctx context.Context) (*current.Result, error) {
 	}{
 		{"record", op.writeRecord},
 		{"veth", op.createVeth},
+		{"ipam", op.startIPAM},
 		{"tap", op.createTap},
 		{"redirect", op.addRedirect},
 		{"up", op.bringUp},
-		{"ipam", op.allocate},
+		{"lease", op.awaitLease},
 		{"spoof", op.installSpoof},
 		{"bridge-state", op.joinBridgeState},
 	}
@@ -220,14 +222,30 @@ func (op *addOp) ipamCall() ipam.Call {
 	return ipam.Call{ContainerID: op.Env.ContainerID, IfName: op.Env.IfName, Netns: op.Env.Netns, Args: op.Env.Args}
 }
 
-func (op *addOp) allocate(ctx context.Context) error {
+// startIPAM starts IPAM ADD in the background: building the pod side
+// does not need the addresses, so the two overlap. It comes after the veth
+// so that an IPAM that works on the interface (dhcp) finds it.
+func (op *addOp) startIPAM(ctx context.Context) error {
 	if op.Net.IPAMType == "" {
 		return nil
 	}
-	res, err := op.ipam().Add(ctx, op.ipamCall())
+	op.pending = op.ipam().Start(ctx, op.ipamCall())
 	// Release even when ADD failed: IPAM may have stored an allocation
-	// before failing, and DEL is harmless when it has none.
-	op.undo.Push("ipam", func() error { return op.ipam().Del(context.Background(), op.ipamCall()) })
+	// before failing, and DEL is harmless when it has none. Wait first, so
+	// DEL never runs before the ADD it undoes.
+	op.undo.Push("ipam", func() error {
+		_, _ = op.pending.Wait()
+		return op.ipam().Del(context.Background(), op.ipamCall())
+	})
+	return nil
+}
+
+// awaitLease collects the addresses: everything from here on needs them.
+func (op *addOp) awaitLease(context.Context) error {
+	if op.pending == nil {
+		return nil
+	}
+	res, err := op.pending.Wait()
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ import (
 )
 
 // addSteps are the step names of pkg/plugin/add.go, in order.
-var addSteps = []string{"record", "veth", "tap", "redirect", "up", "ipam", "spoof", "bridge-state"}
+var addSteps = []string{"record", "veth", "ipam", "tap", "redirect", "up", "lease", "spoof", "bridge-state"}
 
 // C1: a failpoint after each ADD step. ":error" makes ADD fail, and the
 // node is CLEAN with no DEL (the undo ran, IPAM DEL included). ":exit" is
@@ -54,6 +54,7 @@ func TestFailpoints(t *testing.T) {
 					if err != nil || rc != 137 {
 						t.Fatalf("ADD with %s: rc %d, %v, stdout %q", fp, rc, err, p.stdout.Bytes())
 					}
+					waitIPAMOrphan(t, a.CID)
 					if err := h.stateSane(); err != nil {
 						t.Fatal(err)
 					}
@@ -93,6 +94,7 @@ func TestRetryAfterCrash(t *testing.T) {
 			if rc, err := p.wait(30 * time.Second); err != nil || rc != 137 {
 				t.Fatalf("crash at %s: rc %d %v", step, rc, err)
 			}
+			waitIPAMOrphan(t, a.CID)
 			crashed := h.snapshot()
 			out, err := h.add(conf, a)
 			if err != nil {

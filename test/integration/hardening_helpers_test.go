@@ -943,3 +943,34 @@ func hdStub(t *testing.T, name, script string) string {
 	}
 	return dir
 }
+
+// waitIPAMOrphan waits until no process of the attachment's IPAM ADD is
+// left. IPAM runs alongside the pod-side steps, so a crash in one of them
+// leaves the IPAM plugin to finish on its own, as any crash during IPAM
+// always did; a snapshot taken before it ends would race it.
+func waitIPAMOrphan(t *testing.T, cid string) {
+	t.Helper()
+	needle := []byte("\x00CNI_CONTAINERID=" + cid + "\x00")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if !processWithEnv(needle) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a process of container %s is still running 10s after the crash", cid)
+		}
+	}
+}
+
+func processWithEnv(needle []byte) bool {
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		if d.Name()[0] < '0' || d.Name()[0] > '9' {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", d.Name(), "environ"))
+		if err == nil && bytes.Contains(append(append([]byte{0}, env...), 0), needle) {
+			return true
+		}
+	}
+	return false
+}
