@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"runtime"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -25,9 +24,14 @@ import (
 // Version is stamped by the Makefile (-ldflags -X main.Version=...).
 var Version = "dev"
 
-// Every netns switch happens on the main OS thread or a locked helper
-// thread; keeping main locked means the plugin's own netns never moves.
-func init() { runtime.LockOSThread() }
+// The main goroutine is deliberately not locked to its OS thread (the
+// upstream plugins lock it in init). Every netns switch happens in a
+// goroutine of its own that ns.NetNS.Do locks to its thread and restores
+// (a thread it cannot restore dies with its goroutine), and since Go 1.10
+// a locked thread never clones the runtime's new threads, so every thread
+// main can land on is in the plugin's own netns. Locked, main would pay a
+// thread handoff each time it blocks: measured, 22% of an exec'd ADD's
+// wall time and 1.9 ms of CPU.
 
 var supported = version.PluginSupports("0.3.1", "0.4.0", "1.0.0", "1.1.0")
 
