@@ -142,7 +142,7 @@ func (b *bench) sectionFloor(ctx context.Context, rep *report) error {
 		TB: fmt.Sprintf("%.2f", ownDel), Ref: fmt.Sprintf("floor: %.2f", floorDel)}, ownDel/floorDel))
 	b.whereTimeGoes(rep, f, tb)
 	if haveBridge {
-		b.boundRows(rep, f, br)
+		b.boundRows(rep, f, tb, br)
 	}
 	return nil
 }
@@ -161,28 +161,36 @@ func (b *bench) whereTimeGoes(rep *report, f *floorData, tb cpSummary) {
 
 // boundRows compare what any tapbridge call must cost at least (the floor
 // parts it cannot skip) with the figure a target asks for: a floor above
-// the target proves the target unreachable on this machine.
-func (b *bench) boundRows(rep *report, f *floorData, br cpSummary) {
+// the target proves the target unreachable on this machine. The floors
+// overlap IPAM with the kernel steps as the plugin does (ADD: with the
+// pod side, TAP, redirects and links up; DEL: with all of it).
+func (b *bench) boundRows(rep *report, f *floorData, tb, br cpSummary) {
 	const sec = "Floor bound"
-	bound := func(what string, floor, want float64, wantDesc string) {
+	bound := func(what string, floor, want, measured float64, wantDesc string) {
 		x := row{Section: sec, What: what, TB: fmt.Sprintf("%.2f", floor), Ref: fmt.Sprintf("%s: %.2f", wantDesc, want),
 			Ratio: fmt.Sprintf("%.2f", floor/want), Target: "floor ≤ target", Result: "reachable"}
-		if floor > want {
+		switch {
+		case measured > 0 && floor > measured:
+			// The in-process steps ran back to back, each waiting a whole
+			// grace period; an exec'd call finds one under way.
+			x.Result = fmt.Sprintf("not a bound: tapbridge measured %.2f", measured)
+		case floor > want:
 			x.Result = "UNREACHABLE"
 		}
 		rep.add(x)
 	}
-	bound("least possible tapbridge ADD with host-local, ms: trivial exec + host-local ADD + kernel steps",
-		ms(f.trivial)+ms(f.ipamAdd)+ms(f.steps.add.p50("total")), 0.6*br.Add.P50, "ADD target 0.6 × bridge ADD p50")
+	k := f.steps.add
+	podSide := ms(k.p50("tap")) + ms(k.p50("redirect")) + ms(k.p50("up"))
+	serial := ms(k.p50("total")) - podSide
+	bound("least possible tapbridge ADD with host-local, ms: trivial exec + kernel steps, host-local ADD overlapping the pod side (TAP, redirects, links up) as ADD does",
+		ms(f.trivial)+serial+max(ms(f.ipamAdd), podSide), 0.6*br.Add.P50, tb.Add.P50, "ADD target 0.6 × bridge ADD p50")
 	bound("… the same without any kernel step (exec + host-local only), ms",
-		ms(f.trivial)+ms(f.ipamAdd), 0.6*br.Add.P50, "ADD target 0.6 × bridge ADD p50")
-	bound("least possible tapbridge DEL, ms: trivial exec + host-local DEL + kernel DEL steps (links, nft)",
-		ms(f.trivial)+ms(f.ipamDel)+ms(f.steps.del.p50("total")), br.Del.P50, "DEL target 1.0 × bridge DEL p50")
-	bound(`… the same with "spoofCheck": false, ms`,
-		ms(f.trivial)+ms(f.ipamDel)+ms(f.noSpoof.del.p50("total")), br.Del.P50, "DEL target 1.0 × bridge DEL p50")
+		ms(f.trivial)+ms(f.ipamAdd), 0.6*br.Add.P50, 0, "ADD target 0.6 × bridge ADD p50")
+	bound("least possible tapbridge DEL, ms: trivial exec + kernel DEL steps (nft, links), host-local DEL overlapping them as DEL does",
+		ms(f.trivial)+max(ms(f.ipamDel), ms(f.steps.del.p50("total"))), br.Del.P50, tb.Del.P50, "DEL target 1.0 × bridge DEL p50")
 	cpuFloor := ms(f.trivialCPU) + ms(f.ipamAddCPU) + ms(percentile(f.steps.cpu, 50))
 	bound(fmt.Sprintf("least CPU of a tapbridge ADD, ms (trivial exec + host-local + kernel steps); K=%d on %d CPU-bound cores gives pods/s ≈ cores / CPU per ADD", b.opts.K, runtime.NumCPU()),
-		cpuFloor, br.AddCPU/1.5, "K=8 target: bridge CPU per ADD / 1.5")
+		cpuFloor, br.AddCPU/1.5, 0, "K=8 target: bridge CPU per ADD / 1.5")
 }
 
 func (b *bench) sectionDataplane(ctx context.Context, rep *report) error {
