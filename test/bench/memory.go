@@ -10,6 +10,7 @@ import (
 type memResult struct {
 	add, del map[string][]float64 // by variant key
 	floor    []float64            // the trivial binary through the launcher
+	split    map[string][]rssSplit
 }
 
 // measureMemory runs single ADD/DEL pairs through the launcher, the
@@ -19,9 +20,13 @@ func (b *bench) measureMemory(ctx context.Context) (*memResult, error) {
 		return nil, err
 	}
 	tb, noSpoof, br := b.cpVariants()
-	res := &memResult{add: map[string][]float64{}, del: map[string][]float64{}}
+	res := &memResult{add: map[string][]float64{}, del: map[string][]float64{}, split: map[string][]rssSplit{}}
 	samples := max(b.opts.Runs, 3)
-	err := inNS(b.node, func() error {
+	slowPath, err := b.slowIPAMPath()
+	if err != nil {
+		return nil, err
+	}
+	err = inNS(b.node, func() error {
 		for r := range samples {
 			order := []cpVariant{tb, noSpoof, br}
 			if r%2 == 1 {
@@ -31,6 +36,11 @@ func (b *bench) measureMemory(ctx context.Context) (*memResult, error) {
 				if err := b.memSample(ctx, v, r, res); err != nil {
 					return err
 				}
+				split, err := b.sampleRSS(ctx, v, slowPath, r)
+				if err != nil {
+					return err
+				}
+				res.split[v.Key] = append(res.split[v.Key], split)
 			}
 			f, err := pluginCall{Bin: b.trivial}.runMeasured(ctx, b.launcher)
 			if err != nil {
@@ -76,6 +86,20 @@ func (b *bench) sectionMemory(ctx context.Context, rep *report) error {
 		rep.add(withTarget(row{Section: sec, What: c.what, TB: mib(t), Ref: "bridge: " + mib(r)}, t/r, true, 1))
 		rep.add(info(row{Section: sec, What: c.what + `, "spoofCheck": false`, TB: mib(ns), Ref: "bridge: " + mib(r)}, ns/r))
 	}
+	part := func(key string, anon bool) float64 {
+		var v []float64
+		for _, s := range m.split[key] {
+			if anon {
+				v = append(v, s.anon)
+			} else {
+				v = append(v, s.file)
+			}
+		}
+		return median(v)
+	}
+	ta, tf, ra, rf := part("tb", true), part("tb", false), part("bridge", true), part("bridge", false)
+	rep.add(info(row{Section: sec, What: "RSS of the plugin in the middle of an ADD (its IPAM held 300 ms), MiB: anonymous (what the call allocates) / file-backed (its binary's pages, from the page cache every call shares)",
+		TB: mib(ta) + " / " + mib(tf), Ref: "bridge: " + mib(ra) + " / " + mib(rf)}, ta/ra))
 	rep.add(row{Section: sec, What: "measurement floor: the launcher running the trivial static Go binary, MiB",
 		TB: mib(median(m.floor))})
 	return nil

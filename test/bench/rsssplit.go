@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ipamPause is how long the stub IPAM holds a call, so its plugin's
+// memory can be read from /proc while the call is under way.
+const ipamPause = 300 * time.Millisecond
+
+// rssSplit is one plugin's resident memory in KiB, read mid-call: anon is
+// what the call itself allocated (heap, stacks), file the pages of its
+// binary mapped from the page cache, which every invocation shares.
+type rssSplit struct{ anon, file float64 }
+
+// slowIPAMPath is a CNI_PATH whose host-local waits ipamPause, then runs
+// the real one: the plugin is then inside its IPAM call, with its own
+// setup done, when /proc is read.
+func (b *bench) slowIPAMPath() (string, error) {
+	dir := filepath.Join(b.dir, "slow-ipam")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	script := fmt.Sprintf("#!/bin/sh\nsleep %.3f\nexec %s \"$@\"\n", ipamPause.Seconds(), b.upstream("host-local"))
+	if err := os.WriteFile(filepath.Join(dir, "host-local"), []byte(script), 0o755); err != nil {
+		return "", err
+	}
+	return filepath.Dir(b.tapbridge) + ":" + dir, nil
+}
+
+// sampleRSS runs one ADD and DEL of v with the slow IPAM and reads the
+// plugin's RSS halfway through the ADD's IPAM pause.
+func (b *bench) sampleRSS(ctx context.Context, v cpVariant, path string, r int) (rssSplit, error) {
+	conf := v.Conf(filepath.Join(b.dir, "ipam", "rss-"+v.Key))
+	c := pluginCall{Bin: v.Bin, Command: "ADD", ContainerID: fmt.Sprintf("%s-rss-%s-%d", b.id, v.Key, r),
+		Netns: b.pods[0].Path(), IfName: podIfName, Path: path, Stdin: conf}
+	var stdout bytes.Buffer
+	cmd := exec.CommandContext(ctx, c.Bin)
+	cmd.Env, cmd.Stdin, cmd.Stdout = c.env(), bytes.NewReader(c.Stdin), &stdout
+	if err := cmd.Start(); err != nil {
+		return rssSplit{}, err
+	}
+	time.Sleep(ipamPause / 2)
+	split, serr := readRSS(cmd.Process.Pid)
+	if err := cmd.Wait(); err != nil {
+		return split, fmt.Errorf("%s ADD: %w: %s", v.Key, err, stdout.Bytes())
+	}
+	c.Command, c.Stdin = "DEL", withPrevResult(conf, stdout.Bytes())
+	if _, err := c.run(ctx); err != nil {
+		return split, err
+	}
+	return split, serr
+}
+
+func readRSS(pid int) (rssSplit, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return rssSplit{}, err
+	}
+	defer f.Close()
+	var s rssSplit
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), ":")
+		kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+		switch k {
+		case "RssAnon":
+			s.anon = kb
+		case "RssFile":
+			s.file = kb
+		}
+	}
+	if s.file == 0 {
+		return s, fmt.Errorf("no RssFile in /proc/%d/status", pid)
+	}
+	return s, sc.Err()
+}
