@@ -2,16 +2,13 @@ package plugin
 
 import (
 	"context"
-	"net"
 
 	"github.com/tapbridge/tapbridge-cni/pkg/bridge"
-	"github.com/tapbridge/tapbridge-cni/pkg/spoof"
 	"github.com/tapbridge/tapbridge-cni/pkg/store"
 )
 
 // The bridge's shared state (its host addresses) changes only under the
-// bridge lock, in one short critical section per call. The anti-spoof
-// rules are the port's own (see package spoof), so they need no lock.
+// bridge lock, in one short critical section per call.
 
 // joinBridgeState counts the attachment on its subnets' host addresses,
 // adding an address for the first attachment on a subnet.
@@ -31,24 +28,6 @@ func (op *addOp) joinBridgeState(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// installSpoof puts the port's anti-spoof rules in place: they need the
-// guest's IPs, so they come after IPAM.
-func (op *addOp) installSpoof(context.Context) error {
-	if !op.Net.SpoofCheck {
-		return nil
-	}
-	op.undo.Push("spoof", func() error { return spoof.Delete(op.names.HostIf) })
-	return spoof.Ensure(op.spoofPort())
-}
-
-func (op *addOp) spoofPort() spoof.Port {
-	var ips []net.IP
-	for _, p := range op.guestIPs() {
-		ips = append(ips, p.Addr().AsSlice())
-	}
-	return spoof.Port{Name: op.names.HostIf, MAC: op.guestMAC, IPs: ips}
 }
 
 // leaveBridgeState undoes joinBridgeState, from whatever state is on disk:

@@ -18,7 +18,7 @@ var ErrLockTimeout = errors.New("timed out waiting for lock")
 type Unlock func()
 
 // LockBridge serialises every change to one bridge's shared state (host
-// addresses, reference counts, the anti-spoof table). flock is released by
+// addresses and their reference counts). flock is released by
 // the kernel when a process dies, so a crash never leaves it held.
 func (s *Store) LockBridge(bridge string, timeout time.Duration) (Unlock, error) {
 	dir := s.BridgeDir(bridge)

@@ -1,0 +1,29 @@
+package plugin
+
+import (
+	"context"
+	"net"
+
+	"github.com/tapbridge/tapbridge-cni/pkg/spoof"
+)
+
+// The anti-spoof rules are the port's own (see package spoof): no lock,
+// and nothing of another attachment's is read or written.
+
+// installSpoof puts the port's anti-spoof rules in place: they need the
+// guest's IPs, so they come after IPAM.
+func (op *addOp) installSpoof(context.Context) error {
+	if !op.Net.SpoofCheck {
+		return nil
+	}
+	op.undo.Push("spoof", func() error { return spoof.Delete(op.names.HostIf) })
+	return spoof.Ensure(op.spoofPort())
+}
+
+func (op *addOp) spoofPort() spoof.Port {
+	var ips []net.IP
+	for _, p := range op.guestIPs() {
+		ips = append(ips, p.Addr().AsSlice())
+	}
+	return spoof.Port{Name: op.names.HostIf, MAC: op.guestMAC, IPs: ips}
+}
