@@ -67,11 +67,6 @@ func (p Plugin) Start(ctx context.Context, c Call) *Pending {
 	return background(func() (*current.Result, error) { return p.Add(ctx, c) })
 }
 
-// StartDel runs Del in the background, as Start does Add.
-func (p Plugin) StartDel(ctx context.Context, c Call) *Pending {
-	return background(func() (*current.Result, error) { return nil, p.Del(ctx, c) })
-}
-
 func background(call func() (*current.Result, error)) *Pending {
 	pd := &Pending{done: make(chan struct{})}
 	go func() {
