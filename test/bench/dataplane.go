@@ -203,17 +203,7 @@ func (b *bench) dpDirect(_ context.Context, p *dpPair) ([2]endpoint, error) {
 func (b *bench) dpInPod(_ context.Context, p *dpPair) ([2]endpoint, error) {
 	var eps [2]endpoint
 	for side := range 2 {
-		pod, err := p.newPod(b, side)
-		if err != nil {
-			return eps, err
-		}
-		err = inNS(p.nodes[side], func() error {
-			br, err := netlink.LinkByName(bridgeName)
-			if err != nil {
-				return err
-			}
-			return addUplink(br.(*netlink.Bridge), "veth0", "eth0", pod)
-		})
+		pod, err := p.podOnVeth(b, side)
 		if err != nil {
 			return eps, err
 		}
@@ -237,6 +227,23 @@ func (b *bench) dpInPod(_ context.Context, p *dpPair) ([2]endpoint, error) {
 		eps[side] = ep
 	}
 	return eps, nil
+}
+
+// podOnVeth makes a pod on node side joined to its br-ext by a veth (veth0
+// on the node, eth0 in the pod), as the hand-made veth layouts have it.
+func (p *dpPair) podOnVeth(b *bench, side int) (harness.Netns, error) {
+	pod, err := p.newPod(b, side)
+	if err != nil {
+		return pod, err
+	}
+	err = inNS(p.nodes[side], func() error {
+		br, err := netlink.LinkByName(bridgeName)
+		if err != nil {
+			return err
+		}
+		return addUplink(br.(*netlink.Bridge), "veth0", "eth0", pod)
+	})
+	return pod, err
 }
 
 // learn makes sure a frame gets through in both directions, so every

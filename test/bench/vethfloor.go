@@ -17,17 +17,7 @@ import (
 func (b *bench) dpVethFloor(_ context.Context, p *dpPair) ([2]endpoint, error) {
 	var eps [2]endpoint
 	for side := range 2 {
-		pod, err := p.newPod(b, side)
-		if err != nil {
-			return eps, err
-		}
-		err = inNS(p.nodes[side], func() error {
-			br, err := netlink.LinkByName(bridgeName)
-			if err != nil {
-				return err
-			}
-			return addUplink(br.(*netlink.Bridge), "veth0", "eth0", pod)
-		})
+		pod, err := p.podOnVeth(b, side)
 		if err != nil {
 			return eps, err
 		}
