@@ -745,11 +745,7 @@ func hdOK(out harness.Outcome, err error) error {
 
 // watchHostAddrs samples, while plugins run, that the bridge has exactly
 // one address in each subnet that has users on disk, and none in the
-// others. A sample is taken between two short holds of the bridge lock
-// (files only: the netlink read happens in between, without the lock, so
-// the watcher never stalls the plugins on a busy RTNL): it counts only if
-// no plugin took the lock in between (the hand-over counter every holder
-// bumps is unchanged), so the addresses read match the users read. stop
+// others (see sampleHostAddrs for how a sample stays consistent). stop
 // reports the samples that counted and every violation seen.
 func (h *hd) watchHostAddrs(bridge string, hostAddrs ...string) (stop func() (int, []error)) {
 	h.t.Helper()
@@ -792,7 +788,7 @@ func (h *hd) watchHostAddrs(bridge string, hostAddrs ...string) (stop func() (in
 			close(quit)
 			wg.Wait()
 			nlh.Close()
-			h.t.Logf("host-address watcher: %d samples, %d skipped (the lock changed hands meanwhile)", samples, skipped)
+			h.t.Logf("host-address watcher: %d samples, %d skipped (no lock file yet)", samples, skipped)
 		})
 		return samples, errs
 	}
@@ -800,19 +796,25 @@ func (h *hd) watchHostAddrs(bridge string, hostAddrs ...string) (stop func() (in
 	return stop
 }
 
-// hdUsersView is what one short hold of the bridge lock reads: the
-// hand-over counter and the number of users of each subnet.
+// hdUsersView is what one hold of the bridge lock reads: the hand-over
+// counter and the number of users of each subnet.
 type hdUsersView struct {
 	turn  uint64
 	users map[netip.Prefix]int
 }
 
-func hdReadUsers(lock *os.File, dir string, subnets []netip.Prefix) (hdUsersView, error) {
-	v := hdUsersView{users: map[netip.Prefix]int{}}
+// hdHoldLock runs fn with the bridge lock held, as a plugin holds it.
+func hdHoldLock(lock *os.File, fn func() error) error {
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		return v, err
+		return err
 	}
 	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
+	return fn()
+}
+
+// hdReadUsers reads the view; the caller holds the lock.
+func hdReadUsers(lock *os.File, dir string, subnets []netip.Prefix) hdUsersView {
+	v := hdUsersView{users: map[netip.Prefix]int{}}
 	var b [8]byte
 	if n, _ := lock.ReadAt(b[:], 0); n == len(b) {
 		v.turn = binary.LittleEndian.Uint64(b[:])
@@ -821,10 +823,14 @@ func hdReadUsers(lock *os.File, dir string, subnets []netip.Prefix) (hdUsersView
 		users, _ := os.ReadDir(filepath.Join(dir, "subnets", strings.ReplaceAll(s.String(), "/", "_"), "users"))
 		v.users[s] = len(users)
 	}
-	return v, nil
+	return v
 }
 
 // sampleHostAddrs checks once; it reports whether the sample counted.
+// First without the lock across the netlink read, so the watcher does not
+// stall the plugins behind a busy RTNL; when a plugin took the lock in
+// between (as it always may in a dense burst), once more with the lock
+// held throughout, so every call yields a sample.
 func (h *hd) sampleHostAddrs(nlh *netlink.Handle, bridge string, hostAddrs []string) (bool, error) {
 	dir := filepath.Join(h.stateDir(), "bridges", bridge)
 	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR, 0)
@@ -839,21 +845,26 @@ func (h *hd) sampleHostAddrs(nlh *netlink.Handle, bridge string, hostAddrs []str
 	for _, ha := range hostAddrs {
 		subnets = append(subnets, netip.MustParsePrefix(ha).Masked())
 	}
-	before, err := hdReadUsers(f, dir, subnets)
+	var before, after hdUsersView
+	if err := hdHoldLock(f, func() error { before = hdReadUsers(f, dir, subnets); return nil }); err != nil {
+		return false, err
+	}
+	list, err := hdBridgeAddrList(nlh, bridge)
 	if err != nil {
 		return false, err
 	}
-	l, err := nlh.LinkByName(bridge)
-	if err != nil {
+	if err := hdHoldLock(f, func() error { after = hdReadUsers(f, dir, subnets); return nil }); err != nil {
 		return false, err
 	}
-	list, err := nlh.AddrList(l, unix.AF_UNSPEC)
-	if err != nil {
-		return false, err
-	}
-	after, err := hdReadUsers(f, dir, subnets)
-	if err != nil || after.turn != before.turn {
-		return false, err
+	if after.turn != before.turn {
+		err := hdHoldLock(f, func() (err error) {
+			before = hdReadUsers(f, dir, subnets)
+			list, err = hdBridgeAddrList(nlh, bridge)
+			return err
+		})
+		if err != nil {
+			return false, err
+		}
 	}
 	var errs []error
 	for _, s := range subnets {
@@ -869,6 +880,14 @@ func (h *hd) sampleHostAddrs(nlh *netlink.Handle, bridge string, hostAddrs []str
 		}
 	}
 	return true, errors.Join(errs...)
+}
+
+func hdBridgeAddrList(nlh *netlink.Handle, bridge string) ([]netlink.Addr, error) {
+	l, err := nlh.LinkByName(bridge)
+	if err != nil {
+		return nil, err
+	}
+	return nlh.AddrList(l, unix.AF_UNSPEC)
 }
 
 // wait waits for a started plugin to exit by itself and for the
