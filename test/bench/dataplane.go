@@ -201,6 +201,24 @@ func (b *bench) dpDirect(_ context.Context, p *dpPair) ([2]endpoint, error) {
 // dpInPod is what KubeVirt's bridge binding builds: a veth from br-ext into
 // the pod, and there a bridge enslaving the pod end and the TAP.
 func (b *bench) dpInPod(_ context.Context, p *dpPair) ([2]endpoint, error) {
+	return p.vethLayout(b, func() (int, error) {
+		if _, err := addBridge("k6t-eth0", nil); err != nil {
+			return -1, err
+		}
+		if err := enslave("eth0", "k6t-eth0"); err != nil {
+			return -1, err
+		}
+		fd, err := openTap("tap0")
+		if err != nil {
+			return -1, err
+		}
+		return fd, enslave("tap0", "k6t-eth0")
+	})
+}
+
+// vethLayout builds a hand-made layout on a veth from br-ext into a pod
+// per node: inPod runs in the pod and returns the guest's fd.
+func (p *dpPair) vethLayout(b *bench, inPod func() (int, error)) ([2]endpoint, error) {
 	var eps [2]endpoint
 	for side := range 2 {
 		pod, err := p.podOnVeth(b, side)
@@ -209,17 +227,11 @@ func (b *bench) dpInPod(_ context.Context, p *dpPair) ([2]endpoint, error) {
 		}
 		ep := guest(side)
 		err = inNS(pod, func() (err error) {
-			if _, err := addBridge("k6t-eth0", nil); err != nil {
-				return err
+			ep.fd, err = inPod()
+			if ep.fd >= 0 {
+				p.fds = append(p.fds, ep.fd)
 			}
-			if err := enslave("eth0", "k6t-eth0"); err != nil {
-				return err
-			}
-			if ep.fd, err = openTap("tap0"); err != nil {
-				return err
-			}
-			p.fds = append(p.fds, ep.fd)
-			return enslave("tap0", "k6t-eth0")
+			return err
 		})
 		if err != nil {
 			return eps, err

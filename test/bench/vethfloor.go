@@ -15,29 +15,12 @@ import (
 // pod end (no IP, IPv6 off) carries an AF_PACKET socket instead of a TAP.
 // No TAP, no tc: what remains is the veth hop every such design pays.
 func (b *bench) dpVethFloor(_ context.Context, p *dpPair) ([2]endpoint, error) {
-	var eps [2]endpoint
-	for side := range 2 {
-		pod, err := p.podOnVeth(b, side)
-		if err != nil {
-			return eps, err
+	return p.vethLayout(b, func() (int, error) {
+		if err := link.UpWithoutIPv6("eth0"); err != nil {
+			return -1, err
 		}
-		ep := guest(side)
-		err = inNS(pod, func() (err error) {
-			if err := link.UpWithoutIPv6("eth0"); err != nil {
-				return err
-			}
-			if ep.fd, err = openPacket("eth0"); err != nil {
-				return err
-			}
-			p.fds = append(p.fds, ep.fd)
-			return nil
-		})
-		if err != nil {
-			return eps, err
-		}
-		eps[side] = ep
-	}
-	return eps, nil
+		return openPacket("eth0")
+	})
 }
 
 // packetRcvBuf is the floor socket's receive buffer: about what a TAP
