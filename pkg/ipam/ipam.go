@@ -53,7 +53,7 @@ func (p Plugin) Add(ctx context.Context, c Call) (*current.Result, error) {
 	return res, nil
 }
 
-// Pending is an IPAM call running in the background.
+// Pending is an IPAM ADD running in the background.
 type Pending struct {
 	done chan struct{}
 	res  *current.Result
@@ -64,19 +64,15 @@ type Pending struct {
 // IPAM plugin's process; Wait collects the result. The plugin is started
 // from a thread in the caller's current (the node's) network namespace.
 func (p Plugin) Start(ctx context.Context, c Call) *Pending {
-	return background(func() (*current.Result, error) { return p.Add(ctx, c) })
-}
-
-func background(call func() (*current.Result, error)) *Pending {
 	pd := &Pending{done: make(chan struct{})}
 	go func() {
 		defer close(pd.done)
-		pd.res, pd.err = call()
+		pd.res, pd.err = p.Add(ctx, c)
 	}()
 	return pd
 }
 
-// Wait returns what the call returned, once it has.
+// Wait returns what Add returned, once it has.
 func (pd *Pending) Wait() (*current.Result, error) {
 	<-pd.done
 	return pd.res, pd.err

@@ -2,7 +2,6 @@ package spoof
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 
 	"github.com/google/nftables"
@@ -10,39 +9,73 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-var errNoDevice = errors.New("base chain is bound to no single device")
+// chainInfo is what Verify checks of a base chain.
+type chainInfo struct {
+	typ      nftables.ChainType
+	base     bool // it has a hook
+	hooknum  nftables.ChainHook
+	priority nftables.ChainPriority
+	policy   nftables.ChainPolicy
+	device   string // "" unless hooked on exactly one device
+}
 
-// chainDevice returns the device a netdev base chain is hooked on, with a
-// single NFT_MSG_GETCHAIN request: the library decodes a chain's hook but
-// not its device. A missing table or chain yields an error wrapping
-// unix.ENOENT.
-func chainDevice(t *nftables.Table, chain string) (string, error) {
+// getChain reads a chain with one NFT_MSG_GETCHAIN and decodes its hook
+// itself: the library decodes the hook but not the device it is on. A
+// missing table or chain yields an error wrapping unix.ENOENT.
+func getChain(t *nftables.Table, chain string) (chainInfo, error) {
 	req, err := getChainRequest(t, chain)
 	if err != nil {
-		return "", err
+		return chainInfo{}, err
 	}
 	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
 	if err != nil {
-		return "", fmt.Errorf("open netlink: %w", err)
+		return chainInfo{}, fmt.Errorf("open netlink: %w", err)
 	}
 	defer conn.Close()
 	msgs, err := conn.Execute(req)
 	if err != nil {
-		return "", err
+		return chainInfo{}, err
 	}
 	if len(msgs) != 1 || len(msgs[0].Data) < 4 {
-		return "", fmt.Errorf("get chain %s: unexpected reply", chain)
+		return chainInfo{}, fmt.Errorf("get chain %s: unexpected reply", chain)
 	}
-	// nfgenmsg, then CHAIN_HOOK > HOOK_DEV.
-	hook, err := findAttr(msgs[0].Data[4:], unix.NFTA_CHAIN_HOOK)
+	return decodeChain(msgs[0].Data[4:]) // after the nfgenmsg
+}
+
+func decodeChain(b []byte) (chainInfo, error) {
+	ad, err := netlink.NewAttributeDecoder(b)
 	if err != nil {
-		return "", err
+		return chainInfo{}, fmt.Errorf("decode chain: %w", err)
 	}
-	dev, err := findAttr(hook, unix.NFTA_HOOK_DEV)
-	if err != nil {
-		return "", errNoDevice
+	ad.ByteOrder = binary.BigEndian
+	var c chainInfo
+	for ad.Next() {
+		switch ad.Type() {
+		case unix.NFTA_CHAIN_TYPE:
+			c.typ = nftables.ChainType(ad.String())
+		case unix.NFTA_CHAIN_POLICY:
+			c.policy = nftables.ChainPolicy(ad.Uint32())
+		case unix.NFTA_CHAIN_HOOK:
+			c.base = true
+			ad.Nested(func(hd *netlink.AttributeDecoder) error {
+				for hd.Next() {
+					switch hd.Type() {
+					case unix.NFTA_HOOK_HOOKNUM:
+						c.hooknum = nftables.ChainHook(hd.Uint32())
+					case unix.NFTA_HOOK_PRIORITY:
+						c.priority = nftables.ChainPriority(hd.Int32())
+					case unix.NFTA_HOOK_DEV:
+						c.device = hd.String()
+					}
+				}
+				return nil
+			})
+		}
 	}
-	return string(trimNUL(dev)), nil
+	if err := ad.Err(); err != nil {
+		return chainInfo{}, fmt.Errorf("decode chain: %w", err)
+	}
+	return c, nil
 }
 
 func getChainRequest(t *nftables.Table, chain string) (netlink.Message, error) {
@@ -63,24 +96,4 @@ func getChainRequest(t *nftables.Table, chain string) (netlink.Message, error) {
 		},
 		Data: data,
 	}, nil
-}
-
-func findAttr(b []byte, typ uint16) ([]byte, error) {
-	attrs, err := netlink.UnmarshalAttributes(b)
-	if err != nil {
-		return nil, err
-	}
-	for _, a := range attrs {
-		if a.Type&^netlink.Nested == typ {
-			return a.Data, nil
-		}
-	}
-	return nil, fmt.Errorf("attribute %d missing", typ)
-}
-
-func trimNUL(b []byte) []byte {
-	for len(b) > 0 && b[len(b)-1] == 0 {
-		b = b[:len(b)-1]
-	}
-	return b
 }

@@ -129,6 +129,10 @@ func TestRepairAndDrift(t *testing.T) {
 		{"verify notices policy", func() error { return wantErrNaming(Verify(p), chainName, "policy") }},
 		{"ensure restores policy", func() error { return Ensure(p) }},
 		{"verify restored", func() error { return Verify(p) }},
+		{"delete the chain only", func() error { return delChain(chain) }},
+		{"verify notices missing chain", func() error { return wantErrNaming(Verify(p), chainName, "missing") }},
+		{"ensure recreates it", func() error { return Ensure(p) }},
+		{"verify recreated", func() error { return Verify(p) }},
 		{"delete", func() error { return Delete(p.Name) }},
 		{"chain on another device", func() error { return addChain(&elsewhere) }},
 		{"verify notices device", func() error { return wantErrNaming(Verify(p), "device", elsewhere.Device) }},
@@ -199,6 +203,15 @@ func flushChain(chain *nftables.Chain) error {
 		return err
 	}
 	c.FlushChain(chain)
+	return c.Flush()
+}
+
+func delChain(chain *nftables.Chain) error {
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	c.DelChain(chain)
 	return c.Flush()
 }
 

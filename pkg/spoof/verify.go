@@ -28,7 +28,7 @@ func Verify(p Port) error {
 	want := chainOf(t, p.Name)
 	checks := []func() error{
 		func() error { return verifyTable(c, t) },
-		func() error { return verifyHook(c, want) },
+		func() error { return verifyHook(want) },
 		func() error { return verifyRules(c, t, want, portRules(p)) },
 	}
 	for _, check := range checks {
@@ -52,28 +52,24 @@ func verifyTable(c *nftables.Conn, t *nftables.Table) error {
 // verifyHook checks the base chain's type, hook, priority, policy and
 // device: hooked anywhere else, its rules would never see the guest's
 // frames.
-func verifyHook(c *nftables.Conn, want *nftables.Chain) error {
-	got, err := c.ListChain(want.Table, want.Name)
+func verifyHook(want *nftables.Chain) error {
+	got, err := getChain(want.Table, want.Name)
+	if errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("chain %s is missing from table %s", want.Name, want.Table.Name)
+	}
 	if err != nil {
-		// The library flattens the errno; with the table present a failure
-		// can only mean the chain itself is missing or unreadable.
-		return fmt.Errorf("chain %s is missing from table %s: %w", want.Name, want.Table.Name, err)
+		return fmt.Errorf("get chain %s of table %s: %w", want.Name, want.Table.Name, err)
 	}
 	switch {
-	case got.Hooknum == nil || got.Priority == nil || got.Policy == nil:
+	case !got.base:
 		return fmt.Errorf("chain %s is not a base chain", want.Name)
-	case got.Type != want.Type || *got.Hooknum != *want.Hooknum || *got.Priority != *want.Priority:
+	case got.typ != want.Type || got.hooknum != *want.Hooknum || got.priority != *want.Priority:
 		return fmt.Errorf("base chain %s has type %s hook %d priority %d, want %s hook %d priority %d",
-			want.Name, got.Type, *got.Hooknum, *got.Priority, want.Type, *want.Hooknum, *want.Priority)
-	case *got.Policy != *want.Policy:
-		return fmt.Errorf("base chain %s has policy %d, want drop", want.Name, *got.Policy)
-	}
-	dev, err := chainDevice(want.Table, want.Name)
-	if err != nil {
-		return fmt.Errorf("get device of base chain %s: %w", want.Name, err)
-	}
-	if dev != want.Device {
-		return fmt.Errorf("base chain %s is hooked on device %s, want %s", want.Name, dev, want.Device)
+			want.Name, got.typ, got.hooknum, got.priority, want.Type, *want.Hooknum, *want.Priority)
+	case got.policy != *want.Policy:
+		return fmt.Errorf("base chain %s has policy %d, want drop", want.Name, got.policy)
+	case got.device != want.Device:
+		return fmt.Errorf("base chain %s is hooked on device %q, want %s", want.Name, got.device, want.Device)
 	}
 	return nil
 }
