@@ -184,8 +184,7 @@ func dropCount(port string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	t := tableOf(port)
-	rules, err := c.GetRules(t, chainOf(t, port))
+	rules, err := c.GetRules(libTable(port), libChain(port))
 	if err != nil {
 		return 0, fmt.Errorf("get rules of %s: %w", port, err)
 	}

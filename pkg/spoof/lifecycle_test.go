@@ -108,8 +108,8 @@ func TestRepairAndDrift(t *testing.T) {
 	h := newNS(t, randHex(t, 4), "host")
 	p := Port{Name: "tbdrift", MAC: mustMAC(t, "52:54:00:aa:bb:cc"),
 		IPs: parseIPs("198.51.100.7", "2001:db8:1::7")}
-	tbl := tableOf(p.Name)
-	chain := chainOf(tbl, p.Name)
+	tbl := libTable(p.Name)
+	chain := libChain(p.Name)
 	accept := nftables.ChainPolicyAccept
 	lax := *chain
 	lax.Policy = &accept

@@ -5,7 +5,9 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/google/nftables/expr"
+	"slices"
+
+	"github.com/tapbridge/tapbridge-cni/pkg/nft"
 )
 
 func TestLinkLocalEUI64(t *testing.T) {
@@ -29,7 +31,7 @@ func TestRulesCanonical(t *testing.T) {
 		t.Fatalf("got %d and %d rules for the same addresses", len(ra), len(rb))
 	}
 	for i := range ra {
-		if !sameExprs(ra[i], rb[i]) {
+		if !slices.Equal(ra[i], rb[i]) {
 			t.Fatalf("rule %d differs: [%s] vs [%s]", i+1, describeExprs(ra[i]), describeExprs(rb[i]))
 		}
 	}
@@ -42,8 +44,7 @@ func TestRulesEndInDrop(t *testing.T) {
 	for _, ips := range [][]net.IP{nil, parseIPs("192.0.2.10"), parseIPs("2001:db8::10")} {
 		rules := portRules(Port{Name: "tbx", MAC: mac, IPs: ips})
 		last := rules[len(rules)-1]
-		v, ok := last[len(last)-1].(*expr.Verdict)
-		if !ok || v.Kind != expr.VerdictDrop || len(last) != 2 {
+		if !slices.Equal(last, []nft.Expr{nft.Counter{}, nft.Drop}) {
 			t.Fatalf("IPs %v: last rule is [%s], want counter drop", ips, describeExprs(last))
 		}
 	}

@@ -1,13 +1,12 @@
 package spoof
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
-	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
+	"github.com/tapbridge/tapbridge-cni/pkg/nft"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,18 +17,17 @@ func Verify(p Port) error {
 	if err := p.validate(); err != nil {
 		return fmt.Errorf("verify anti-spoofing rules for port %s: %w", p.Name, err)
 	}
-	c, err := nftables.New(nftables.AsLasting())
+	c, err := nft.Dial()
 	if err != nil {
-		return fmt.Errorf("verify anti-spoofing rules for port %s: open netlink: %w", p.Name, err)
+		return fmt.Errorf("verify anti-spoofing rules for port %s: %w", p.Name, err)
 	}
-	defer func() { _ = c.CloseLasting() }()
+	defer c.Close()
 
-	t := tableOf(p.Name)
-	want := chainOf(t, p.Name)
+	want := chainOf(p.Name)
 	checks := []func() error{
-		func() error { return verifyTable(c, t) },
-		func() error { return verifyHook(want) },
-		func() error { return verifyRules(c, t, want, portRules(p)) },
+		func() error { return verifyTable(c, want.Table) },
+		func() error { return verifyHook(c, want) },
+		func() error { return verifyRules(c, want, portRules(p)) },
 	}
 	for _, check := range checks {
 		if err := check(); err != nil {
@@ -39,12 +37,12 @@ func Verify(p Port) error {
 	return nil
 }
 
-func verifyTable(c *nftables.Conn, t *nftables.Table) error {
-	if _, err := c.ListTableOfFamily(t.Name, t.Family); err != nil {
+func verifyTable(c *nft.Conn, t nft.Table) error {
+	if err := c.GetTable(t); err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("table netdev %s is missing", t.Name)
 		}
-		return fmt.Errorf("get table netdev %s: %w", t.Name, err)
+		return err
 	}
 	return nil
 }
@@ -52,91 +50,53 @@ func verifyTable(c *nftables.Conn, t *nftables.Table) error {
 // verifyHook checks the base chain's type, hook, priority, policy and
 // device: hooked anywhere else, its rules would never see the guest's
 // frames.
-func verifyHook(want *nftables.Chain) error {
-	got, err := getChain(want.Table, want.Name)
+func verifyHook(c *nft.Conn, want nft.Chain) error {
+	got, err := c.GetChain(want.Table, want.Name)
 	if errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("chain %s is missing from table %s", want.Name, want.Table.Name)
 	}
 	if err != nil {
-		return fmt.Errorf("get chain %s of table %s: %w", want.Name, want.Table.Name, err)
+		return err
 	}
+	g, w := got.Hook, want.Hook
 	switch {
-	case !got.base:
+	case g == nil:
 		return fmt.Errorf("chain %s is not a base chain", want.Name)
-	case got.typ != want.Type || got.hooknum != *want.Hooknum || got.priority != *want.Priority:
+	case g.Type != w.Type || g.Num != w.Num || g.Priority != w.Priority:
 		return fmt.Errorf("base chain %s has type %s hook %d priority %d, want %s hook %d priority %d",
-			want.Name, got.typ, got.hooknum, got.priority, want.Type, *want.Hooknum, *want.Priority)
-	case got.policy != *want.Policy:
-		return fmt.Errorf("base chain %s has policy %d, want drop", want.Name, got.policy)
-	case got.device != want.Device:
-		return fmt.Errorf("base chain %s is hooked on device %q, want %s", want.Name, got.device, want.Device)
+			want.Name, g.Type, g.Num, g.Priority, w.Type, w.Num, w.Priority)
+	case got.Policy != want.Policy:
+		return fmt.Errorf("base chain %s has policy %s, want %s", want.Name, got.Policy, want.Policy)
+	case g.Device != w.Device:
+		return fmt.Errorf("base chain %s is hooked on device %q, want %s", want.Name, g.Device, w.Device)
 	}
 	return nil
 }
 
-// verifyRules compares a chain's rules with the expected ones, ignoring
-// counter values, which the kernel changes.
-func verifyRules(c *nftables.Conn, t *nftables.Table, chain *nftables.Chain, want [][]expr.Any) error {
-	got, err := c.GetRules(t, chain)
+// verifyRules compares a chain's rules with the expected ones. Counters
+// compare equal whatever they counted.
+func verifyRules(c *nft.Conn, chain nft.Chain, want [][]nft.Expr) error {
+	got, err := c.GetRules(chain)
 	if err != nil {
-		return fmt.Errorf("get rules of chain %s: %w", chain.Name, err)
+		return err
 	}
 	if len(got) != len(want) {
 		return fmt.Errorf("chain %s has %d rules, want %d", chain.Name, len(got), len(want))
 	}
 	for i := range want {
-		if !sameExprs(got[i].Exprs, want[i]) {
+		if !slices.Equal(got[i], want[i]) {
 			return fmt.Errorf("chain %s rule %d is [%s], want [%s]", chain.Name, i+1,
-				describeExprs(got[i].Exprs), describeExprs(want[i]))
+				describeExprs(got[i]), describeExprs(want[i]))
 		}
 	}
 	return nil
 }
 
-// sameExprs compares expressions by their netlink encoding, which is what
-// the kernel acts on and is independent of how the library decoded them.
-func sameExprs(got, want []expr.Any) bool {
-	if len(got) != len(want) {
-		return false
-	}
-	for i := range want {
-		a, errA := expr.Marshal(unix.NFPROTO_NETDEV, normalize(got[i]))
-		b, errB := expr.Marshal(unix.NFPROTO_NETDEV, normalize(want[i]))
-		if errA != nil || errB != nil || !bytes.Equal(a, b) {
-			return false
-		}
-	}
-	return true
-}
-
-func normalize(e expr.Any) expr.Any {
-	if _, ok := e.(*expr.Counter); ok {
-		return &expr.Counter{}
-	}
-	return e
-}
-
-// describeExprs renders expressions compactly for error messages.
-func describeExprs(exprs []expr.Any) string {
+// describeExprs renders a rule compactly for error messages.
+func describeExprs(exprs []nft.Expr) string {
 	parts := make([]string, len(exprs))
 	for i, e := range exprs {
-		if v, ok := e.(*expr.Verdict); ok {
-			parts[i] = describeVerdict(v)
-			continue
-		}
-		parts[i] = strings.TrimPrefix(fmt.Sprintf("%T%+v", e, normalize(e)), "*expr.")
+		parts[i] = e.String()
 	}
 	return strings.Join(parts, " ")
-}
-
-func describeVerdict(v *expr.Verdict) string {
-	names := map[expr.VerdictKind]string{
-		expr.VerdictAccept: "accept", expr.VerdictDrop: "drop",
-		expr.VerdictJump: "jump", expr.VerdictGoto: "goto", expr.VerdictReturn: "return",
-	}
-	name, ok := names[v.Kind]
-	if !ok {
-		name = fmt.Sprintf("verdict(%d)", v.Kind)
-	}
-	return strings.TrimSpace(name + " " + v.Chain)
 }
