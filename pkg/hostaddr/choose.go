@@ -6,7 +6,6 @@ package hostaddr
 
 import (
 	"hash/fnv"
-	"math/big"
 	"net/netip"
 )
 
@@ -42,23 +41,27 @@ func Candidates(p Policy, subnet netip.Prefix) []netip.Prefix {
 		}
 	}
 	ranges := clip(p.Pool, subnet)
-	total := new(big.Int)
+	var total u128
 	for _, r := range ranges {
-		total.Add(total, size(r))
+		total = total.add(sizeOf(r))
 	}
-	if total.Sign() == 0 {
+	if total == (u128{}) {
 		return nil
 	}
-	start := new(big.Int).Mod(new(big.Int).SetUint64(nodeHash(p.Node)), total)
+	start := total.modOf(nodeHash(p.Node))
 	// Scan a little more than we return, to step over unusable addresses.
-	limit := int64(2 * maxPoolTries)
-	if total.IsInt64() && total.Int64() < limit {
-		limit = total.Int64()
+	limit := uint64(2 * maxPoolTries)
+	if total.hi == 0 && total.lo < limit {
+		limit = total.lo
 	}
 	var out []netip.Prefix
-	for i := int64(0); i < limit && len(out) < maxPoolTries; i++ {
-		idx := new(big.Int).Add(start, big.NewInt(i))
-		addr := nth(ranges, idx.Mod(idx, total))
+	for i := uint64(0); i < limit && len(out) < maxPoolTries; i++ {
+		// start < total and i < total, so one subtraction wraps the index.
+		idx := start.add(u128{lo: i})
+		if !idx.less(total) {
+			idx = idx.sub(total)
+		}
+		addr := nth(ranges, idx)
 		if usable(addr, subnet) {
 			out = append(out, netip.PrefixFrom(addr, subnet.Bits()))
 		}
@@ -81,21 +84,14 @@ func clip(pool []netip.Prefix, subnet netip.Prefix) []netip.Prefix {
 	return out
 }
 
-func size(p netip.Prefix) *big.Int {
-	return new(big.Int).Lsh(big.NewInt(1), uint(p.Addr().BitLen()-p.Bits()))
-}
-
 // nth returns the idx-th address across ranges.
-func nth(ranges []netip.Prefix, idx *big.Int) netip.Addr {
+func nth(ranges []netip.Prefix, idx u128) netip.Addr {
 	for _, r := range ranges {
-		n := size(r)
-		if idx.Cmp(n) < 0 {
-			base := new(big.Int).SetBytes(r.Addr().AsSlice())
-			b := base.Add(base, idx).FillBytes(make([]byte, r.Addr().BitLen()/8))
-			addr, _ := netip.AddrFromSlice(b)
-			return addr
+		n := sizeOf(r)
+		if idx.less(n) {
+			return addrAt(r.Addr(), idx)
 		}
-		idx = new(big.Int).Sub(idx, n)
+		idx = idx.sub(n)
 	}
 	return netip.Addr{}
 }
@@ -106,8 +102,7 @@ func usable(a netip.Addr, subnet netip.Prefix) bool {
 		return false
 	}
 	if a.Is4() && subnet.Bits() < 31 {
-		last := new(big.Int).Add(new(big.Int).SetBytes(subnet.Addr().AsSlice()), new(big.Int).Sub(size(subnet), big.NewInt(1)))
-		return new(big.Int).SetBytes(a.AsSlice()).Cmp(last) != 0
+		return a != addrAt(subnet.Addr(), sizeOf(subnet).sub(u128{lo: 1}))
 	}
 	return true
 }
