@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/netip"
 	"os"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/tapbridge/tapbridge-cni/pkg/config"
+	"github.com/tapbridge/tapbridge-cni/pkg/logger"
 	"github.com/tapbridge/tapbridge-cni/pkg/plugin"
 	"github.com/tapbridge/tapbridge-cni/pkg/probe"
 )
@@ -94,22 +94,21 @@ func load(command string, args *skel.CmdArgs) (*plugin.Plugin, error) {
 	return &plugin.Plugin{
 		Net: n,
 		Env: plugin.Env{ContainerID: args.ContainerID, Netns: args.Netns, IfName: args.IfName, Args: args.Args, Path: args.Path},
-		Log: logger(n, command, args),
+		Log: openLog(n, command, args),
 		Probe: func(ctx context.Context, ifindex int, addr netip.Addr) (bool, error) {
 			return probe.InUse(ctx, ifindex, addr.AsSlice(), probe.Options{Wait: n.Host.ProbeWait})
 		},
 	}, nil
 }
 
-// logger writes to logFile, or stderr; never stdout, which carries the
+// openLog writes to logFile, or stderr; never stdout, which carries the
 // one JSON document the runtime reads.
-func logger(n *config.Net, command string, args *skel.CmdArgs) *slog.Logger {
+func openLog(n *config.Net, command string, args *skel.CmdArgs) *logger.Logger {
 	var out io.Writer = os.Stderr
 	if n.LogFile != "" {
 		if f, err := os.OpenFile(n.LogFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600); err == nil {
 			out = f // closed by the process exit
 		}
 	}
-	h := slog.NewTextHandler(out, &slog.HandlerOptions{Level: n.LogLevel})
-	return slog.New(h).With("command", command, "containerID", args.ContainerID, "ifname", args.IfName, "network", n.Name)
+	return logger.New(out, n.LogLevel).With("command", command, "containerID", args.ContainerID, "ifname", args.IfName, "network", n.Name)
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -13,6 +12,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/tapbridge/tapbridge-cni/pkg/logger"
 )
 
 // Net is a validated network configuration for one call.
@@ -26,7 +27,7 @@ type Net struct {
 	Host          Host
 	DataDir       string
 	LogFile       string
-	LogLevel      slog.Level
+	LogLevel      logger.Level
 	SpoofCheck    bool
 	PortIsolation bool
 	LockTimeout   time.Duration
@@ -156,9 +157,10 @@ func parseLog(raw *Raw, _ Env, n *Net) error {
 	if n.LogFile != "" && !strings.HasPrefix(n.LogFile, "/") {
 		return invalid("logFile", "%q must be an absolute path", n.LogFile)
 	}
-	n.LogLevel = slog.LevelWarn
+	n.LogLevel = logger.Warn
 	if raw.LogLevel != "" {
-		if err := n.LogLevel.UnmarshalText([]byte(raw.LogLevel)); err != nil {
+		var err error
+		if n.LogLevel, err = logger.ParseLevel(raw.LogLevel); err != nil {
 			return invalid("logLevel", "%q is not one of debug, info, warn, error", raw.LogLevel)
 		}
 	}

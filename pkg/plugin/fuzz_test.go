@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -18,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tapbridge/tapbridge-cni/pkg/config"
+	"github.com/tapbridge/tapbridge-cni/pkg/logger"
 	"github.com/tapbridge/tapbridge-cni/pkg/plugin"
 	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
@@ -160,7 +159,7 @@ func FuzzAddDel(f *testing.F) {
 		p := &plugin.Plugin{
 			Net: n,
 			Env: plugin.Env{ContainerID: cid, Netns: fn.pod.Path(), IfName: ifname, Args: args, Path: cniPath},
-			Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Log: logger.Discard(),
 		}
 		var addErr, delErr error
 		var names []string

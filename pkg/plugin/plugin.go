@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -18,6 +17,7 @@ import (
 	"github.com/tapbridge/tapbridge-cni/pkg/config"
 	"github.com/tapbridge/tapbridge-cni/pkg/hostaddr"
 	"github.com/tapbridge/tapbridge-cni/pkg/ipam"
+	"github.com/tapbridge/tapbridge-cni/pkg/logger"
 	"github.com/tapbridge/tapbridge-cni/pkg/store"
 )
 
@@ -43,7 +43,7 @@ type Env struct {
 type Plugin struct {
 	Net   *config.Net
 	Env   Env
-	Log   *slog.Logger
+	Log   *logger.Logger
 	Probe hostaddr.Prober // nil: take pool addresses unprobed (tests only)
 }
 
@@ -107,8 +107,8 @@ func (p *Plugin) subnets(ips []netip.Prefix) []netip.Prefix {
 // logStep is how every step reports; the error itself carries the detail.
 func (p *Plugin) logStep(ctx context.Context, step string, err error) {
 	if err != nil {
-		p.Log.WarnContext(ctx, "step failed", "step", step, "err", err)
+		p.Log.Warn("step failed", "step", step, "err", err)
 		return
 	}
-	p.Log.DebugContext(ctx, "step done", "step", step)
+	p.Log.Debug("step done", "step", step)
 }
