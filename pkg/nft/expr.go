@@ -3,7 +3,6 @@ package nft
 import (
 	"encoding/hex"
 	"fmt"
-	"maps"
 	"slices"
 
 	"golang.org/x/sys/unix"
@@ -207,11 +206,12 @@ func decodeExpr(name string, data []byte) Expr {
 	// has reports whether the attributes are exactly these, each 4 bytes
 	// unless listed in other.
 	has := func(want []uint16, other ...uint16) bool {
-		if !slices.Equal(slices.Sorted(maps.Keys(m)), slices.Sorted(slices.Values(want))) {
+		if len(m) != len(want) {
 			return false
 		}
 		for _, typ := range want {
-			if _, ok := be32(m[typ]); !ok && !slices.Contains(other, typ) {
+			v, ok := m[typ]
+			if _, is32 := be32(v); !ok || !is32 && !slices.Contains(other, typ) {
 				return false
 			}
 		}

@@ -173,10 +173,22 @@ func splitIPs(ips []net.IP) (v4, v6 []netip.Addr) {
 	return dedup(v4), dedup(v6)
 }
 
+// dedup returns the addresses sorted, without repeats. A port has a few
+// addresses, so it inserts them in order one by one: a generic sort
+// (slices.SortFunc) instantiated for netip.Addr is 8 KiB of code that
+// every exec of the plugin would map.
 func dedup(addrs []netip.Addr) []netip.Addr {
-	addrs = slices.Clone(addrs)
-	slices.SortFunc(addrs, netip.Addr.Compare)
-	return slices.Compact(addrs)
+	var out []netip.Addr
+	for _, a := range addrs {
+		i := 0
+		for i < len(out) && out[i].Less(a) {
+			i++
+		}
+		if i == len(out) || out[i] != a {
+			out = slices.Insert(out, i, a)
+		}
+	}
+	return out
 }
 
 // linkLocal derives fe80::/64 plus the modified EUI-64 interface identifier

@@ -8,9 +8,10 @@ import (
 
 // memResult is peak RSS in KiB per sample.
 type memResult struct {
-	add, del map[string][]float64 // by variant key
-	floor    []float64            // the trivial binary through the launcher
-	split    map[string][]rssSplit
+	add, del map[string][]float64  // by variant key
+	floor    []float64             // the trivial binary through the launcher
+	split    map[string][]rssSplit // mid-ADD
+	splitDel map[string][]rssSplit // mid-DEL
 }
 
 // measureMemory runs single ADD/DEL pairs through the launcher, the
@@ -20,7 +21,7 @@ func (b *bench) measureMemory(ctx context.Context) (*memResult, error) {
 		return nil, err
 	}
 	tb, noSpoof, br := b.cpVariants()
-	res := &memResult{add: map[string][]float64{}, del: map[string][]float64{}, split: map[string][]rssSplit{}}
+	res := &memResult{add: map[string][]float64{}, del: map[string][]float64{}, split: map[string][]rssSplit{}, splitDel: map[string][]rssSplit{}}
 	samples := max(b.opts.Runs, 3)
 	slowPath, err := b.slowIPAMPath()
 	if err != nil {
@@ -36,11 +37,12 @@ func (b *bench) measureMemory(ctx context.Context) (*memResult, error) {
 				if err := b.memSample(ctx, v, r, res); err != nil {
 					return err
 				}
-				split, err := b.sampleRSS(ctx, v, slowPath, r)
+				split, splitDel, err := b.sampleRSS(ctx, v, slowPath, r)
 				if err != nil {
 					return err
 				}
 				res.split[v.Key] = append(res.split[v.Key], split)
+				res.splitDel[v.Key] = append(res.splitDel[v.Key], splitDel)
 			}
 			f, err := pluginCall{Bin: b.trivial}.runMeasured(ctx, b.launcher)
 			if err != nil {
@@ -86,20 +88,30 @@ func (b *bench) sectionMemory(ctx context.Context, rep *report) error {
 		rep.add(withTarget(row{Section: sec, What: c.what, TB: mib(t), Ref: "bridge: " + mib(r)}, t/r, true, 1))
 		rep.add(info(row{Section: sec, What: c.what + `, "spoofCheck": false`, TB: mib(ns), Ref: "bridge: " + mib(r)}, ns/r))
 	}
-	part := func(key string, anon bool) float64 {
-		var v []float64
-		for _, s := range m.split[key] {
-			if anon {
-				v = append(v, s.anon)
-			} else {
-				v = append(v, s.file)
+	// /proc/<pid>/status reads the memory counters exactly; wait4's
+	// ru_maxrss comes from the kernel's approximate (per-CPU batched)
+	// counters, off by up to a few hundred KiB either way on this machine.
+	// So these exact mid-call readings are shown beside the peaks.
+	for _, c := range []struct {
+		call string
+		by   map[string][]rssSplit
+	}{{"ADD", m.split}, {"DEL", m.splitDel}} {
+		part := func(key string, pick func(rssSplit) float64) float64 {
+			var v []float64
+			for _, s := range c.by[key] {
+				v = append(v, pick(s))
 			}
+			return median(v)
 		}
-		return median(v)
+		anon := func(s rssSplit) float64 { return s.anon }
+		file := func(s rssSplit) float64 { return s.file }
+		total := func(s rssSplit) float64 { return s.anon + s.file }
+		show := func(key string) string {
+			return mib(part(key, anon)) + " / " + mib(part(key, file)) + " / " + mib(part(key, total))
+		}
+		rep.add(info(row{Section: sec, What: "RSS of the plugin in the middle of one " + c.call + " (its IPAM held 300 ms; /proc, exact), MiB: anonymous (what the call allocates) / file-backed (its binary's pages, from the page cache every call shares) / total",
+			TB: show("tb"), Ref: "bridge: " + show("bridge")}, part("tb", total)/part("bridge", total)))
 	}
-	ta, tf, ra, rf := part("tb", true), part("tb", false), part("bridge", true), part("bridge", false)
-	rep.add(info(row{Section: sec, What: "RSS of the plugin in the middle of an ADD (its IPAM held 300 ms), MiB: anonymous (what the call allocates) / file-backed (its binary's pages, from the page cache every call shares)",
-		TB: mib(ta) + " / " + mib(tf), Ref: "bridge: " + mib(ra) + " / " + mib(rf)}, ta/ra))
 	rep.add(row{Section: sec, What: "measurement floor: the launcher running the trivial static Go binary, MiB",
 		TB: mib(median(m.floor))})
 	return nil

@@ -38,27 +38,38 @@ func (b *bench) slowIPAMPath() (string, error) {
 }
 
 // sampleRSS runs one ADD and DEL of v with the slow IPAM and reads the
-// plugin's RSS halfway through the ADD's IPAM pause.
-func (b *bench) sampleRSS(ctx context.Context, v cpVariant, path string, r int) (rssSplit, error) {
+// plugin's RSS halfway through each call's IPAM pause. (tapbridge calls
+// IPAM DEL after removing the links, bridge before: its mid-DEL reading
+// has done less of the call.)
+func (b *bench) sampleRSS(ctx context.Context, v cpVariant, path string, r int) (add, del rssSplit, err error) {
 	conf := v.Conf(filepath.Join(b.dir, "ipam", "rss-"+v.Key))
 	c := pluginCall{Bin: v.Bin, Command: "ADD", ContainerID: fmt.Sprintf("%s-rss-%s-%d", b.id, v.Key, r),
 		Netns: b.pods[0].Path(), IfName: podIfName, Path: path, Stdin: conf}
-	var stdout bytes.Buffer
+	result, add, err := midCallRSS(ctx, c)
+	if err != nil {
+		return add, del, fmt.Errorf("%s ADD: %w", v.Key, err)
+	}
+	c.Command, c.Stdin = "DEL", withPrevResult(conf, result)
+	if _, del, err = midCallRSS(ctx, c); err != nil {
+		return add, del, fmt.Errorf("%s DEL: %w", v.Key, err)
+	}
+	return add, del, nil
+}
+
+// midCallRSS runs c and reads its RSS half an IPAM pause after the start.
+func midCallRSS(ctx context.Context, c pluginCall) (stdout []byte, split rssSplit, err error) {
+	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, c.Bin)
-	cmd.Env, cmd.Stdin, cmd.Stdout = c.env(), bytes.NewReader(c.Stdin), &stdout
+	cmd.Env, cmd.Stdin, cmd.Stdout = c.env(), bytes.NewReader(c.Stdin), &out
 	if err := cmd.Start(); err != nil {
-		return rssSplit{}, err
+		return nil, split, err
 	}
 	time.Sleep(ipamPause / 2)
 	split, serr := readRSS(cmd.Process.Pid)
 	if err := cmd.Wait(); err != nil {
-		return split, fmt.Errorf("%s ADD: %w: %s", v.Key, err, stdout.Bytes())
+		return nil, split, fmt.Errorf("%w: %s", err, out.Bytes())
 	}
-	c.Command, c.Stdin = "DEL", withPrevResult(conf, stdout.Bytes())
-	if _, err := c.run(ctx); err != nil {
-		return split, err
-	}
-	return split, serr
+	return out.Bytes(), split, serr
 }
 
 func readRSS(pid int) (rssSplit, error) {
