@@ -96,36 +96,40 @@ func (l *Logger) log(level Level, msg string, kv []any) {
 	_, _ = l.w.Write(b) // a log that cannot be written must not fail the call
 }
 
-// appendPairs appends " key=value" for each pair; an odd last argument is
-// logged under the key !BADKEY, as slog does.
+// appendPairs appends " key=value" for each pair. As in slog, an argument
+// where a key should be that is not a string, or a lone last key, is
+// logged as the value of the key !BADKEY.
 func appendPairs(b []byte, kv []any) []byte {
-	for i := 0; i < len(kv); i += 2 {
-		key, val := "!BADKEY", kv[i]
-		if i+1 < len(kv) {
-			key, val = fmt.Sprint(kv[i]), kv[i+1]
+	for len(kv) > 0 {
+		key, isKey := kv[0].(string)
+		var val any
+		switch {
+		case !isKey:
+			key, val, kv = "!BADKEY", kv[0], kv[1:]
+		case len(kv) == 1:
+			key, val, kv = "!BADKEY", key, nil
+		default:
+			val, kv = kv[1], kv[2:]
 		}
 		b = append(b, ' ')
-		b = append(b, key...)
+		b = appendValue(b, key)
 		b = append(b, '=')
 		b = appendValue(b, text(val))
 	}
 	return b
 }
 
+// text formats a value as slog's TextHandler does for the kinds the
+// plugin logs: strings as they are, anything else with %+v (errors,
+// numbers, durations).
 func text(v any) string {
-	switch v := v.(type) {
-	case string:
-		return v
-	case error:
-		return v.Error()
-	case fmt.Stringer:
-		return v.String()
+	if s, ok := v.(string); ok {
+		return s
 	}
-	return fmt.Sprint(v)
+	return fmt.Sprintf("%+v", v)
 }
 
-// appendValue quotes s when slog's TextHandler would: when it is empty or
-// has a space, '=', '"', a control or non-printing character, or bad UTF-8.
+// appendValue quotes s when slog's TextHandler would (see needsQuoting).
 func appendValue(b []byte, s string) []byte {
 	if needsQuoting(s) {
 		return strconv.AppendQuote(b, s)
@@ -133,14 +137,26 @@ func appendValue(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
+// needsQuoting is slog's rule: empty; an ASCII space, '=', '"' or control
+// character (DEL is left alone, as JSON does); or a non-ASCII rune that
+// is invalid UTF-8 (or U+FFFD), a space, or not printable.
 func needsQuoting(s string) bool {
-	if s == "" || !utf8.ValidString(s) {
+	if s == "" {
 		return true
 	}
-	for _, r := range s {
-		if r == '=' || r == '"' || unicode.IsSpace(r) || !unicode.IsPrint(r) {
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c == ' ' || c == '=' || c == '"' || c < 0x20 {
+				return true
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError || unicode.IsSpace(r) || !unicode.IsPrint(r) {
 			return true
 		}
+		i += size
 	}
 	return false
 }

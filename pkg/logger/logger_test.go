@@ -37,6 +37,10 @@ func TestMatchesSlogTextHandler(t *testing.T) {
 		{slog.LevelInfo, "ADD done", nil},
 		{slog.LevelError, "ADD failed", []any{"err", err, "n", 3, "empty", "", "ctl", "a\tb", "eq", "a=b", "uni", "é"}},
 		{slog.LevelInfo, "odd", []any{"lonely"}},
+		{slog.LevelInfo, "quoting", []any{"del", "a\x7fb", "bs", `a\b`, "repl", "a\ufffdb", "bad", "a\xffb",
+			"nbsp", "a\u00a0b", "nl", "a\nb", "key with space", 1}},
+		{slog.LevelInfo, "kinds", []any{"dur", 1500 * time.Millisecond, "bool", true, "struct", struct{ A int }{1},
+			"nilerr", (*pathErr)(nil), 42, "after a non-string key"}},
 	}
 	for _, r := range records {
 		l.log(Level(r.level), r.msg, r.kv)
@@ -46,6 +50,12 @@ func TestMatchesSlogTextHandler(t *testing.T) {
 		t.Fatalf("ours:\n%s\nslog:\n%s", ours.String(), theirs.String())
 	}
 }
+
+// pathErr is an error type whose Error method panics on a nil receiver,
+// as fmt (and so slog) must cope with.
+type pathErr struct{ path string }
+
+func (e *pathErr) Error() string { return "bad path " + e.path }
 
 func TestLevels(t *testing.T) {
 	var buf bytes.Buffer

@@ -63,7 +63,10 @@ func parseAttrs(b []byte) ([]attr, error) {
 }
 
 // attrMap indexes attributes by type; a repeated type is an error, since
-// none of the objects read here repeats one.
+// none of the objects read here repeats one. Empty attributes are skipped:
+// they are the padding the kernel puts before 64-bit values on machines
+// without efficient unaligned access (several per message), and nothing
+// read here is ever empty.
 func attrMap(b []byte) (map[uint16][]byte, error) {
 	list, err := parseAttrs(b)
 	if err != nil {
@@ -71,6 +74,9 @@ func attrMap(b []byte) (map[uint16][]byte, error) {
 	}
 	m := make(map[uint16][]byte, len(list))
 	for _, a := range list {
+		if len(a.data) == 0 {
+			continue
+		}
 		if _, dup := m[a.typ]; dup {
 			return nil, fmt.Errorf("netlink attribute %d repeated", a.typ)
 		}

@@ -67,10 +67,15 @@ func (b *Batch) add(typ, flags uint16, fam Family, what string, fill func(*attrs
 	b.msgs = append(b.msgs, request{typ: typ, flags: flags, fam: fam, attrs: a, what: what})
 }
 
-// AddTable creates the table, or keeps it if it exists.
+// AddTable creates the table, or keeps it if it exists. Either way its
+// flags become 0: a table someone made dormant is woken up (without the
+// attribute the kernel would leave an existing table's flags alone).
 func (b *Batch) AddTable(t Table) {
 	b.add(unix.NFT_MSG_NEWTABLE, unix.NLM_F_CREATE, t.Family, "add table "+t.Name,
-		func(a *attrs) { encodeTable(a, t) })
+		func(a *attrs) {
+			encodeTable(a, t)
+			a.u32(unix.NFTA_TABLE_FLAGS, 0)
+		})
 }
 
 // DelTable deletes the table and everything in it.
@@ -149,6 +154,9 @@ func (c *Conn) Commit(b *Batch) error {
 			}
 		}
 	}
+	// A failure of the commit itself (after every message was accepted)
+	// comes back with the first message's sequence number, so it is
+	// reported as that message's.
 	for i, m := range b.msgs {
 		if err := errs[first+1+uint32(i)]; err != nil {
 			return fmt.Errorf("%s: %w", m.what, err)
@@ -216,9 +224,10 @@ func (c *Conn) recv(flags int) ([]message, error) {
 
 // message is one netlink message of a reply.
 type message struct {
-	typ  uint16
-	seq  uint32
-	data []byte // after the header
+	typ   uint16
+	flags uint16
+	seq   uint32
+	data  []byte // after the header
 }
 
 func parseMessages(b []byte) ([]message, error) {
@@ -228,7 +237,7 @@ func parseMessages(b []byte) ([]message, error) {
 		if n < unix.SizeofNlMsghdr || n > len(b) {
 			return nil, errors.New("truncated netlink message")
 		}
-		out = append(out, message{typ: binary.NativeEndian.Uint16(b[4:6]),
+		out = append(out, message{typ: binary.NativeEndian.Uint16(b[4:6]), flags: binary.NativeEndian.Uint16(b[6:8]),
 			seq: binary.NativeEndian.Uint32(b[8:12]), data: b[unix.SizeofNlMsghdr:n]})
 		b = b[min(pad(n), len(b)):]
 	}
@@ -246,10 +255,25 @@ func ackError(b []byte) error {
 	return nil
 }
 
+// errDumpInterrupted: the objects changed while the kernel dumped them.
+var errDumpInterrupted = errors.New("dump interrupted by a concurrent change")
+
 // get sends one request and returns the attributes of each reply message
-// (after its nfgenmsg), copied out of the receive buffer. A dump ends with NLMSG_DONE, any other request
-// with its acknowledgement; a refused request returns the kernel's errno.
+// (after its nfgenmsg), copied out of the receive buffer. A dump ends with
+// NLMSG_DONE, any other request with its acknowledgement; a refused
+// request returns the kernel's errno. A dump that a concurrent change
+// interrupted is read again, a few times.
 func (c *Conn) get(typ uint16, fam Family, dump bool, fill func(*attrs)) ([][]byte, error) {
+	for range 3 {
+		out, err := c.getOnce(typ, fam, dump, fill)
+		if !errors.Is(err, errDumpInterrupted) {
+			return out, err
+		}
+	}
+	return nil, errDumpInterrupted
+}
+
+func (c *Conn) getOnce(typ uint16, fam Family, dump bool, fill func(*attrs)) ([][]byte, error) {
 	var a attrs
 	fill(&a)
 	flags := uint16(unix.NLM_F_ACK)
@@ -261,6 +285,7 @@ func (c *Conn) get(typ uint16, fam Family, dump bool, fill func(*attrs)) ([][]by
 	}
 	seq := c.seq
 	var out [][]byte
+	interrupted := false
 	for {
 		msgs, err := c.recv(0)
 		if err != nil {
@@ -270,12 +295,21 @@ func (c *Conn) get(typ uint16, fam Family, dump bool, fill func(*attrs)) ([][]by
 			if m.seq != seq {
 				continue // a late reply to an earlier request
 			}
+			interrupted = interrupted || m.flags&unix.NLM_F_DUMP_INTR != 0
 			switch m.typ {
 			case unix.NLMSG_ERROR:
 				if err := ackError(m.data); err != nil || !dump {
 					return out, err
 				}
 			case unix.NLMSG_DONE:
+				// Its payload is the dump's status: the kernel may end
+				// a dump early with an error.
+				if err := ackError(m.data); err != nil {
+					return nil, err
+				}
+				if interrupted {
+					return nil, errDumpInterrupted
+				}
 				return out, nil
 			default:
 				if len(m.data) < 4 {
@@ -287,14 +321,16 @@ func (c *Conn) get(typ uint16, fam Family, dump bool, fill func(*attrs)) ([][]by
 	}
 }
 
-// GetTable returns nil if the table exists, an error wrapping
-// unix.ENOENT if it does not.
-func (c *Conn) GetTable(t Table) error {
-	_, err := c.get(unix.NFT_MSG_GETTABLE, t.Family, false, func(a *attrs) { encodeTable(a, t) })
+// GetTable reads a table; the error wraps unix.ENOENT if it is missing.
+func (c *Conn) GetTable(t Table) (TableInfo, error) {
+	replies, err := c.get(unix.NFT_MSG_GETTABLE, t.Family, false, func(a *attrs) { encodeTable(a, t) })
 	if err != nil {
-		return fmt.Errorf("get table %s: %w", t.Name, err)
+		return TableInfo{}, fmt.Errorf("get table %s: %w", t.Name, err)
 	}
-	return nil
+	if len(replies) != 1 {
+		return TableInfo{}, fmt.Errorf("get table %s: %d replies", t.Name, len(replies))
+	}
+	return decodeTable(replies[0])
 }
 
 // GetChain reads one chain; the error wraps unix.ENOENT if it or its table

@@ -94,7 +94,7 @@ func TestKernelRoundTrip(t *testing.T) {
 		if err := install(c, ch, rules); err != nil {
 			return fmt.Errorf("reinstall: %w", err)
 		}
-		if err := c.GetTable(ch.Table); err != nil {
+		if _, err := c.GetTable(ch.Table); err != nil {
 			return err
 		}
 		got, err := c.GetChain(ch.Table, ch.Name)
@@ -157,7 +157,7 @@ func TestCommitIsAtomic(t *testing.T) {
 		if !errors.Is(err, unix.ENOENT) || !contains(err.Error(), "add rule 1", "nosuchchain") {
 			return fmt.Errorf("commit with a rule for a missing chain: %v, want ENOENT naming the rule", err)
 		}
-		if err := c.GetTable(tbl); !errors.Is(err, unix.ENOENT) {
+		if _, err := c.GetTable(tbl); !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("table of a refused batch: %v, want ENOENT", err)
 		}
 		// The socket still works after a refused batch.
@@ -166,7 +166,8 @@ func TestCommitIsAtomic(t *testing.T) {
 		if err := c.Commit(&ok); err != nil {
 			return err
 		}
-		return c.GetTable(tbl)
+		_, err = c.GetTable(tbl)
+		return err
 	})
 }
 
@@ -178,7 +179,7 @@ func TestMissingObjects(t *testing.T) {
 		}
 		defer c.Close()
 		tbl := Table{Family: Netdev, Name: "tbtest-none"}
-		if err := c.GetTable(tbl); !errors.Is(err, unix.ENOENT) {
+		if _, err := c.GetTable(tbl); !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("GetTable of a missing table: %v, want ENOENT", err)
 		}
 		if _, err := c.GetChain(tbl, "guest"); !errors.Is(err, unix.ENOENT) {
@@ -202,6 +203,39 @@ func TestMissingObjects(t *testing.T) {
 		ch, err := c.GetChain(tbl, "plain")
 		if err != nil || ch.Hook != nil {
 			return fmt.Errorf("regular chain read back as %+v (%v), want no hook", ch, err)
+		}
+		return nil
+	})
+}
+
+// A dormant table (hooks unregistered) is reported, and AddTable wakes it.
+func TestDormantTable(t *testing.T) {
+	inNetns(t, func() error {
+		c, err := Dial()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		tbl := Table{Family: Netdev, Name: "tbtest-dormant"}
+		// google/nftables cannot make a dormant table; nft(8) is not installed.
+		var dormant Batch
+		dormant.add(unix.NFT_MSG_NEWTABLE, unix.NLM_F_CREATE, Netdev, "add dormant table", func(a *attrs) {
+			encodeTable(a, tbl)
+			a.u32(unix.NFTA_TABLE_FLAGS, unix.NFT_TABLE_F_DORMANT)
+		})
+		if err := c.Commit(&dormant); err != nil {
+			return err
+		}
+		if info, err := c.GetTable(tbl); err != nil || !info.Dormant {
+			return fmt.Errorf("dormant table read as %+v (%v)", info, err)
+		}
+		var b Batch
+		b.AddTable(tbl)
+		if err := c.Commit(&b); err != nil {
+			return err
+		}
+		if info, err := c.GetTable(tbl); err != nil || info.Dormant {
+			return fmt.Errorf("after AddTable: %+v (%v), want awake", info, err)
 		}
 		return nil
 	})
@@ -259,7 +293,7 @@ func TestLargeDump(t *testing.T) {
 		if err := c.Commit(&del); err != nil {
 			return err
 		}
-		if err := c.GetTable(ch.Table); !errors.Is(err, unix.ENOENT) {
+		if _, err := c.GetTable(ch.Table); !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("after delete: %v, want ENOENT", err)
 		}
 		return nil

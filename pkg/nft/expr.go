@@ -236,7 +236,6 @@ func decodeExpr(name string, data []byte) Expr {
 			return Meta{Key: MetaKey(u32(unix.NFTA_META_KEY))}
 		}
 	case "counter":
-		delete(m, unix.NFTA_COUNTER_PAD) // alignment of the 64-bit values
 		if len(m) == 2 && len(m[unix.NFTA_COUNTER_BYTES]) == 8 && len(m[unix.NFTA_COUNTER_PACKETS]) == 8 {
 			return Counter{}
 		}

@@ -136,6 +136,19 @@ func TestCounterIgnoresValues(t *testing.T) {
 	}
 }
 
+// Kernels for machines without efficient unaligned access put an empty
+// pad attribute before each 64-bit value.
+func TestPaddedCounter(t *testing.T) {
+	var data attrs
+	data.put(unix.NFTA_COUNTER_PAD, nil)
+	data.u64(unix.NFTA_COUNTER_BYTES, 1500)
+	data.put(unix.NFTA_COUNTER_PAD, nil)
+	data.u64(unix.NFTA_COUNTER_PACKETS, 1)
+	if got := decodeExpr("counter", data); got != (Counter{}) {
+		t.Fatalf("padded counter decoded as %v", got)
+	}
+}
+
 func TestParseAttrsRejectsTruncation(t *testing.T) {
 	var a attrs
 	a.str(unix.NFTA_TABLE_NAME, "tapbridge-x")

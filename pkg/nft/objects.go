@@ -39,6 +39,22 @@ const FilterPriority int32 = 0
 
 func encodeTable(a *attrs, t Table) { a.str(unix.NFTA_TABLE_NAME, t.Name) }
 
+// TableInfo is what GetTable reports of a table.
+type TableInfo struct {
+	// Dormant tables keep their chains but have their hooks unregistered:
+	// their rules see no packet.
+	Dormant bool
+}
+
+func decodeTable(b []byte) (TableInfo, error) {
+	m, err := attrMap(b)
+	if err != nil {
+		return TableInfo{}, fmt.Errorf("decode table: %w", err)
+	}
+	flags, _ := be32(m[unix.NFTA_TABLE_FLAGS])
+	return TableInfo{Dormant: flags&unix.NFT_TABLE_F_DORMANT != 0}, nil
+}
+
 func encodeChain(a *attrs, c Chain) {
 	a.str(unix.NFTA_CHAIN_TABLE, c.Table.Name)
 	a.str(unix.NFTA_CHAIN_NAME, c.Name)

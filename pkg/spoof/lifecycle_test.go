@@ -1,13 +1,16 @@
 package spoof
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net"
 	"strings"
 	"testing"
 
 	"github.com/google/nftables"
+	mnl "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 func mustMAC(t testing.TB, s string) net.HardwareAddr {
@@ -133,6 +136,10 @@ func TestRepairAndDrift(t *testing.T) {
 		{"verify notices missing chain", func() error { return wantErrNaming(Verify(p), chainName, "missing") }},
 		{"ensure recreates it", func() error { return Ensure(p) }},
 		{"verify recreated", func() error { return Verify(p) }},
+		{"make the table dormant", func() error { return makeDormant(tbl.Name) }},
+		{"verify notices dormant", func() error { return wantErrNaming(Verify(p), tbl.Name, "dormant") }},
+		{"ensure wakes it", func() error { return Ensure(p) }},
+		{"verify awake", func() error { return Verify(p) }},
 		{"delete", func() error { return Delete(p.Name) }},
 		{"chain on another device", func() error { return addChain(&elsewhere) }},
 		{"verify notices device", func() error { return wantErrNaming(Verify(p), "device", elsewhere.Device) }},
@@ -213,6 +220,41 @@ func delChain(chain *nftables.Chain) error {
 	}
 	c.DelChain(chain)
 	return c.Flush()
+}
+
+// makeDormant sets a netdev table's dormant flag: its chains stay, their
+// hooks go, so the rules see no frame. google/nftables cannot set table
+// flags and nft(8) is not installed, so the batch is built here with
+// mdlayher/netlink (not with pkg/nft, the code under test).
+func makeDormant(table string) error {
+	ae := mnl.NewAttributeEncoder()
+	ae.ByteOrder = binary.BigEndian
+	ae.String(unix.NFTA_TABLE_NAME, table)
+	ae.Uint32(unix.NFTA_TABLE_FLAGS, unix.NFT_TABLE_F_DORMANT)
+	attrs, err := ae.Encode()
+	if err != nil {
+		return err
+	}
+	delimiter := func(typ mnl.HeaderType) mnl.Message {
+		return mnl.Message{Header: mnl.Header{Type: typ, Flags: mnl.Request},
+			Data: []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES}}
+	}
+	newTable := mnl.Message{
+		Header: mnl.Header{Type: mnl.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWTABLE),
+			Flags: mnl.Request | mnl.Acknowledge},
+		Data: append([]byte{unix.NFPROTO_NETDEV, unix.NFNETLINK_V0, 0, 0}, attrs...),
+	}
+	conn, err := mnl.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.SendMessages([]mnl.Message{delimiter(unix.NFNL_MSG_BATCH_BEGIN), newTable,
+		delimiter(unix.NFNL_MSG_BATCH_END)}); err != nil {
+		return err
+	}
+	_, err = conn.Receive() // the acknowledgement, or the error
+	return err
 }
 
 // addChain creates or updates a chain (and its table) as another tool would.

@@ -80,7 +80,7 @@ func BeginDelete(port string) (finish func(), err error) {
 	// A transaction that fails (deleting an absent table: ENOENT) makes the
 	// kernel wait for an RCU grace period right in sendmsg as it aborts, so
 	// look first: one GETTABLE, no transaction.
-	if err := c.GetTable(t); errors.Is(err, unix.ENOENT) {
+	if _, err := c.GetTable(t); errors.Is(err, unix.ENOENT) {
 		return finish, nil
 	}
 	var b nft.Batch

@@ -38,11 +38,15 @@ func Verify(p Port) error {
 }
 
 func verifyTable(c *nft.Conn, t nft.Table) error {
-	if err := c.GetTable(t); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("table netdev %s is missing", t.Name)
-		}
+	info, err := c.GetTable(t)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return fmt.Errorf("table netdev %s is missing", t.Name)
+	case err != nil:
 		return err
+	case info.Dormant:
+		// Its chain is intact but unhooked: the guest's frames pass unchecked.
+		return fmt.Errorf("table netdev %s is dormant", t.Name)
 	}
 	return nil
 }
