@@ -33,33 +33,65 @@ func (s *Store) LockBridge(bridge string, timeout time.Duration) (Unlock, error)
 // be. Under a burst of ADDs the lock goes to waiters in no particular
 // order, so a fixed deadline would fail calls while the node is making
 // progress; a holder that is stuck is still given up on after timeout.
+//
+// A waiter blocks in flock, in the kernel's queue, so it is woken the
+// moment the holder lets go. (Polling with LOCK_NB and a growing sleep
+// left the lock idle between holders for up to the sleep under a burst,
+// and cost CPU on every retry.)
 func lockFile(path string, timeout time.Duration) (Unlock, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
-	deadline := time.Now().Add(timeout)
-	turn := handOvers(f)
-	for wait := 200 * time.Microsecond; ; wait = min(2*wait, 20*time.Millisecond) {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			if err := markHandOver(f); err != nil {
-				f.Close()
-				return nil, err
+	fd := int(f.Fd())
+	err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		err = waitLock(f, timeout)
+	}
+	if err == nil {
+		err = markHandOver(f)
+	} else if !errors.Is(err, ErrLockTimeout) {
+		err = fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err != nil {
+		if !errors.Is(err, ErrLockTimeout) {
+			f.Close()
+		}
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
+// waitLock blocks in flock on another thread and gives up when a whole
+// timeout passes without the lock changing hands. A waiter that gives up
+// leaves the blocked flock to close f once it returns: f stays open for
+// it until then, and closing it releases a lock it got too late.
+func waitLock(f *os.File, timeout time.Duration) error {
+	got := make(chan error, 1)
+	go func() {
+		for {
+			err := unix.Flock(int(f.Fd()), unix.LOCK_EX)
+			if !errors.Is(err, unix.EINTR) {
+				got <- err
+				return
 			}
-			return func() { f.Close() }, nil
 		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
+	}()
+	turn := handOvers(f)
+	tick := time.NewTicker(timeout)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-got:
+			return err
+		case <-tick.C:
+			if n := handOvers(f); n != turn {
+				turn = n
+				continue
+			}
+			go func() { <-got; f.Close() }()
+			return fmt.Errorf("lock %s held by another process for %s: %w", f.Name(), timeout, ErrLockTimeout)
 		}
-		if n := handOvers(f); n != turn {
-			turn, deadline = n, time.Now().Add(timeout)
-		} else if time.Now().After(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s held by another process for %s: %w", path, timeout, ErrLockTimeout)
-		}
-		time.Sleep(wait)
 	}
 }
 

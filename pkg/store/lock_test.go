@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -45,5 +46,53 @@ func TestLockWaitsWhileItChangesHands(t *testing.T) {
 	unlock()
 	if err := <-done; err != nil {
 		t.Fatalf("waiter after the lock was freed: %v", err)
+	}
+}
+
+// A holder that keeps the lock without handing it over is given up on
+// after the timeout; the waiter that gave up does not take the lock
+// later, when the holder lets go.
+func TestLockTimesOutOnAStuckHolder(t *testing.T) {
+	s, _ := Open(t.TempDir())
+	unlock, err := s.LockBridge("br", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := s.LockBridge("br", 100*time.Millisecond); !errors.Is(err, ErrLockTimeout) {
+		t.Fatalf("waiter on a stuck holder: %v, want ErrLockTimeout", err)
+	}
+	if d := time.Since(start); d < 100*time.Millisecond || d > time.Second {
+		t.Fatalf("gave up after %s, want about 100ms", d)
+	}
+	unlock()
+	u, err := s.LockBridge("br", time.Second)
+	if err != nil {
+		t.Fatalf("lock after the holder let go: %v (did the waiter that gave up keep it?)", err)
+	}
+	u()
+}
+
+// Waiters are woken as soon as the holder lets go, not at their next poll.
+func TestLockHandOverIsPrompt(t *testing.T) {
+	s, _ := Open(t.TempDir())
+	unlock, err := s.LockBridge("br", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan time.Time, 1)
+	go func() {
+		u, err := s.LockBridge("br", 5*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- time.Now()
+		u()
+	}()
+	time.Sleep(300 * time.Millisecond) // the waiter is blocked by now
+	released := time.Now()
+	unlock()
+	if d := (<-got).Sub(released); d > 50*time.Millisecond {
+		t.Fatalf("waiter took the lock %s after it was released", d)
 	}
 }
