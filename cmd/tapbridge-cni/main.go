@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"runtime"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -32,6 +33,15 @@ var Version = "dev"
 // main can land on is in the plugin's own netns. Locked, main would pay a
 // thread handoff each time it blocks: measured, 22% of an exec'd ADD's
 // wall time and 1.9 ms of CPU.
+
+// One P (GOMAXPROCS=1): the plugin's own Go code is serial. What runs in
+// parallel is the IPAM child (another process) and the kernel, and a
+// goroutine blocked in a system call (waiting for IPAM, a netlink reply,
+// flock) gives up its P, so nothing waits for a second one. A second P
+// only makes the runtime wake and spin extra threads at each hand-off.
+// A/B in one run: exec'd ADD 6.70 against 7.46 ms p50 and 6.94 against
+// 8.33 ms CPU at K=1; at K=8 180 against 168 ADDs/s.
+func init() { runtime.GOMAXPROCS(1) }
 
 var supported = version.PluginSupports("0.3.1", "0.4.0", "1.0.0", "1.1.0")
 
