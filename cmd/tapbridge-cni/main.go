@@ -37,10 +37,12 @@ var Version = "dev"
 // One P (GOMAXPROCS=1): the plugin's own Go code is serial. What runs in
 // parallel is the IPAM child (another process) and the kernel, and a
 // goroutine blocked in a system call (waiting for IPAM, a netlink reply,
-// flock) gives up its P, so nothing waits for a second one. A second P
-// only makes the runtime wake and spin extra threads at each hand-off.
-// A/B in one run: exec'd ADD 6.70 against 7.46 ms p50 and 6.94 against
-// 8.33 ms CPU at K=1; at K=8 180 against 168 ADDs/s.
+// flock) gives up its P. A second P mostly makes the runtime wake and spin
+// extra threads at each hand-off, which costs CPU when calls crowd the
+// node. Three A/B runs against 2 Ps: K=8 ADDs/s +2%, +7% and +13%, CPU
+// per ADD lower in each; K=1 ADD latency -10%, -1.5% and +3%. The price
+// is that the IPAM goroutine forks host-local only once the main
+// goroutine blocks (and vfork holds the one P), a few hundred µs later.
 func init() { runtime.GOMAXPROCS(1) }
 
 var supported = version.PluginSupports("0.3.1", "0.4.0", "1.0.0", "1.1.0")
