@@ -1,7 +1,6 @@
 package store
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -47,30 +46,6 @@ func TestLockWaitsWhileItChangesHands(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("waiter after the lock was freed: %v", err)
 	}
-}
-
-// A holder that keeps the lock without handing it over is given up on
-// after the timeout; the waiter that gave up does not take the lock
-// later, when the holder lets go.
-func TestLockTimesOutOnAStuckHolder(t *testing.T) {
-	s, _ := Open(t.TempDir())
-	unlock, err := s.LockBridge("br", time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	if _, err := s.LockBridge("br", 100*time.Millisecond); !errors.Is(err, ErrLockTimeout) {
-		t.Fatalf("waiter on a stuck holder: %v, want ErrLockTimeout", err)
-	}
-	if d := time.Since(start); d < 100*time.Millisecond || d > time.Second {
-		t.Fatalf("gave up after %s, want about 100ms", d)
-	}
-	unlock()
-	u, err := s.LockBridge("br", time.Second)
-	if err != nil {
-		t.Fatalf("lock after the holder let go: %v (did the waiter that gave up keep it?)", err)
-	}
-	u()
 }
 
 // Waiters are woken as soon as the holder lets go, not at their next poll.
