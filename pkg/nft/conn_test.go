@@ -14,9 +14,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// inNetns runs fn on a locked thread in a fresh network namespace, removed
-// when the test ends: nothing here touches the machine's own namespace.
-func inNetns(t *testing.T, fn func() error) {
+// withConn runs fn with a Conn on a locked thread in a fresh network
+// namespace, removed when the test ends: nothing here touches the
+// machine's own namespace.
+func withConn(t *testing.T, fn func(c *Conn) error) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: needs root to create a network namespace and nftables tables")
@@ -30,7 +31,15 @@ func inNetns(t *testing.T, fn func() error) {
 			t.Error(err)
 		}
 	})
-	if err := n.Do(fn); err != nil {
+	err = n.Do(func() error {
+		c, err := Dial()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return fn(c)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 }
@@ -76,15 +85,10 @@ var allExprs = func() []Expr {
 // TestKernelRoundTrip installs a base chain with every expression type and
 // reads it back, with this package and with google/nftables.
 func TestKernelRoundTrip(t *testing.T) {
-	inNetns(t, func() error {
+	withConn(t, func(c *Conn) error {
 		if err := addDevice("tbn0"); err != nil {
 			return err
 		}
-		c, err := Dial()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
 		ch := testChain("tbn0")
 		rules := [][]Expr{allExprs, {Counter{}, Drop}}
 		if err := install(c, ch, rules); err != nil {
@@ -142,18 +146,13 @@ func checkWithGoogleNftables(ch Chain, nrules int) error {
 // A refused batch changes nothing, and its error names the message the
 // kernel refused.
 func TestCommitIsAtomic(t *testing.T) {
-	inNetns(t, func() error {
-		c, err := Dial()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
+	withConn(t, func(c *Conn) error {
 		tbl := Table{Family: Netdev, Name: "tbtest-atomic"}
 		var b Batch
 		b.AddTable(tbl)
 		b.AddRule(Chain{Table: tbl, Name: "nosuchchain"}, []Expr{Accept})
 		b.AddChain(Chain{Table: tbl, Name: "plain"}) // valid, and last: it is acknowledged
-		err = c.Commit(&b)
+		err := c.Commit(&b)
 		if !errors.Is(err, unix.ENOENT) || !contains(err.Error(), "add rule 1", "nosuchchain") {
 			return fmt.Errorf("commit with a rule for a missing chain: %v, want ENOENT naming the rule", err)
 		}
@@ -172,12 +171,7 @@ func TestCommitIsAtomic(t *testing.T) {
 }
 
 func TestMissingObjects(t *testing.T) {
-	inNetns(t, func() error {
-		c, err := Dial()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
+	withConn(t, func(c *Conn) error {
 		tbl := Table{Family: Netdev, Name: "tbtest-none"}
 		if _, err := c.GetTable(tbl); !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("GetTable of a missing table: %v, want ENOENT", err)
@@ -210,12 +204,7 @@ func TestMissingObjects(t *testing.T) {
 
 // A dormant table (hooks unregistered) is reported, and AddTable wakes it.
 func TestDormantTable(t *testing.T) {
-	inNetns(t, func() error {
-		c, err := Dial()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
+	withConn(t, func(c *Conn) error {
 		tbl := Table{Family: Netdev, Name: "tbtest-dormant"}
 		// google/nftables cannot make a dormant table; nft(8) is not installed.
 		var dormant Batch
@@ -244,15 +233,10 @@ func TestDormantTable(t *testing.T) {
 // TestLargeDump reads a chain whose rules span many reply datagrams, then
 // flushes it and deletes its table.
 func TestLargeDump(t *testing.T) {
-	inNetns(t, func() error {
+	withConn(t, func(c *Conn) error {
 		if err := addDevice("tbn1"); err != nil {
 			return err
 		}
-		c, err := Dial()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
 		ch := testChain("tbn1")
 		var rules [][]Expr
 		for i := range 3000 {
@@ -301,12 +285,7 @@ func TestLargeDump(t *testing.T) {
 }
 
 func TestEmptyBatch(t *testing.T) {
-	inNetns(t, func() error {
-		c, err := Dial()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
+	withConn(t, func(c *Conn) error {
 		return c.Commit(&Batch{})
 	})
 }
