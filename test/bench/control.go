@@ -145,7 +145,7 @@ func (b *bench) controlPlane(ctx context.Context) (cpResults, error) {
 			if k == 1 {
 				// The floor's exec and IPAM parts run alternated with
 				// the plugins, so they see the same machine.
-				order = []cpVariant{tb, noSpoof, br, b.ipamVariant(), b.trivialVariant()}
+				order = []cpVariant{tb, noSpoof, br, b.ipamVariant(), b.trivialVariant(), b.skelVariant()}
 			}
 			if b.opts.Alt != "" {
 				alt := tb
@@ -179,6 +179,13 @@ func (b *bench) ipamVariant() cpVariant {
 
 func (b *bench) trivialVariant() cpVariant {
 	return cpVariant{Key: "trivial", Label: "trivial static Go binary", Bin: b.trivial, Plain: true}
+}
+
+// skelVariant is the least a Go CNI plugin on skel does (see skelfloor),
+// exec'd with tapbridge's config as a plugin.
+func (b *bench) skelVariant() cpVariant {
+	tb, _, _ := b.cpVariants()
+	return cpVariant{Key: "skel", Label: "minimal Go CNI plugin on skel", Bin: b.skelFloor, Conf: tb.Conf}
 }
 
 // plainBatch execs a binary N times from the node netns.

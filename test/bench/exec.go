@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
+
+	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
 // pluginCall is one exec of a CNI plugin the way libcni's RawExec does it:
@@ -142,6 +144,19 @@ func main() {
 `
 
 // buildHelper builds one helper program into dir/name.
+// buildRepoHelper builds a helper that lives in this module (it needs the
+// module's dependencies) as the plugin is built: static, trimmed, stripped.
+func buildRepoHelper(dir, name, pkg string) (string, error) {
+	out := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, pkg)
+	cmd.Dir = harness.RepoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build %s: %w\n%s", name, err, b)
+	}
+	return out, nil
+}
+
 func buildHelper(dir, name, src string) (string, error) {
 	srcDir := filepath.Join(dir, "src-"+name)
 	if err := os.MkdirAll(srcDir, 0o755); err != nil {

@@ -161,6 +161,7 @@ func (k *kernelSteps) detach(podPath, cid string) error {
 // floorData is what the floor rows are computed from.
 type floorData struct {
 	trivial, trivialCPU time.Duration
+	skel, skelCPU       time.Duration // ADD of the minimal skel plugin
 	ipamAdd, ipamDel    time.Duration
 	ipamAddCPU          time.Duration
 	steps, noSpoof      *kernelSteps
@@ -179,6 +180,16 @@ func (b *bench) measureFloor(ctx context.Context) (*floorData, error) {
 	} else if f.trivial, f.trivialCPU, err = b.execFloor(ctx); err != nil {
 		return nil, err
 	}
+	skelRuns := b.cp["skel"][1]
+	if len(skelRuns) == 0 { // the control section did not run: measure it alone
+		r, err := b.cpBatch(ctx, b.skelVariant(), 1, 0)
+		if err != nil {
+			return nil, err
+		}
+		skelRuns = []batchResult{r}
+	}
+	s := summarize(skelRuns)
+	f.skel, f.skelCPU = fromMS(s.Add.P50), fromMS(s.AddCPU)
 	if runs := b.cp["host-local"][1]; len(runs) > 0 {
 		s := summarize(runs)
 		f.ipamAdd, f.ipamDel, f.ipamAddCPU = fromMS(s.Add.P50), fromMS(s.Del.P50), fromMS(s.AddCPU)

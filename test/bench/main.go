@@ -139,6 +139,9 @@ func setUp(opts options, reg *registry) (*bench, error) {
 	if b.launcher, err = buildHelper(b.dir, "launcher", launcherSrc); err != nil {
 		return nil, err
 	}
+	if b.skelFloor, err = buildRepoHelper(b.dir, "skelfloor", "./test/bench/skelfloor"); err != nil {
+		return nil, err
+	}
 	b.node, err = b.newNode("node", net.HardwareAddr{0x02, 0x00, 0x00, 0x00, 0xbe, 0x01})
 	return b, err
 }

@@ -25,6 +25,7 @@ type bench struct {
 	alt       string // -alt build, if any
 	cniBin    string // upstream plugins
 	trivial   string
+	skelFloor string // the minimal skel plugin (skelfloor)
 	launcher  string
 	node      harness.Netns
 	pods      []harness.Netns
