@@ -43,23 +43,30 @@ func lockFile(path string, timeout time.Duration) (Unlock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
-	fd := int(f.Fd())
-	err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
-	if errors.Is(err, unix.EWOULDBLOCK) {
-		err = waitLock(f, timeout)
-	}
-	if err == nil {
-		err = markHandOver(f)
-	} else if !errors.Is(err, ErrLockTimeout) {
-		err = fmt.Errorf("lock %s: %w", path, err)
-	}
-	if err != nil {
-		if !errors.Is(err, ErrLockTimeout) {
+	if err := takeLock(f, timeout); err != nil {
+		if !errors.Is(err, ErrLockTimeout) { // a timed-out wait closes f itself
 			f.Close()
 		}
 		return nil, err
 	}
+	if err := markHandOver(f); err != nil {
+		f.Close()
+		return nil, err
+	}
 	return func() { f.Close() }, nil
+}
+
+// takeLock takes an uncontended lock with one LOCK_NB; a contended one
+// is waited for.
+func takeLock(f *os.File, timeout time.Duration) error {
+	err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	switch {
+	case errors.Is(err, unix.EWOULDBLOCK) || errors.Is(err, unix.EINTR):
+		return waitLock(f, timeout)
+	case err != nil:
+		return fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
+	return nil
 }
 
 // waitLock blocks in flock on another thread and gives up when a whole
@@ -83,7 +90,10 @@ func waitLock(f *os.File, timeout time.Duration) error {
 	for {
 		select {
 		case err := <-got:
-			return err
+			if err != nil {
+				return fmt.Errorf("lock %s: %w", f.Name(), err)
+			}
+			return nil
 		case <-tick.C:
 			if n := handOvers(f); n != turn {
 				turn = n
