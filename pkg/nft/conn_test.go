@@ -44,23 +44,19 @@ func withConn(t *testing.T, fn func(c *Conn) error) {
 	}
 }
 
-// addDevice creates a device to hook chains on (a veth: this kernel has
-// no dummy links).
-func addDevice(name string) error {
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"}
+// hookedChain creates a device (a veth: this kernel has no dummy links)
+// and returns a base chain hooked on its ingress, not yet installed.
+func hookedChain(dev string) (Chain, error) {
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: dev}, PeerName: dev + "p"}
 	if err := netlink.LinkAdd(veth); err != nil {
-		return fmt.Errorf("add veth %s: %w", name, err)
+		return Chain{}, fmt.Errorf("add veth %s: %w", dev, err)
 	}
-	return nil
-}
-
-func testChain(dev string) Chain {
 	return Chain{
 		Table:  Table{Family: Netdev, Name: "tbtest-" + dev},
 		Name:   "guest",
 		Hook:   &Hook{Type: "filter", Num: unix.NF_NETDEV_INGRESS, Priority: FilterPriority, Device: dev},
 		Policy: Drop,
-	}
+	}, nil
 }
 
 func install(c *Conn, ch Chain, rules [][]Expr) error {
@@ -86,10 +82,10 @@ var allExprs = func() []Expr {
 // reads it back, with this package and with google/nftables.
 func TestKernelRoundTrip(t *testing.T) {
 	withConn(t, func(c *Conn) error {
-		if err := addDevice("tbn0"); err != nil {
+		ch, err := hookedChain("tbn0")
+		if err != nil {
 			return err
 		}
-		ch := testChain("tbn0")
 		rules := [][]Expr{allExprs, {Counter{}, Drop}}
 		if err := install(c, ch, rules); err != nil {
 			return err
@@ -234,10 +230,10 @@ func TestDormantTable(t *testing.T) {
 // flushes it and deletes its table.
 func TestLargeDump(t *testing.T) {
 	withConn(t, func(c *Conn) error {
-		if err := addDevice("tbn1"); err != nil {
+		ch, err := hookedChain("tbn1")
+		if err != nil {
 			return err
 		}
-		ch := testChain("tbn1")
 		var rules [][]Expr
 		for i := range 3000 {
 			rules = append(rules, []Expr{Payload{Base: Network, Offset: 12, Len: 4},
