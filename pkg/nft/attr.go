@@ -18,11 +18,23 @@ func (a *attrs) put(typ uint16, payload []byte) {
 	binary.NativeEndian.PutUint16(hdr[2:4], typ)
 	*a = append(*a, hdr[:]...)
 	*a = append(*a, payload...)
-	*a = append(*a, make([]byte, pad(len(payload))-len(payload))...)
+	*a = append(*a, zeros[:pad(len(payload))-len(payload)]...)
 }
 
-func (a *attrs) u32(typ uint16, v uint32) { a.put(typ, binary.BigEndian.AppendUint32(nil, v)) }
-func (a *attrs) u64(typ uint16, v uint64) { a.put(typ, binary.BigEndian.AppendUint64(nil, v)) }
+// zeros pads an attribute to the alignment.
+var zeros [unix.NLA_ALIGNTO - 1]byte
+
+func (a *attrs) u32(typ uint16, v uint32) {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], v)
+	a.put(typ, b[:])
+}
+
+func (a *attrs) u64(typ uint16, v uint64) {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	a.put(typ, b[:])
+}
 func (a *attrs) str(typ uint16, s string) { a.put(typ, append([]byte(s), 0)) }
 
 // nest encodes the attributes fill adds as one nested attribute.
