@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"os"
 	"runtime"
@@ -17,7 +18,6 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/tapbridge/tapbridge-cni/pkg/config"
-	"github.com/tapbridge/tapbridge-cni/pkg/logger"
 	"github.com/tapbridge/tapbridge-cni/pkg/plugin"
 	"github.com/tapbridge/tapbridge-cni/pkg/probe"
 )
@@ -106,21 +106,22 @@ func load(command string, args *skel.CmdArgs) (*plugin.Plugin, error) {
 	return &plugin.Plugin{
 		Net: n,
 		Env: plugin.Env{ContainerID: args.ContainerID, Netns: args.Netns, IfName: args.IfName, Args: args.Args, Path: args.Path},
-		Log: openLog(n, command, args),
+		Log: logger(n, command, args),
 		Probe: func(ctx context.Context, ifindex int, addr netip.Addr) (bool, error) {
 			return probe.InUse(ctx, ifindex, addr.AsSlice(), probe.Options{Wait: n.Host.ProbeWait})
 		},
 	}, nil
 }
 
-// openLog writes to logFile, or stderr; never stdout, which carries the
+// logger writes to logFile, or stderr; never stdout, which carries the
 // one JSON document the runtime reads.
-func openLog(n *config.Net, command string, args *skel.CmdArgs) *logger.Logger {
+func logger(n *config.Net, command string, args *skel.CmdArgs) *slog.Logger {
 	var out io.Writer = os.Stderr
 	if n.LogFile != "" {
 		if f, err := os.OpenFile(n.LogFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600); err == nil {
 			out = f // closed by the process exit
 		}
 	}
-	return logger.New(out, n.LogLevel).With("command", command, "containerID", args.ContainerID, "ifname", args.IfName, "network", n.Name)
+	h := slog.NewTextHandler(out, &slog.HandlerOptions{Level: n.LogLevel})
+	return slog.New(h).With("command", command, "containerID", args.ContainerID, "ifname", args.IfName, "network", n.Name)
 }

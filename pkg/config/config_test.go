@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 )
@@ -39,6 +40,16 @@ func TestDefaults(t *testing.T) {
 	if n.DataDir != DefaultDataDir || n.Tap.Owner != -1 || n.Tap.Group != -1 || !n.SpoofCheck ||
 		n.LockTimeout != DefaultLockTimeout || n.Host.Node != "node-a" || len(n.Host.Static) != 1 || n.MAC != nil || n.GC != nil {
 		t.Errorf("defaults: %+v", n)
+	}
+}
+
+func TestLogLevels(t *testing.T) {
+	for name, want := range map[string]slog.Level{"": slog.LevelWarn, "debug": slog.LevelDebug,
+		"INFO": slog.LevelInfo, "Warn": slog.LevelWarn, "error": slog.LevelError} {
+		n, err := parse(t, func(c map[string]any) { c["logLevel"] = name }, Env{})
+		if err != nil || n.LogLevel != want {
+			t.Errorf("logLevel %q: got %v, %v; want %v", name, n, err, want)
+		}
 	}
 }
 
@@ -79,6 +90,7 @@ func TestInvalidFields(t *testing.T) {
 		{"relative dataDir", set("dataDir", "state"), Env{}, ErrInvalid, "dataDir"},
 		{"relative logFile", set("logFile", "x.log"), Env{}, ErrInvalid, "logFile"},
 		{"bad logLevel", set("logLevel", "loud"), Env{}, ErrInvalid, "logLevel"},
+		{"logLevel offset", set("logLevel", "warn+2"), Env{}, ErrInvalid, "logLevel"},
 		{"bad lockTimeout", set("lockTimeout", "-1s"), Env{}, ErrInvalid, "lockTimeout"},
 		{"bad ipamTimeout", set("ipamTimeout", "2h"), Env{}, ErrInvalid, "ipamTimeout"},
 		{"GC list not a list", set("cni.dev/valid-attachments", "all"), Env{}, ErrDecode, "cni.dev/valid-attachments"},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -12,8 +13,6 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
-
-	"github.com/tapbridge/tapbridge-cni/pkg/logger"
 )
 
 // Net is a validated network configuration for one call.
@@ -27,7 +26,7 @@ type Net struct {
 	Host          Host
 	DataDir       string
 	LogFile       string
-	LogLevel      logger.Level
+	LogLevel      slog.Level
 	SpoofCheck    bool
 	PortIsolation bool
 	LockTimeout   time.Duration
@@ -152,17 +151,24 @@ func duration(field, s string, def time.Duration) (time.Duration, error) {
 	return d, nil
 }
 
+var logLevels = map[string]slog.Level{
+	"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError,
+}
+
 func parseLog(raw *Raw, _ Env, n *Net) error {
 	n.LogFile = raw.LogFile
 	if n.LogFile != "" && !strings.HasPrefix(n.LogFile, "/") {
 		return invalid("logFile", "%q must be an absolute path", n.LogFile)
 	}
-	n.LogLevel = logger.Warn
+	n.LogLevel = slog.LevelWarn
 	if raw.LogLevel != "" {
-		var err error
-		if n.LogLevel, err = logger.ParseLevel(raw.LogLevel); err != nil {
+		// Exactly the four names (any case): slog's own parser would also
+		// take offsets such as "warn+2", which the config doc does not offer.
+		level, ok := logLevels[strings.ToLower(raw.LogLevel)]
+		if !ok {
 			return invalid("logLevel", "%q is not one of debug, info, warn, error", raw.LogLevel)
 		}
+		n.LogLevel = level
 	}
 	return nil
 }

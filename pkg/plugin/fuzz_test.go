@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,7 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tapbridge/tapbridge-cni/pkg/config"
-	"github.com/tapbridge/tapbridge-cni/pkg/logger"
 	"github.com/tapbridge/tapbridge-cni/pkg/plugin"
 	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
@@ -159,7 +160,7 @@ func FuzzAddDel(f *testing.F) {
 		p := &plugin.Plugin{
 			Net: n,
 			Env: plugin.Env{ContainerID: cid, Netns: fn.pod.Path(), IfName: ifname, Args: args, Path: cniPath},
-			Log: logger.Discard(),
+			Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		}
 		var addErr, delErr error
 		var names []string

@@ -20,7 +20,7 @@ import (
 // failures and reports them all.
 func (p *Plugin) GC(ctx context.Context) error {
 	if p.Net.GC == nil {
-		p.Log.Info("GC without cni.dev/valid-attachments: nothing torn down")
+		p.Log.InfoContext(ctx, "GC without cni.dev/valid-attachments: nothing torn down")
 		return nil
 	}
 	st, err := store.Open(p.Net.DataDir)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -17,7 +18,6 @@ import (
 	"github.com/tapbridge/tapbridge-cni/pkg/config"
 	"github.com/tapbridge/tapbridge-cni/pkg/hostaddr"
 	"github.com/tapbridge/tapbridge-cni/pkg/ipam"
-	"github.com/tapbridge/tapbridge-cni/pkg/logger"
 	"github.com/tapbridge/tapbridge-cni/pkg/store"
 )
 
@@ -43,7 +43,7 @@ type Env struct {
 type Plugin struct {
 	Net   *config.Net
 	Env   Env
-	Log   *logger.Logger
+	Log   *slog.Logger
 	Probe hostaddr.Prober // nil: take pool addresses unprobed (tests only)
 }
 
@@ -107,8 +107,8 @@ func (p *Plugin) subnets(ips []netip.Prefix) []netip.Prefix {
 // logStep is how every step reports; the error itself carries the detail.
 func (p *Plugin) logStep(ctx context.Context, step string, err error) {
 	if err != nil {
-		p.Log.Warn("step failed", "step", step, "err", err)
+		p.Log.WarnContext(ctx, "step failed", "step", step, "err", err)
 		return
 	}
-	p.Log.Debug("step done", "step", step)
+	p.Log.DebugContext(ctx, "step done", "step", step)
 }

@@ -184,7 +184,8 @@ func dropCount(port string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	rules, err := c.GetRules(libTable(port), libChain(port))
+	t := tableOf(port)
+	rules, err := c.GetRules(t, chainOf(t, port))
 	if err != nil {
 		return 0, fmt.Errorf("get rules of %s: %w", port, err)
 	}

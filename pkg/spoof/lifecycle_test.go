@@ -111,8 +111,8 @@ func TestRepairAndDrift(t *testing.T) {
 	h := newNS(t, randHex(t, 4), "host")
 	p := Port{Name: "tbdrift", MAC: mustMAC(t, "52:54:00:aa:bb:cc"),
 		IPs: parseIPs("198.51.100.7", "2001:db8:1::7")}
-	tbl := libTable(p.Name)
-	chain := libChain(p.Name)
+	tbl := tableOf(p.Name)
+	chain := chainOf(tbl, p.Name)
 	accept := nftables.ChainPolicyAccept
 	lax := *chain
 	lax.Policy = &accept
@@ -225,7 +225,7 @@ func delChain(chain *nftables.Chain) error {
 // makeDormant sets a netdev table's dormant flag: its chains stay, their
 // hooks go, so the rules see no frame. google/nftables cannot set table
 // flags and nft(8) is not installed, so the batch is built here with
-// mdlayher/netlink (not with pkg/nft, the code under test).
+// mdlayher/netlink.
 func makeDormant(table string) error {
 	ae := mnl.NewAttributeEncoder()
 	ae.ByteOrder = binary.BigEndian

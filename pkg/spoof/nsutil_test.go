@@ -89,23 +89,3 @@ func listTables() ([]*nftables.Table, error) {
 	}
 	return tables, nil
 }
-
-// libTable and libChain are the port's table and chain as google/nftables
-// describes them: the tests read and tamper with the objects through that
-// library, an implementation independent of the one under test.
-func libTable(port string) *nftables.Table {
-	return &nftables.Table{Name: tablePrefix + port, Family: nftables.TableFamilyNetdev}
-}
-
-func libChain(port string) *nftables.Chain {
-	drop := nftables.ChainPolicyDrop
-	return &nftables.Chain{
-		Name:     chainName,
-		Table:    libTable(port),
-		Type:     nftables.ChainTypeFilter,
-		Hooknum:  nftables.ChainHookIngress,
-		Priority: nftables.ChainPriorityFilter,
-		Device:   port,
-		Policy:   &drop,
-	}
-}

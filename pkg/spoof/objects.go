@@ -1,8 +1,7 @@
 package spoof
 
 import (
-	"github.com/tapbridge/tapbridge-cni/pkg/nft"
-	"golang.org/x/sys/unix"
+	"github.com/google/nftables"
 )
 
 const (
@@ -15,8 +14,8 @@ const (
 // tableOf is the port's table. One table per port means that adding or
 // removing a port never touches (or makes the kernel re-validate) anything
 // of another port's.
-func tableOf(port string) nft.Table {
-	return nft.Table{Family: nft.Netdev, Name: tablePrefix + port}
+func tableOf(port string) *nftables.Table {
+	return &nftables.Table{Name: tablePrefix + port, Family: nftables.TableFamilyNetdev}
 }
 
 // chainOf is the port's base chain: netdev ingress of the host end of the
@@ -24,11 +23,15 @@ func tableOf(port string) nft.Table {
 // does, and no frame of the uplink or of another port. Its policy is drop
 // (fail closed: an emptied chain cuts the guest off rather than letting it
 // spoof); the rules end in a counted drop anyway, so drops can be counted.
-func chainOf(port string) nft.Chain {
-	return nft.Chain{
-		Table:  tableOf(port),
-		Name:   chainName,
-		Hook:   &nft.Hook{Type: "filter", Num: unix.NF_NETDEV_INGRESS, Priority: nft.FilterPriority, Device: port},
-		Policy: nft.Drop,
+func chainOf(t *nftables.Table, port string) *nftables.Chain {
+	drop := nftables.ChainPolicyDrop
+	return &nftables.Chain{
+		Name:     chainName,
+		Table:    t,
+		Type:     nftables.ChainTypeFilter,
+		Hooknum:  nftables.ChainHookIngress,
+		Priority: nftables.ChainPriorityFilter,
+		Device:   port,
+		Policy:   &drop,
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"slices"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/nft"
+	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
 
@@ -44,9 +44,9 @@ var dhcpClientPorts = []byte{0, 68, 0, 67}
 // portRules returns the rules of a port chain in order: an allow-list
 // ending in a counted drop (the chain's policy drops too, but a rule's
 // counter shows how many frames were refused).
-func portRules(p Port) [][]nft.Expr {
+func portRules(p Port) [][]expr.Any {
 	mac := []byte(p.MAC)
-	rules := [][]nft.Expr{dropForeignMAC(mac)}
+	rules := [][]expr.Any{dropForeignMAC(mac)}
 	v4, v6 := splitIPs(p.IPs)
 	if len(v4) == 0 && len(v6) == 0 {
 		rules = append(rules, l2OnlyRules(mac)...)
@@ -55,52 +55,52 @@ func portRules(p Port) [][]nft.Expr {
 		rules = append(rules, ipv4Rules(v4)...)
 		rules = append(rules, ipv6Rules(append(v6, linkLocal(p.MAC)))...)
 	}
-	return append(rules, join(counted(), verdict(nft.Drop)))
+	return append(rules, join(counted(), verdict(expr.VerdictDrop)))
 }
 
 // dropForeignMAC: ether saddr != MAC counter drop.
-func dropForeignMAC(mac []byte) []nft.Expr {
+func dropForeignMAC(mac []byte) []expr.Any {
 	return join(
-		[]nft.Expr{load(nft.LinkLayer, offEtherSrc, 6), cmp(nft.Neq, mac)},
-		counted(), verdict(nft.Drop))
+		[]expr.Any{load(expr.PayloadBaseLLHeader, offEtherSrc, 6), cmp(expr.CmpOpNeq, mac)},
+		counted(), verdict(expr.VerdictDrop))
 }
 
 // l2OnlyRules accepts ARP from the guest MAC and any IPv4 or IPv6.
-func l2OnlyRules(mac []byte) [][]nft.Expr {
-	return [][]nft.Expr{
-		join(arpFrom(mac), verdict(nft.Accept)),
-		join(etherType(unix.ETH_P_IP), verdict(nft.Accept)),
-		join(etherType(unix.ETH_P_IPV6), verdict(nft.Accept)),
+func l2OnlyRules(mac []byte) [][]expr.Any {
+	return [][]expr.Any{
+		join(arpFrom(mac), verdict(expr.VerdictAccept)),
+		join(etherType(unix.ETH_P_IP), verdict(expr.VerdictAccept)),
+		join(etherType(unix.ETH_P_IPV6), verdict(expr.VerdictAccept)),
 	}
 }
 
 // arpRules accepts ARP whose sender is the guest MAC and one guest IPv4.
-func arpRules(mac []byte, v4 []netip.Addr) [][]nft.Expr {
-	var rules [][]nft.Expr
+func arpRules(mac []byte, v4 []netip.Addr) [][]expr.Any {
+	var rules [][]expr.Any
 	for _, a := range v4 {
-		spa := match(nft.Network, offARPSPA, a.AsSlice())
-		rules = append(rules, join(arpFrom(mac), spa, verdict(nft.Accept)))
+		spa := match(expr.PayloadBaseNetworkHeader, offARPSPA, a.AsSlice())
+		rules = append(rules, join(arpFrom(mac), spa, verdict(expr.VerdictAccept)))
 	}
 	return rules
 }
 
 // arpFrom matches Ethernet/IPv4 ARP with the given sender MAC.
-func arpFrom(mac []byte) []nft.Expr {
+func arpFrom(mac []byte) []expr.Any {
 	return join(
 		etherType(unix.ETH_P_ARP),
-		match(nft.Network, offARPHeader, arpEthernetIPv4),
-		match(nft.Network, offARPSHA, mac))
+		match(expr.PayloadBaseNetworkHeader, offARPHeader, arpEthernetIPv4),
+		match(expr.PayloadBaseNetworkHeader, offARPSHA, mac))
 }
 
 // ipv4Rules accepts the guest's IPv4 sources and a DHCP client without one.
-func ipv4Rules(v4 []netip.Addr) [][]nft.Expr {
-	var rules [][]nft.Expr
+func ipv4Rules(v4 []netip.Addr) [][]expr.Any {
+	var rules [][]expr.Any
 	for _, a := range v4 {
-		rules = append(rules, join(ipv4From(a), verdict(nft.Accept)))
+		rules = append(rules, join(ipv4From(a), verdict(expr.VerdictAccept)))
 	}
 	dhcp := join(ipv4From(netip.IPv4Unspecified()), l4proto(unix.IPPROTO_UDP),
-		match(nft.Transport, offL4Ports, dhcpClientPorts),
-		verdict(nft.Accept))
+		match(expr.PayloadBaseTransportHeader, offL4Ports, dhcpClientPorts),
+		verdict(expr.VerdictAccept))
 	return append(rules, dhcp)
 }
 
@@ -113,47 +113,47 @@ func ipv4Rules(v4 []netip.Addr) [][]nft.Expr {
 // it must be the guest's. An ordinary NS's target is the address being
 // resolved (the gateway, a peer), so it is left alone; only a DAD NS, sent
 // from ::, names the sender's own tentative address.
-func ipv6Rules(allowed []netip.Addr) [][]nft.Expr {
+func ipv6Rules(allowed []netip.Addr) [][]expr.Any {
 	allowed = dedup(allowed)
 	advert := join(etherType(unix.ETH_P_IPV6), icmpv6Type(icmpv6NeighborAdvert))
 	dad := join(etherType(unix.ETH_P_IPV6), ipv6Src(netip.IPv6Unspecified()),
 		icmpv6Type(icmpv6NeighborSolicit))
-	rules := [][]nft.Expr{
-		join(advert, targetNotIn(allowed), counted(), verdict(nft.Drop)),
-		join(dad, targetNotIn(allowed), counted(), verdict(nft.Drop)),
+	rules := [][]expr.Any{
+		join(advert, targetNotIn(allowed), counted(), verdict(expr.VerdictDrop)),
+		join(dad, targetNotIn(allowed), counted(), verdict(expr.VerdictDrop)),
 	}
 	for _, a := range allowed {
-		rules = append(rules, join(etherType(unix.ETH_P_IPV6), ipv6Src(a), verdict(nft.Accept)))
+		rules = append(rules, join(etherType(unix.ETH_P_IPV6), ipv6Src(a), verdict(expr.VerdictAccept)))
 	}
 	// :: is what a host without an address yet uses for DAD and MLD.
 	unspecified := join(etherType(unix.ETH_P_IPV6), ipv6Src(netip.IPv6Unspecified()),
-		l4proto(unix.IPPROTO_ICMPV6), verdict(nft.Accept))
+		l4proto(unix.IPPROTO_ICMPV6), verdict(expr.VerdictAccept))
 	return append(rules, unspecified)
 }
 
 // icmpv6Type matches an ICMPv6 message type.
-func icmpv6Type(t byte) []nft.Expr {
+func icmpv6Type(t byte) []expr.Any {
 	return join(l4proto(unix.IPPROTO_ICMPV6),
-		match(nft.Transport, offICMPType, []byte{t}))
+		match(expr.PayloadBaseTransportHeader, offICMPType, []byte{t}))
 }
 
 // targetNotIn matches an NS or NA whose target is none of allowed: a rule is
 // a conjunction, so "not in" is one != per address.
-func targetNotIn(allowed []netip.Addr) []nft.Expr {
-	var exprs []nft.Expr
+func targetNotIn(allowed []netip.Addr) []expr.Any {
+	var exprs []expr.Any
 	for _, a := range allowed {
-		exprs = append(exprs, load(nft.Transport, offNDTarget, 16),
-			cmp(nft.Neq, a.AsSlice()))
+		exprs = append(exprs, load(expr.PayloadBaseTransportHeader, offNDTarget, 16),
+			cmp(expr.CmpOpNeq, a.AsSlice()))
 	}
 	return exprs
 }
 
-func ipv4From(a netip.Addr) []nft.Expr {
-	return join(etherType(unix.ETH_P_IP), match(nft.Network, offIPv4Src, a.AsSlice()))
+func ipv4From(a netip.Addr) []expr.Any {
+	return join(etherType(unix.ETH_P_IP), match(expr.PayloadBaseNetworkHeader, offIPv4Src, a.AsSlice()))
 }
 
-func ipv6Src(a netip.Addr) []nft.Expr {
-	return match(nft.Network, offIPv6Src, a.AsSlice())
+func ipv6Src(a netip.Addr) []expr.Any {
+	return match(expr.PayloadBaseNetworkHeader, offIPv6Src, a.AsSlice())
 }
 
 // splitIPs sorts and de-duplicates the guest IPs per family, so that the
@@ -173,22 +173,10 @@ func splitIPs(ips []net.IP) (v4, v6 []netip.Addr) {
 	return dedup(v4), dedup(v6)
 }
 
-// dedup returns the addresses sorted, without repeats. A port has a few
-// addresses, so it inserts them in order one by one: a generic sort
-// (slices.SortFunc) instantiated for netip.Addr is 8 KiB of code that
-// every exec of the plugin would map.
 func dedup(addrs []netip.Addr) []netip.Addr {
-	var out []netip.Addr
-	for _, a := range addrs {
-		i := 0
-		for i < len(out) && out[i].Less(a) {
-			i++
-		}
-		if i == len(out) || out[i] != a {
-			out = slices.Insert(out, i, a)
-		}
-	}
-	return out
+	addrs = slices.Clone(addrs)
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	return slices.Compact(addrs)
 }
 
 // linkLocal derives fe80::/64 plus the modified EUI-64 interface identifier
@@ -206,30 +194,32 @@ func linkLocal(mac net.HardwareAddr) netip.Addr {
 // protocol: for a VLAN-tagged frame whose tag the kernel moved into skb
 // metadata, the payload expression still reads 0x8100 (nftables rebuilds the
 // tag), while meta protocol would report the inner protocol.
-func etherType(t uint16) []nft.Expr {
-	return match(nft.LinkLayer, offEtherType, binary.BigEndian.AppendUint16(nil, t))
+func etherType(t uint16) []expr.Any {
+	return match(expr.PayloadBaseLLHeader, offEtherType, binary.BigEndian.AppendUint16(nil, t))
 }
 
 // l4proto uses meta l4proto, which the kernel derives after walking IPv6
 // extension headers, so a hop-by-hop header cannot hide an ICMPv6 message.
-func l4proto(proto byte) []nft.Expr {
-	return []nft.Expr{nft.Meta{Key: nft.L4Proto}, cmp(nft.Eq, []byte{proto})}
+func l4proto(proto byte) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, cmp(expr.CmpOpEq, []byte{proto})}
 }
 
-func match(base nft.PayloadBase, offset uint32, data []byte) []nft.Expr {
-	return []nft.Expr{load(base, offset, uint32(len(data))), cmp(nft.Eq, data)}
+func match(base expr.PayloadBase, offset uint32, data []byte) []expr.Any {
+	return []expr.Any{load(base, offset, uint32(len(data))), cmp(expr.CmpOpEq, data)}
 }
 
-func load(base nft.PayloadBase, offset, length uint32) nft.Payload {
-	return nft.Payload{Base: base, Offset: offset, Len: length}
+func load(base expr.PayloadBase, offset, length uint32) *expr.Payload {
+	return &expr.Payload{DestRegister: 1, Base: base, Offset: offset, Len: length}
 }
 
-func cmp(op nft.CmpOp, data []byte) nft.Cmp { return nft.Cmp{Op: op, Data: string(data)} }
+func cmp(op expr.CmpOp, data []byte) *expr.Cmp {
+	return &expr.Cmp{Op: op, Register: 1, Data: slices.Clone(data)}
+}
 
-func counted() []nft.Expr { return []nft.Expr{nft.Counter{}} }
+func counted() []expr.Any { return []expr.Any{&expr.Counter{}} }
 
-func verdict(v nft.Verdict) []nft.Expr { return []nft.Expr{v} }
+func verdict(kind expr.VerdictKind) []expr.Any { return []expr.Any{&expr.Verdict{Kind: kind}} }
 
-func join(parts ...[]nft.Expr) []nft.Expr {
+func join(parts ...[]expr.Any) []expr.Any {
 	return slices.Concat(parts...)
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/nft"
+	"github.com/google/nftables"
 )
 
 // scalePort is the i-th of many attachments.
@@ -42,8 +42,8 @@ func measure(p Port, iters int) (map[string]time.Duration, error) {
 			timed("Ensure(again)", func() error { return Ensure(p) }),
 			timed("Verify", func() error { return Verify(p) }),
 			timed("Delete", func() error { return Delete(p.Name) }),
-			split(timed, "Ensure", ensureBatch(p)),
-			split(timed, "Delete", deleteBatch(p.Name)),
+			split(timed, "Ensure", func(c *nftables.Conn) error { queueEnsure(c, p); return nil }),
+			split(timed, "Delete", func(c *nftables.Conn) error { c.DelTable(tableOf(p.Name)); return nil }),
 		)
 		if err != nil {
 			return nil, err
@@ -58,18 +58,15 @@ func measure(p Port, iters int) (map[string]time.Duration, error) {
 
 // split runs one transaction over a lasting socket so that the commit and
 // the socket's close are timed apart.
-func split(timed func(string, func() error) error, op string, b *nft.Batch) error {
-	c, err := nft.Dial()
+func split(timed func(string, func() error) error, op string, queue func(*nftables.Conn) error) error {
+	c, err := nftables.New(nftables.AsLasting())
 	if err != nil {
 		return err
 	}
-	return errors.Join(timed(op+" commit", func() error { return c.Commit(b) }), timed(op+" close", c.Close))
-}
-
-func deleteBatch(port string) *nft.Batch {
-	var b nft.Batch
-	b.DelTable(tableOf(port))
-	return &b
+	if err := queue(c); err != nil {
+		return err
+	}
+	return errors.Join(timed(op+" commit", c.Flush), timed(op+" close", c.CloseLasting))
 }
 
 func median(d []time.Duration) time.Duration {

@@ -6,7 +6,7 @@ import (
 	"net"
 	"strings"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/nft"
+	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,31 +27,28 @@ func Ensure(p Port) error {
 	if err := p.validate(); err != nil {
 		return fmt.Errorf("ensure anti-spoofing rules for port %s: %w", p.Name, err)
 	}
-	c, err := nft.Dial()
+	c, err := nftables.New()
 	if err != nil {
-		return fmt.Errorf("ensure anti-spoofing rules for port %s: %w", p.Name, err)
+		return fmt.Errorf("ensure anti-spoofing rules for port %s: open netlink: %w", p.Name, err)
 	}
-	defer c.Close()
-	if err := c.Commit(ensureBatch(p)); err != nil {
+	queueEnsure(c, p)
+	if err := c.Flush(); err != nil {
 		return fmt.Errorf("ensure anti-spoofing rules for port %s: commit: %w", p.Name, err)
 	}
 	return nil
 }
 
-// ensureBatch is the port's table, chain and rules. None of the messages
-// is exclusive: the table and chain are created if missing and kept if
-// present (the chain's policy is reset), and the flush makes the rules
-// exactly these without listing what was there.
-func ensureBatch(p Port) *nft.Batch {
-	var b nft.Batch
-	chain := chainOf(p.Name)
-	b.AddTable(chain.Table)
-	b.AddChain(chain)
-	b.FlushChain(chain)
+// queueEnsure batches the port's table, chain and rules. None of the
+// messages is exclusive: the table and chain are created if missing and
+// kept if present, and the flush makes the rules exactly these without
+// listing what was there.
+func queueEnsure(c *nftables.Conn, p Port) {
+	t := c.AddTable(tableOf(p.Name))
+	chain := c.AddChain(chainOf(t, p.Name))
+	c.FlushChain(chain)
 	for _, exprs := range portRules(p) {
-		b.AddRule(chain, exprs)
+		c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: exprs})
 	}
-	return &b
 }
 
 // Delete removes one port's rules; nil if they are already absent.
@@ -71,21 +68,20 @@ func BeginDelete(port string) (finish func(), err error) {
 	if err := checkIfName("port", port); err != nil {
 		return finish, fmt.Errorf("delete anti-spoofing rules for port %s: %w", port, err)
 	}
-	c, err := nft.Dial()
+	c, err := nftables.New(nftables.AsLasting())
 	if err != nil {
-		return finish, fmt.Errorf("delete anti-spoofing rules for port %s: %w", port, err)
+		return finish, fmt.Errorf("delete anti-spoofing rules for port %s: open netlink: %w", port, err)
 	}
-	finish = func() { _ = c.Close() }
+	finish = func() { _ = c.CloseLasting() }
 	t := tableOf(port)
 	// A transaction that fails (deleting an absent table: ENOENT) makes the
 	// kernel wait for an RCU grace period right in sendmsg as it aborts, so
 	// look first: one GETTABLE, no transaction.
-	if _, err := c.GetTable(t); errors.Is(err, unix.ENOENT) {
+	if _, err := c.ListTableOfFamily(t.Name, t.Family); errors.Is(err, unix.ENOENT) {
 		return finish, nil
 	}
-	var b nft.Batch
-	b.DelTable(t)
-	if err := c.Commit(&b); err != nil && !errors.Is(err, unix.ENOENT) {
+	c.DelTable(t)
+	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
 		return finish, fmt.Errorf("delete anti-spoofing rules for port %s: commit: %w", port, err)
 	}
 	return finish, nil

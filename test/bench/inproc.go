@@ -1,40 +1,43 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"time"
 
 	"github.com/tapbridge/tapbridge-cni/pkg/config"
-	"github.com/tapbridge/tapbridge-cni/pkg/logger"
 	"github.com/tapbridge/tapbridge-cni/pkg/plugin"
 )
 
-// stepClock reads the plugin's log lines and turns its "step done"
-// records into step durations: the plugin logs after each step, so the
-// time between two records is the step in between.
+// stepClock is a slog handler that turns the plugin's "step done" records
+// into step durations: the plugin logs after each step, so the time
+// between two records is the step in between.
 type stepClock struct {
 	last  time.Time
 	steps *stepTimes
 }
 
-// Write takes one record (the logger writes each in one call).
-func (h *stepClock) Write(line []byte) (int, error) {
-	now := time.Now()
-	if !bytes.Contains(line, []byte(` msg="step done"`)) {
-		return len(line), nil
+func (h *stepClock) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *stepClock) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "step done" {
+		return nil
 	}
-	for _, field := range bytes.Fields(line) {
-		if step, ok := bytes.CutPrefix(field, []byte("step=")); ok {
-			h.steps.add(string(step), now.Sub(h.last))
-			break
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "step" {
+			h.steps.add(a.Value.String(), r.Time.Sub(h.last))
+			return false
 		}
-	}
-	h.last = now
-	return len(line), nil
+		return true
+	})
+	h.last = r.Time
+	return nil
 }
+
+func (h *stepClock) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *stepClock) WithGroup(string) slog.Handler      { return h }
 
 type inprocResult struct {
 	add      *stepTimes // per step, plus "prepare" and "total"
@@ -57,7 +60,7 @@ func (b *bench) inProcess(ctx context.Context) (*inprocResult, error) {
 			net, err = config.Parse(conf, config.Env{ContainerID: cid(i), IfName: podIfName, Hostname: nodeName})
 			return err
 		})
-		return &plugin.Plugin{Net: net, Log: logger.New(clock, logger.Debug),
+		return &plugin.Plugin{Net: net, Log: slog.New(clock),
 			Env: plugin.Env{ContainerID: cid(i), Netns: b.pods[i].Path(), IfName: podIfName, Path: b.cniPath()}}, err
 	}
 	b.waitQuiet(ctx)
