@@ -20,6 +20,9 @@ type batch struct {
 	K     int
 	Order func(i int) int // DEL order (nil: the ADD order)
 	Node  *harness.Netns  // where the calls run (nil: the control-plane node)
+	// Between, if set, runs after the last ADD and before the first DEL,
+	// with every pod of the batch attached.
+	Between func() error
 }
 
 type batchResult struct {
@@ -52,6 +55,11 @@ func (b *bench) runBatch(ctx context.Context, s batch) (batchResult, error) {
 	})
 	if err != nil {
 		return out, err
+	}
+	if s.Between != nil {
+		if err := s.Between(); err != nil {
+			return out, err
+		}
 	}
 	out.DelWall, err = b.parallelIn(ctx, node, s.K, n, func(j int) error {
 		i := j
