@@ -189,11 +189,12 @@ func (b *bench) trivialVariant() cpVariant {
 	return cpVariant{Key: "trivial", Label: "trivial static Go binary", Bin: b.trivial, Plain: true}
 }
 
-// skelVariant is the least a Go CNI plugin on skel does (see skelfloor),
-// exec'd with tapbridge's config as a plugin.
+// skelVariant is the least a Go CNI plugin on skel that delegates IPAM
+// does (see skelfloor), exec'd with tapbridge's config (host-local) as a
+// plugin.
 func (b *bench) skelVariant() cpVariant {
 	tb, _, _ := b.cpVariants()
-	return cpVariant{Key: "skel", Label: "minimal Go CNI plugin on skel", Bin: b.skelFloor, Conf: tb.Conf}
+	return cpVariant{Key: "skel", Label: "minimal Go CNI plugin on skel, delegating IPAM", Bin: b.skelFloor, Conf: tb.Conf}
 }
 
 // plainBatch execs a binary N times from the node netns.

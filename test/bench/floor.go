@@ -169,7 +169,7 @@ func (k *kernelSteps) detach(podPath, cid string) error {
 // floorData is what the floor rows are computed from.
 type floorData struct {
 	trivial, trivialCPU time.Duration
-	skel, skelCPU       time.Duration // ADD of the minimal skel plugin
+	skel, skelCPU       time.Duration // ADD of the minimal skel plugin, its host-local ADD included
 	ipamAdd, ipamDel    time.Duration
 	ipamAddCPU          time.Duration
 	steps, noSpoof      *kernelSteps

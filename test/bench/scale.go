@@ -159,7 +159,12 @@ func (b *bench) scaleKernelRows(rep *report, sec string, n int, first, last floa
 	floor := (first + sN - s0) / first
 	x := row{Section: "Scale bound", What: "least possible last / first window ratio: (first-window ADD + the kernel steps' growth) / first-window ADD; a plugin with a faster first window would have a higher one",
 		TB: fmt.Sprintf("%.2f", floor), Ref: "target: 1.2", Ratio: fmt.Sprintf("%.2f", floor/1.2), Target: "floor ≤ target", Result: "reachable"}
-	if floor > 1.2 {
+	switch measured := last / first; {
+	case floor > measured:
+		// In-process steps right after a burst of ADDs also meet the
+		// kernel's deferred work of that burst; then this is no bound.
+		x.Result = fmt.Sprintf("not a bound: tapbridge measured %.2f", measured)
+	case floor > 1.2:
 		x.Result = "UNREACHABLE"
 	}
 	rep.add(x)
