@@ -60,15 +60,6 @@ func (b *Bridge) link() netlink.Link {
 	return &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: b.Name, Index: b.Index}}
 }
 
-// Addrs lists the bridge's addresses of one family (unix.AF_INET/AF_INET6).
-func (b *Bridge) Addrs(family int) ([]netlink.Addr, error) {
-	addrs, err := netlink.AddrList(b.link(), family)
-	if err != nil {
-		return nil, fmt.Errorf("list addresses of %s: %w", b.Name, err)
-	}
-	return addrs, nil
-}
-
 // AddAddr puts p on the bridge; the kernel adds the connected route that
 // makes the subnet on-link.
 func (b *Bridge) AddAddr(p netip.Prefix) error {

@@ -1,0 +1,86 @@
+package bridge
+
+import (
+	"net"
+	"os"
+	"slices"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/tapbridge/tapbridge-cni/test/harness"
+)
+
+// TestAddrsMatchTheLibrary checks the bridge-only dump against the
+// library's full dump filtered by link: the same addresses, prefixes,
+// flags (including those above ifa_flags' 8 bits) and scopes, and none of
+// another device's.
+func TestAddrsMatchTheLibrary(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: needs root to create a network namespace")
+	}
+	n, err := harness.NewNetns(harness.RunID("tbbr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Delete() })
+	err = n.Do(func() error {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
+		other := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "veth0"}, PeerName: "veth1"}
+		for _, l := range []netlink.Link{br, other} {
+			if err := netlink.LinkAdd(l); err != nil {
+				return err
+			}
+			if err := netlink.LinkSetUp(l); err != nil {
+				return err
+			}
+		}
+		add := func(l netlink.Link, cidr string, flags int) {
+			a, err := netlink.ParseAddr(cidr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.Flags = flags
+			if err := netlink.AddrAdd(l, a); err != nil {
+				t.Fatalf("add %s: %v", cidr, err)
+			}
+		}
+		add(br, "192.0.2.1/24", 0)
+		add(br, "198.51.100.7/28", unix.IFA_F_NOPREFIXROUTE)
+		add(br, "2001:db8::1/64", unix.IFA_F_NODAD)
+		add(br, "2001:db8:1::1/64", unix.IFA_F_NODAD|unix.IFA_F_NOPREFIXROUTE)
+		add(other, "192.0.2.2/24", 0)
+		add(other, "2001:db8::2/64", unix.IFA_F_NODAD)
+		b, err := Lookup("br0")
+		if err != nil {
+			return err
+		}
+		for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+			got, err := b.Addrs(family)
+			if err != nil {
+				return err
+			}
+			want, err := netlink.AddrList(br, family)
+			if err != nil {
+				return err
+			}
+			if !slices.EqualFunc(got, want, sameAddr) {
+				t.Errorf("family %d: got %v, want %v", family, got, want)
+			}
+			for _, a := range got {
+				if a.IP.Equal(net.ParseIP("192.0.2.2")) || a.IP.Equal(net.ParseIP("2001:db8::2")) {
+					t.Errorf("family %d: veth0's %v listed as the bridge's", family, a)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sameAddr(a, b netlink.Addr) bool {
+	return AddrPrefix(a) == AddrPrefix(b) && a.Flags == b.Flags && a.Scope == b.Scope && a.LinkIndex == b.LinkIndex
+}
