@@ -41,7 +41,10 @@ func (b *bench) sectionScale(ctx context.Context, rep *report) error {
 	}
 	b.waitQuiet(ctx)
 	r, err := b.runBatch(ctx, batch{Bin: b.tapbridge, Tag: b.id + "-scale", Conf: conf, Pods: b.pods[:n], K: 1,
-		Between: func() error { return b.runKernelStepsOn(ctx, ksN, spare, "scaleN", true) }})
+		Between: func() error {
+			b.waitQuiet(ctx) // the burst's deferred kernel work (RCU callbacks, workqueues) first
+			return b.runKernelStepsOn(ctx, ksN, spare, "scaleN", true)
+		}})
 	if err != nil {
 		return err
 	}
@@ -137,8 +140,9 @@ func (b *bench) leftBehind(node harness.Netns, pods []harness.Netns) error {
 // scaleKernelRows compare the in-process kernel steps of one attachment
 // (what an ADD asks of the kernel, no process, files or IPAM) on the empty
 // node and with n attached. Their growth is the kernel's: any plugin that
-// makes these objects pays it, so first + growth bounds the last window
-// from below, and what tapbridge grows beyond it is its own.
+// makes these objects pays it. It is no exact bound (measured in-process,
+// right after a burst of ADDs, it has come out above the exec'd ADD's own
+// growth), so it is shown beside that growth, not subtracted from it.
 func (b *bench) scaleKernelRows(rep *report, sec string, n int, first, last float64, k0, kN *stepTimes) {
 	s0, sN := ms(k0.p50("total")), ms(kN.p50("total"))
 	growth := ""
@@ -151,21 +155,6 @@ func (b *bench) scaleKernelRows(rep *report, sec string, n int, first, last floa
 		}
 		growth += fmt.Sprintf("%s %+.2f", name, ms(kN.p50(name))-ms(k0.p50(name)))
 	}
-	rep.add(info(row{Section: sec, What: fmt.Sprintf("in-process kernel steps of one ADD (veth, TAP, redirects, links up, bridge addresses, nft), p50 ms, with %d attached vs none", n),
-		TB: fmt.Sprintf("%.2f", sN), Ref: fmt.Sprintf("none attached: %.2f; growth by step: %s", s0, growth)}, sN/s0))
-	own := (last - first) - (sN - s0)
-	rep.add(info(row{Section: sec, What: "tapbridge's own growth: (last-window ADD − first-window ADD) − the kernel steps' growth, ms; ratio: (first window + that) / first window",
-		TB: fmt.Sprintf("%+.2f", own), Ref: fmt.Sprintf("ADD growth %+.2f, kernel steps' %+.2f", last-first, sN-s0)}, (first+own)/first))
-	floor := (first + sN - s0) / first
-	x := row{Section: "Scale bound", What: "least possible last / first window ratio: (first-window ADD + the kernel steps' growth) / first-window ADD; a plugin with a faster first window would have a higher one",
-		TB: fmt.Sprintf("%.2f", floor), Ref: "target: 1.2", Ratio: fmt.Sprintf("%.2f", floor/1.2), Target: "floor ≤ target", Result: "reachable"}
-	switch measured := last / first; {
-	case floor > measured:
-		// In-process steps right after a burst of ADDs also meet the
-		// kernel's deferred work of that burst; then this is no bound.
-		x.Result = fmt.Sprintf("not a bound: tapbridge measured %.2f", measured)
-	case floor > 1.2:
-		x.Result = "UNREACHABLE"
-	}
-	rep.add(x)
+	rep.add(info(row{Section: sec, What: fmt.Sprintf("in-process kernel steps of one ADD (veth, TAP, redirects, links up, bridge addresses, nft), p50 ms, with %d attached vs none: the kernel's own growth, beside tapbridge's whole ADD's", n),
+		TB: fmt.Sprintf("%.2f", sN), Ref: fmt.Sprintf("none attached: %.2f; kernel steps %+.2f ms (%s) where tapbridge's exec'd ADD grew %+.2f ms", s0, sN-s0, growth, last-first)}, sN/s0))
 }
