@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"runtime"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -34,16 +33,12 @@ var Version = "dev"
 // thread handoff each time it blocks: measured, 22% of an exec'd ADD's
 // wall time and 1.9 ms of CPU.
 
-// One P (GOMAXPROCS=1): the plugin's own Go code is serial. What runs in
-// parallel is the IPAM child (another process) and the kernel, and a
-// goroutine blocked in a system call (waiting for IPAM, a netlink reply,
-// flock) gives up its P. A second P mostly makes the runtime wake and spin
-// extra threads at each hand-off, which costs CPU when calls crowd the
-// node. Three A/B runs against 2 Ps: K=8 ADDs/s +2%, +7% and +13%, CPU
-// per ADD lower in each; K=1 ADD latency -10%, -1.5% and +3%. The price
-// is that the IPAM goroutine forks host-local only once the main
-// goroutine blocks (and vfork holds the one P), a few hundred µs later.
-func init() { runtime.GOMAXPROCS(1) }
+// The runtime keeps its default GOMAXPROCS. One P (GOMAXPROCS=1) was
+// tried: it saved CPU under concurrent calls (K=8 ADDs/s +4-5% in two A/B
+// runs), but with anti-spoofing on it put DEL in its slow mode each time:
+// 23.0-23.6 ms p50 against 20.3-20.8 ms with the default, bridge 20.0-20.1,
+// in the same runs (one P with spoofCheck false: 20.3-20.9). The cause
+// was not found; parity on DEL is worth more than the K=8 gain.
 
 var supported = version.PluginSupports("0.3.1", "0.4.0", "1.0.0", "1.1.0")
 
