@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"os"
 	"os/exec"
 	"syscall"
 	"time"
@@ -33,8 +35,13 @@ func (*execer) FindInPath(plugin string, paths []string) (string, error) {
 
 func (*execer) ExecPlugin(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
+	in, err := memfdWith(stdin)
+	if err != nil {
+		return nil, fmt.Errorf("stdin for %s: %w", path, err)
+	}
+	defer in.Close()
 	c := exec.CommandContext(ctx, path)
-	c.Env, c.Stdin, c.Stdout, c.Stderr = environ, bytes.NewReader(stdin), &stdout, &stderr
+	c.Env, c.Stdin, c.Stdout, c.Stderr = environ, in, &stdout, &stderr
 	// No Pdeathsig: IPAM killed with tapbridge could die between creating
 	// a lease and writing whose it is (host-local does the two apart), and
 	// that lease would outlive the runtime's DEL. Left to run, it finishes
@@ -46,6 +53,28 @@ func (*execer) ExecPlugin(ctx context.Context, path string, stdin []byte, enviro
 		return nil, pluginError(err, stdout.Bytes(), stderr.Bytes())
 	}
 	return stdout.Bytes(), nil
+}
+
+// memfdWith is an in-memory file holding b, read from its start. Given a
+// file, os/exec hands the child the descriptor itself; given bytes, it
+// feeds a pipe from a goroutine, which with one P (cmd/tapbridge-cni) only
+// runs once the runtime takes the P back from the thread blocked waiting
+// for the child, while the child waits for its config.
+func memfdWith(b []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate("ipam-stdin", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "ipam-stdin")
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // pluginError is the plugin's own CNI error from stdout, or one that
