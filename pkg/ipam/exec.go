@@ -35,11 +35,11 @@ func (*execer) FindInPath(plugin string, paths []string) (string, error) {
 
 func (*execer) ExecPlugin(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
-	in, err := memfdWith(stdin)
-	if err != nil {
-		return nil, fmt.Errorf("stdin for %s: %w", path, err)
+	var in io.Reader = bytes.NewReader(stdin) // where memfds are refused (a seccomp filter)
+	if f, err := memfdWith(stdin); err == nil {
+		defer f.Close()
+		in = f
 	}
-	defer in.Close()
 	c := exec.CommandContext(ctx, path)
 	c.Env, c.Stdin, c.Stdout, c.Stderr = environ, in, &stdout, &stderr
 	// No Pdeathsig: IPAM killed with tapbridge could die between creating
@@ -56,7 +56,7 @@ func (*execer) ExecPlugin(ctx context.Context, path string, stdin []byte, enviro
 }
 
 // memfdWith is an in-memory file holding b, read from its start. Given a
-// file, os/exec hands the child the descriptor itself; given bytes, it
+// file, os/exec hands the child the descriptor itself; given a reader, it
 // feeds a pipe from a goroutine, which with one P (cmd/tapbridge-cni) only
 // runs once the runtime takes the P back from the thread blocked waiting
 // for the child, while the child waits for its config.
