@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -60,8 +61,16 @@ func (*execer) ExecPlugin(ctx context.Context, path string, stdin []byte, enviro
 // feeds a pipe from a goroutine, which with one P (cmd/tapbridge-cni) only
 // runs once the runtime takes the P back from the thread blocked waiting
 // for the child, while the child waits for its config.
+//
+// The memfd is sealed against exec (MFD_NOEXEC_SEAL, Linux 6.3): without
+// that or MFD_EXEC, those kernels log a warning per process (each call is
+// one), and vm.memfd_noexec=2 refuses the call. Older kernels refuse the
+// flag (EINVAL) and get a plain memfd.
 func memfdWith(b []byte) (*os.File, error) {
-	fd, err := unix.MemfdCreate("ipam-stdin", unix.MFD_CLOEXEC)
+	fd, err := unix.MemfdCreate("ipam-stdin", unix.MFD_CLOEXEC|unix.MFD_NOEXEC_SEAL)
+	if errors.Is(err, unix.EINVAL) {
+		fd, err = unix.MemfdCreate("ipam-stdin", unix.MFD_CLOEXEC)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -1,9 +1,11 @@
 package ipam
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -26,5 +28,22 @@ func TestTimeoutKillsTheIPAMsChildren(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("Add returned after %s with a 300ms timeout", d)
+	}
+}
+
+// The IPAM plugin reads its config from stdin from the first byte: cat as
+// the "plugin" echoes back exactly what it was given.
+func TestPluginGetsItsConfigOnStdin(t *testing.T) {
+	cat, err := exec.LookPath("cat")
+	if err != nil {
+		t.Skip("no cat:", err)
+	}
+	conf := []byte(`{"cniVersion":"1.0.0","name":"n","ipam":{"type":"cat"}}`)
+	out, err := (&execer{}).ExecPlugin(context.Background(), cat, conf, os.Environ())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out, conf) {
+		t.Fatalf("the plugin read %q, want %q", out, conf)
 	}
 }
