@@ -32,21 +32,7 @@ func (b *Bridge) Addrs(family int) ([]netlink.Addr, error) {
 }
 
 func dumpAddrs(index, family int) ([]netlink.Addr, error) {
-	sock, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_ROUTE)
-	if err != nil {
-		return nil, err
-	}
-	defer sock.Close()
-	// A kernel without strict checking (before 4.20) refuses the option
-	// and dumps every device; the index check below keeps the answer right.
-	_ = unix.SetsockoptInt(sock.GetFd(), unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 1)
-
-	req := nl.NewNetlinkRequest(unix.RTM_GETADDR, unix.NLM_F_DUMP)
-	msg := nl.NewIfAddrmsg(family)
-	msg.Index = uint32(index)
-	req.AddData(msg)
-	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: sock}}
-	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWADDR)
+	msgs, err := addrDump(index, family)
 	if err != nil {
 		return nil, err
 	}
@@ -61,6 +47,31 @@ func dumpAddrs(index, family int) ([]netlink.Addr, error) {
 		}
 	}
 	return out, nil
+}
+
+// addrDump is the raw RTM_NEWADDR messages of a dump for one device. A
+// kernel without strict checking (before 4.20) refuses the option and
+// sends every device's, which parseAddr then skips.
+func addrDump(index, family int) ([][]byte, error) {
+	sock, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, err
+	}
+	defer sock.Close()
+	_ = unix.SetsockoptInt(sock.GetFd(), unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 1)
+	// The library sets its timeouts only on sockets it opens itself.
+	if err := sock.SetSendTimeout(&nl.SocketTimeoutTv); err != nil {
+		return nil, err
+	}
+	if err := sock.SetReceiveTimeout(&nl.SocketTimeoutTv); err != nil {
+		return nil, err
+	}
+	req := nl.NewNetlinkRequest(unix.RTM_GETADDR, unix.NLM_F_DUMP)
+	msg := nl.NewIfAddrmsg(family)
+	msg.Index = uint32(index)
+	req.AddData(msg)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: sock}}
+	return req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWADDR)
 }
 
 // parseAddr reads one RTM_NEWADDR; ok is false for another device's or

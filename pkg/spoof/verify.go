@@ -60,7 +60,8 @@ func verifyTable(c *nftables.Conn, t *nftables.Table) error {
 // tableFlags is NFTA_TABLE_FLAGS of a table the library read. The kernel
 // sends it big-endian and google/nftables v0.3.0 decodes it in host order,
 // so the bytes are put back as they came and read big-endian.
-// TestRepairAndDrift's dormant case fails if the library ever changes this.
+// On a little-endian host TestRepairAndDrift's dormant case fails if the
+// library ever changes this.
 func tableFlags(t *nftables.Table) uint32 {
 	var b [4]byte
 	binary.NativeEndian.PutUint32(b[:], t.Flags)
