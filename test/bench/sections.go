@@ -193,8 +193,13 @@ func (b *bench) boundRows(rep *report, f *floorData, tb, br cpSummary) {
 	// overlaps that, so only what it does not hide adds.
 	bound("… the same for any Go plugin on skel that delegates IPAM: the minimal skel plugin's exec (host-local included) instead of trivial exec + host-local, ms",
 		ms(f.skel)+serial+max(0, podSide-ms(f.ipamAdd)), 0.6*br.Add.P50, tb.Add.P50, "ADD target 0.6 × bridge ADD p50")
-	bound("least possible tapbridge DEL, ms: trivial exec + host-local DEL + kernel DEL steps (nft, links)",
-		ms(f.trivial)+ms(f.ipamDel)+ms(f.steps.del.p50("total")), br.Del.P50, tb.Del.P50, "DEL target 1.0 × bridge DEL p50")
+	// No bound for DEL: link removal measured in-process, back to back,
+	// waits a whole grace period each time, where an exec'd DEL often
+	// finds one under way, and tapbridge's DEL has come in below this sum.
+	// A verdict would then depend on which of DEL's two modes a run caught.
+	delSum := ms(f.trivial) + ms(f.ipamDel) + ms(f.steps.del.p50("total"))
+	rep.add(info(row{Section: sec, What: "tapbridge DEL as trivial exec + host-local DEL + in-process kernel DEL steps (nft, links), ms: no bound (see the notes)",
+		TB: fmt.Sprintf("%.2f", delSum), Ref: fmt.Sprintf("DEL target 1.0 × bridge DEL p50: %.2f; tapbridge measured %.2f", br.Del.P50, tb.Del.P50)}, delSum/br.Del.P50))
 	cpuFloor := ms(f.trivialCPU) + ms(f.ipamAddCPU) + ms(percentile(f.steps.cpu, 50))
 	bound(fmt.Sprintf("least CPU of a tapbridge ADD, ms (trivial exec + host-local + kernel steps); K=%d on %d CPU-bound cores gives pods/s ≈ cores / CPU per ADD", b.opts.K, runtime.NumCPU()),
 		cpuFloor, br.AddCPU/1.5, 0, "K=8 target: bridge CPU per ADD / 1.5")
