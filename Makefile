@@ -27,7 +27,7 @@ lint:
 	./build/tools/staticcheck ./...
 
 unit:
-	$(GO) test -race -count=1 ./pkg/... ./cmd/... ./conf/...
+	$(GO) test -race -count=1 ./internal/... ./cmd/... ./conf/...
 
 integration:
 	$(GO) test -count=1 -p 1 -timeout 20m ./test/integration/...
@@ -47,9 +47,9 @@ bench: deps build
 # Bounded fuzzing: the config loader, and ADD then DEL on fuzzed configs
 # in a throwaway node (the node must be as it was after every input).
 fuzz-short:
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./pkg/config
-	$(GO) test -run '^$$' -fuzz '^FuzzAddDel$$' -fuzztime $(FUZZTIME) ./pkg/plugin
-	$(GO) test -count=1 -run '^TestSweepDeadFuzzNetns$$' ./pkg/plugin
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
+	$(GO) test -run '^$$' -fuzz '^FuzzAddDel$$' -fuzztime $(FUZZTIME) ./internal/plugin
+	$(GO) test -count=1 -run '^TestSweepDeadFuzzNetns$$' ./internal/plugin
 
 # Long churn and SIGKILL runs (short versions of both are in `make test`).
 soak: build

@@ -17,7 +17,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/config"
+	"github.com/tapbridge/tapbridge-cni/internal/config"
 )
 
 const pluginType = "tapbridge-cni"

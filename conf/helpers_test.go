@@ -12,7 +12,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/config"
+	"github.com/tapbridge/tapbridge-cni/internal/config"
 )
 
 // doc is one YAML document, decoded.

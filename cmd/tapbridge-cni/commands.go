@@ -6,7 +6,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/plugin"
+	"github.com/tapbridge/tapbridge-cni/internal/plugin"
 )
 
 var (

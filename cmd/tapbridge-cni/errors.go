@@ -5,14 +5,13 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/bridge"
-	"github.com/tapbridge/tapbridge-cni/pkg/config"
-	"github.com/tapbridge/tapbridge-cni/pkg/hostaddr"
-	"github.com/tapbridge/tapbridge-cni/pkg/ipam"
-	"github.com/tapbridge/tapbridge-cni/pkg/plugin"
-	"github.com/tapbridge/tapbridge-cni/pkg/store"
-	"github.com/tapbridge/tapbridge-cni/pkg/tap"
-	"github.com/tapbridge/tapbridge-cni/pkg/veth"
+	"github.com/tapbridge/tapbridge-cni/internal/bridge"
+	"github.com/tapbridge/tapbridge-cni/internal/config"
+	"github.com/tapbridge/tapbridge-cni/internal/hostaddr"
+	"github.com/tapbridge/tapbridge-cni/internal/ipam"
+	"github.com/tapbridge/tapbridge-cni/internal/link"
+	"github.com/tapbridge/tapbridge-cni/internal/plugin"
+	"github.com/tapbridge/tapbridge-cni/internal/store"
 )
 
 // tapbridge's own codes (the spec leaves 100+ to plugins); README lists them.
@@ -43,9 +42,8 @@ var codes = []struct {
 	{bridge.ErrNotBridge, types.ErrInvalidNetworkConfig},
 	{hostaddr.ErrNoAddress, types.ErrInvalidNetworkConfig},
 	{plugin.ErrExists, codeAttachmentExists},
-	{veth.ErrNameTaken, codeNameTaken},
-	{tap.ErrNameTaken, codeNameTaken},
-	{veth.ErrBridgeFull, codeBridgeFull},
+	{link.ErrNameTaken, codeNameTaken},
+	{link.ErrBridgeFull, codeBridgeFull},
 	{plugin.ErrCheck, codeCheckFailed},
 }
 

@@ -17,9 +17,9 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/config"
-	"github.com/tapbridge/tapbridge-cni/pkg/plugin"
-	"github.com/tapbridge/tapbridge-cni/pkg/probe"
+	"github.com/tapbridge/tapbridge-cni/internal/config"
+	"github.com/tapbridge/tapbridge-cni/internal/plugin"
+	"github.com/tapbridge/tapbridge-cni/internal/probe"
 )
 
 // Version is stamped by the Makefile (-ldflags -X main.Version=...).

@@ -10,14 +10,11 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"golang.org/x/sys/unix"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/attachment"
-	"github.com/tapbridge/tapbridge-cni/pkg/bridge"
-	"github.com/tapbridge/tapbridge-cni/pkg/group"
-	"github.com/tapbridge/tapbridge-cni/pkg/link"
-	"github.com/tapbridge/tapbridge-cni/pkg/redirect"
-	"github.com/tapbridge/tapbridge-cni/pkg/spoof"
-	"github.com/tapbridge/tapbridge-cni/pkg/tap"
-	"github.com/tapbridge/tapbridge-cni/pkg/veth"
+	"github.com/tapbridge/tapbridge-cni/internal/attachment"
+	"github.com/tapbridge/tapbridge-cni/internal/bridge"
+	"github.com/tapbridge/tapbridge-cni/internal/link"
+	"github.com/tapbridge/tapbridge-cni/internal/redirect"
+	"github.com/tapbridge/tapbridge-cni/internal/spoof"
 	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
@@ -99,7 +96,7 @@ func (k *kernelSteps) attachSteps(pod ns.NetNS, cid string, ip net.IP, podCPU *t
 	names := attachment.For(attachment.ID{ContainerID: cid, IfName: podIfName})
 	guest := attachment.GuestMAC(names.GuestID)
 	var br *bridge.Bridge
-	spec := tap.Spec{Name: names.Tap, Owner: 107, Group: 107, MAC: attachment.TapMAC(guest), LinkGroup: names.Group}
+	spec := link.Tap{Name: names.Tap, Owner: 107, Group: 107, MAC: attachment.TapMAC(guest), LinkGroup: names.Group}
 	inPod := func(fn func() error) error {
 		return pod.Do(func(ns.NetNS) error {
 			c0 := threadCPU()
@@ -111,10 +108,10 @@ func (k *kernelSteps) attachSteps(pod ns.NetNS, cid string, ip net.IP, podCPU *t
 		{"bridge lookup", func() (err error) { br, err = bridge.Lookup(bridgeName); return err }},
 		{"veth", func() error {
 			spec.MTU = br.MTU
-			return veth.Create(veth.Pair{HostName: names.HostIf, HostMAC: names.HostMAC, BridgeIndex: br.Index,
+			return link.CreateVeth(link.Veth{HostName: names.HostIf, HostMAC: names.HostMAC, BridgeIndex: br.Index,
 				PodName: names.PodIf, PodMAC: guest, PodNSFd: int(pod.Fd()), PodGroup: names.Group, MTU: br.MTU})
 		}},
-		{"tap", func() error { return inPod(func() error { return tap.Create(spec) }) }},
+		{"tap", func() error { return inPod(func() error { return link.CreateTap(spec) }) }},
 		{"redirect", func() error { return inPod(func() error { return redirect.Add(names.PodIf, names.Tap) }) }},
 		{"up", func() error {
 			if err := inPod(func() error { return link.UpWithoutIPv6(names.PodIf, names.Tap) }); err != nil {
@@ -153,10 +150,10 @@ func (k *kernelSteps) detach(podPath, cid string) error {
 				return err
 			}
 			defer pod.Close()
-			if err := pod.Do(func(ns.NetNS) error { return group.Delete(names.Group) }); err != nil {
+			if err := pod.Do(func(ns.NetNS) error { return link.DeleteGroup(names.Group) }); err != nil {
 				return err
 			}
-			return veth.Delete(names.HostIf)
+			return link.DeleteVeth(names.HostIf)
 		})
 	}
 	if k.spoof {

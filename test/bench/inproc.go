@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/config"
-	"github.com/tapbridge/tapbridge-cni/pkg/plugin"
+	"github.com/tapbridge/tapbridge-cni/internal/config"
+	"github.com/tapbridge/tapbridge-cni/internal/plugin"
 )
 
 // stepClock is a slog handler that turns the plugin's "step done" records

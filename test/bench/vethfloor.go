@@ -7,7 +7,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/link"
+	"github.com/tapbridge/tapbridge-cni/internal/link"
 )
 
 // dpVethFloor is the least any design that joins the VM through a veth

@@ -14,7 +14,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/config"
+	"github.com/tapbridge/tapbridge-cni/internal/config"
 	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 

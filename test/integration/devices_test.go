@@ -7,7 +7,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/attachment"
+	"github.com/tapbridge/tapbridge-cni/internal/attachment"
 	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 

@@ -8,7 +8,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/hostaddr"
+	"github.com/tapbridge/tapbridge-cni/internal/hostaddr"
 	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 

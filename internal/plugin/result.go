@@ -3,7 +3,7 @@ package plugin
 import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/attachment"
+	"github.com/tapbridge/tapbridge-cni/internal/attachment"
 )
 
 // result lists the host veth (no sandbox), the pod end of the veth (which

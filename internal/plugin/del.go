@@ -5,12 +5,11 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/attachment"
-	"github.com/tapbridge/tapbridge-cni/pkg/group"
-	"github.com/tapbridge/tapbridge-cni/pkg/ipam"
-	"github.com/tapbridge/tapbridge-cni/pkg/spoof"
-	"github.com/tapbridge/tapbridge-cni/pkg/store"
-	"github.com/tapbridge/tapbridge-cni/pkg/veth"
+	"github.com/tapbridge/tapbridge-cni/internal/attachment"
+	"github.com/tapbridge/tapbridge-cni/internal/ipam"
+	"github.com/tapbridge/tapbridge-cni/internal/link"
+	"github.com/tapbridge/tapbridge-cni/internal/spoof"
+	"github.com/tapbridge/tapbridge-cni/internal/store"
 )
 
 // teardown is what DEL and GC both remove: ADD backwards, every step
@@ -83,10 +82,10 @@ func (p *Plugin) tearDown(ctx context.Context, st *store.Store, t teardown) erro
 // end is gone, which covers a netns that vanished with its devices.
 func removeLinks(netnsPath string, names attachment.Names) error {
 	if netnsPath != "" {
-		err := withNetns(netnsPath, func() error { return group.Delete(names.Group) })
+		err := withNetns(netnsPath, func() error { return link.DeleteGroup(names.Group) })
 		if err != nil && !netnsGone(err) {
 			return fmt.Errorf("remove pod devices of %s: %w", names.Key, err)
 		}
 	}
-	return veth.Delete(names.HostIf)
+	return link.DeleteVeth(names.HostIf)
 }

@@ -13,8 +13,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/bridge"
-	"github.com/tapbridge/tapbridge-cni/pkg/store"
+	"github.com/tapbridge/tapbridge-cni/internal/bridge"
+	"github.com/tapbridge/tapbridge-cni/internal/store"
 )
 
 // ErrNoAddress is returned when no address can be found for a subnet.

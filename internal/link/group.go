@@ -1,7 +1,8 @@
-// Package group deletes the links of one link group in a single netlink
-// request. The kernel unregisters them as one batch, paying the RCU grace
-// period that dominates device deletion (~20 ms here) once, not per link.
-package group
+package link
+
+// The pod end of the veth and the TAP share a link group, so one request
+// deletes both: the kernel unregisters them as one batch and pays the RCU
+// grace period that dominates device deletion once, not per link.
 
 import (
 	"errors"
@@ -11,9 +12,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Delete removes every link of group g in the calling thread's netns; nil
+// DeleteGroup removes every link of group g in the calling thread's netns; nil
 // if there is none. Group 0 is every link's default and is refused.
-func Delete(g uint32) error {
+func DeleteGroup(g uint32) error {
 	if g == 0 {
 		return fmt.Errorf("delete link group 0: refused, it holds every ungrouped link")
 	}

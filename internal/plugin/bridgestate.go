@@ -3,8 +3,8 @@ package plugin
 import (
 	"context"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/bridge"
-	"github.com/tapbridge/tapbridge-cni/pkg/store"
+	"github.com/tapbridge/tapbridge-cni/internal/bridge"
+	"github.com/tapbridge/tapbridge-cni/internal/store"
 )
 
 // The bridge's shared state (its host addresses) changes only under the

@@ -13,12 +13,12 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/attachment"
-	"github.com/tapbridge/tapbridge-cni/pkg/bridge"
-	"github.com/tapbridge/tapbridge-cni/pkg/config"
-	"github.com/tapbridge/tapbridge-cni/pkg/hostaddr"
-	"github.com/tapbridge/tapbridge-cni/pkg/ipam"
-	"github.com/tapbridge/tapbridge-cni/pkg/store"
+	"github.com/tapbridge/tapbridge-cni/internal/attachment"
+	"github.com/tapbridge/tapbridge-cni/internal/bridge"
+	"github.com/tapbridge/tapbridge-cni/internal/config"
+	"github.com/tapbridge/tapbridge-cni/internal/hostaddr"
+	"github.com/tapbridge/tapbridge-cni/internal/ipam"
+	"github.com/tapbridge/tapbridge-cni/internal/store"
 )
 
 // Sentinel errors for cmd to map to CNI codes.

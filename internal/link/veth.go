@@ -1,8 +1,9 @@
-// Package veth creates the pair that joins a pod to the host bridge. The
-// whole pair (host end enslaved, pod end named, addressed and moved
-// into the pod netns) is made by one RTM_NEWLINK, which the kernel applies
-// all-or-nothing: a failure (a taken name, a full bridge) leaves no device.
-package veth
+package link
+
+// The veth pair joins a pod to the host bridge. The whole pair (host end
+// enslaved, pod end named, addressed and moved into the pod netns) is made
+// by one RTM_NEWLINK, which the kernel applies all-or-nothing: a failure (a
+// taken name, a full bridge) leaves no device.
 
 import (
 	"errors"
@@ -14,14 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrNameTaken is returned when a link of the host or pod name exists.
-var ErrNameTaken = errors.New("link name already in use")
-
-// ErrBridgeFull is returned when the bridge has no free port number.
-var ErrBridgeFull = errors.New("bridge has no free port (the kernel allows 1023)")
-
-// Pair describes both ends.
-type Pair struct {
+// Veth describes both ends of the pair.
+type Veth struct {
 	HostName    string
 	HostMAC     net.HardwareAddr
 	BridgeIndex int
@@ -32,9 +27,9 @@ type Pair struct {
 	MTU         int
 }
 
-// Create makes the pair from the host netns, the host end already a port of
+// CreateVeth makes the pair from the host netns, the host end already a port of
 // the bridge and both ends down: each comes up once it is configured.
-func Create(p Pair) error {
+func CreateVeth(p Veth) error {
 	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(p.HostName)))
@@ -54,12 +49,12 @@ func Create(p Pair) error {
 	req.AddData(info)
 
 	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
-		return createError(p, err)
+		return vethError(p, err)
 	}
 	return nil
 }
 
-func createError(p Pair, err error) error {
+func vethError(p Veth, err error) error {
 	switch {
 	case errors.Is(err, unix.EEXIST), errors.Is(err, unix.EBUSY):
 		return fmt.Errorf("create veth %s/%s: %w: %w", p.HostName, p.PodName, ErrNameTaken, err)
@@ -69,9 +64,9 @@ func createError(p Pair, err error) error {
 	return fmt.Errorf("create veth %s/%s: %w", p.HostName, p.PodName, err)
 }
 
-// Delete removes the pair by its host end; nil if it is already gone. The
+// DeleteVeth removes the pair by its host end; nil if it is already gone. The
 // kernel removes the peer with it, wherever the peer is.
-func Delete(hostName string) error {
+func DeleteVeth(hostName string) error {
 	link, err := netlink.LinkByName(hostName)
 	if errors.As(err, new(netlink.LinkNotFoundError)) {
 		return nil

@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/bridge"
-	"github.com/tapbridge/tapbridge-cni/pkg/failpoint"
-	"github.com/tapbridge/tapbridge-cni/pkg/redirect"
-	"github.com/tapbridge/tapbridge-cni/pkg/store"
+	"github.com/tapbridge/tapbridge-cni/internal/bridge"
+	"github.com/tapbridge/tapbridge-cni/internal/failpoint"
+	"github.com/tapbridge/tapbridge-cni/internal/redirect"
+	"github.com/tapbridge/tapbridge-cni/internal/store"
 )
 
 // Status reports whether an ADD could succeed now: the bridge is there

@@ -17,8 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/config"
-	"github.com/tapbridge/tapbridge-cni/pkg/plugin"
+	"github.com/tapbridge/tapbridge-cni/internal/config"
+	"github.com/tapbridge/tapbridge-cni/internal/plugin"
 	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 

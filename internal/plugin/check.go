@@ -10,11 +10,11 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/attachment"
-	"github.com/tapbridge/tapbridge-cni/pkg/redirect"
-	"github.com/tapbridge/tapbridge-cni/pkg/spoof"
-	"github.com/tapbridge/tapbridge-cni/pkg/store"
-	"github.com/tapbridge/tapbridge-cni/pkg/tap"
+	"github.com/tapbridge/tapbridge-cni/internal/attachment"
+	"github.com/tapbridge/tapbridge-cni/internal/link"
+	"github.com/tapbridge/tapbridge-cni/internal/redirect"
+	"github.com/tapbridge/tapbridge-cni/internal/spoof"
+	"github.com/tapbridge/tapbridge-cni/internal/store"
 )
 
 // Check verifies every piece against the record and prevResult, repairs
@@ -76,7 +76,7 @@ func (op *addOp) checkPod() error {
 }
 
 // verifyPod runs in the pod netns.
-func verifyPod(podIf string, mac net.HardwareAddr, spec tap.Spec) error {
+func verifyPod(podIf string, mac net.HardwareAddr, spec link.Tap) error {
 	l, err := netlink.LinkByName(podIf)
 	if err != nil {
 		return fmt.Errorf("pod interface %s: %w", podIf, err)
@@ -90,7 +90,7 @@ func verifyPod(podIf string, mac net.HardwareAddr, spec tap.Spec) error {
 	if l.Attrs().Flags&net.FlagUp == 0 {
 		return fmt.Errorf("pod interface %s is down", podIf)
 	}
-	if err := tap.Verify(spec); err != nil {
+	if err := link.VerifyTap(spec); err != nil {
 		return err
 	}
 	return redirect.Verify(podIf, spec.Name)

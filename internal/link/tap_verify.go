@@ -1,4 +1,4 @@
-package tap
+package link
 
 import (
 	"fmt"
@@ -8,9 +8,9 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// Verify checks the TAP against its spec: everything a hypervisor relies
+// VerifyTap checks the TAP against its spec: everything a hypervisor relies
 // on when it opens the device. The error lists every difference.
-func Verify(s Spec) error {
+func VerifyTap(s Tap) error {
 	l, err := netlink.LinkByName(s.Name)
 	if err != nil {
 		return fmt.Errorf("tap %s: %w", s.Name, err)

@@ -1,4 +1,7 @@
-// Package link changes existing links by name with raw RTM_SETLINK
+// Package link owns the attachment's links: the veth pair that joins the
+// pod to the host bridge, the VM's TAP, and the link group that lets DEL
+// remove the pod side in one request. Everything goes through rtnetlink and
+// the tun ioctls; existing links are changed by name with raw RTM_SETLINK
 // requests, so each change is one round trip with no lookup before it.
 package link
 
@@ -12,6 +15,13 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
+
+// ErrNameTaken is returned when a link of one of the attachment's names
+// already exists: it is never taken over.
+var ErrNameTaken = errors.New("link name already in use")
+
+// ErrBridgeFull is returned when the bridge has no free port number.
+var ErrBridgeFull = errors.New("bridge has no free port (the kernel allows 1023)")
 
 // Attrs are the changes to apply; zero values are left alone.
 type Attrs struct {

@@ -12,17 +12,15 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/attachment"
-	"github.com/tapbridge/tapbridge-cni/pkg/bridge"
-	"github.com/tapbridge/tapbridge-cni/pkg/config"
-	"github.com/tapbridge/tapbridge-cni/pkg/failpoint"
-	"github.com/tapbridge/tapbridge-cni/pkg/ipam"
-	"github.com/tapbridge/tapbridge-cni/pkg/link"
-	"github.com/tapbridge/tapbridge-cni/pkg/redirect"
-	"github.com/tapbridge/tapbridge-cni/pkg/store"
-	"github.com/tapbridge/tapbridge-cni/pkg/tap"
-	"github.com/tapbridge/tapbridge-cni/pkg/undo"
-	"github.com/tapbridge/tapbridge-cni/pkg/veth"
+	"github.com/tapbridge/tapbridge-cni/internal/attachment"
+	"github.com/tapbridge/tapbridge-cni/internal/bridge"
+	"github.com/tapbridge/tapbridge-cni/internal/config"
+	"github.com/tapbridge/tapbridge-cni/internal/failpoint"
+	"github.com/tapbridge/tapbridge-cni/internal/ipam"
+	"github.com/tapbridge/tapbridge-cni/internal/link"
+	"github.com/tapbridge/tapbridge-cni/internal/redirect"
+	"github.com/tapbridge/tapbridge-cni/internal/store"
+	"github.com/tapbridge/tapbridge-cni/internal/undo"
 )
 
 // addOp is one ADD in progress: what prepare checked, and what the steps
@@ -168,7 +166,7 @@ func (op *addOp) writeRecord(context.Context) error {
 }
 
 func (op *addOp) createVeth(context.Context) error {
-	err := veth.Create(veth.Pair{
+	err := link.CreateVeth(link.Veth{
 		HostName: op.names.HostIf, HostMAC: op.names.HostMAC, BridgeIndex: op.bridge.Index,
 		PodName: op.names.PodIf, PodMAC: op.guestMAC, PodNSFd: int(op.netns.Fd()),
 		PodGroup: op.names.Group, MTU: op.mtu,
@@ -176,16 +174,16 @@ func (op *addOp) createVeth(context.Context) error {
 	if err != nil {
 		return err
 	}
-	op.undo.Push("veth", func() error { return veth.Delete(op.names.HostIf) })
+	op.undo.Push("veth", func() error { return link.DeleteVeth(op.names.HostIf) })
 	if op.Net.PortIsolation {
 		return op.bridge.Isolate(op.names.HostIf)
 	}
 	return nil
 }
 
-func (op *addOp) tapSpec() tap.Spec {
+func (op *addOp) tapSpec() link.Tap {
 	t := op.Net.Tap
-	return tap.Spec{
+	return link.Tap{
 		Name: op.names.Tap, Owner: t.Owner, Group: t.Group, MultiQueue: t.MultiQueue,
 		MAC: attachment.TapMAC(op.guestMAC), MTU: op.mtu, LinkGroup: op.names.Group,
 	}
@@ -193,11 +191,11 @@ func (op *addOp) tapSpec() tap.Spec {
 
 func (op *addOp) createTap(context.Context) error {
 	spec := op.tapSpec()
-	if err := op.netns.Do(func(ns.NetNS) error { return tap.Create(spec) }); err != nil {
+	if err := op.netns.Do(func(ns.NetNS) error { return link.CreateTap(spec) }); err != nil {
 		return err
 	}
 	op.undo.Push("tap", func() error {
-		return op.netns.Do(func(ns.NetNS) error { return tap.Delete(spec.Name) })
+		return op.netns.Do(func(ns.NetNS) error { return link.DeleteTap(spec.Name) })
 	})
 	return nil
 }

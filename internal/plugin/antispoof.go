@@ -4,7 +4,7 @@ import (
 	"context"
 	"net"
 
-	"github.com/tapbridge/tapbridge-cni/pkg/spoof"
+	"github.com/tapbridge/tapbridge-cni/internal/spoof"
 )
 
 // The anti-spoof rules are the port's own (see package spoof): no lock,
