@@ -35,6 +35,35 @@ func (*execer) FindInPath(plugin string, paths []string) (string, error) {
 }
 
 func (*execer) ExecPlugin(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
+	for delay := busyDelay; ; delay = min(2*delay, maxBusyDelay) {
+		out, err := execOnce(ctx, path, stdin, environ)
+		if !errors.Is(err, unix.ETXTBSY) {
+			return out, err
+		}
+		// The binary is being replaced (an upgrade writes it in place):
+		// wait and try again, as the reference invoke package does, but
+		// only as long as the call's own timeout allows.
+		onBusy()
+		select {
+		case <-ctx.Done():
+			return nil, pluginError(err, nil, nil)
+		case <-time.After(delay):
+		}
+	}
+}
+
+// Back-off between tries of a binary that is busy being written.
+const (
+	busyDelay    = 50 * time.Millisecond
+	maxBusyDelay = time.Second
+)
+
+// onBusy lets a test see each "text file busy" try.
+var onBusy = func() {}
+
+// execOnce runs the plugin once. A start that fails with ETXTBSY is
+// returned as is, unwrapped into a CNI error only by the caller.
+func execOnce(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	var in io.Reader = bytes.NewReader(stdin) // where memfds are refused (a seccomp filter)
 	if f, err := memfdWith(stdin); err == nil {
@@ -50,7 +79,10 @@ func (*execer) ExecPlugin(ctx context.Context, path string, stdin []byte, enviro
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	c.Cancel = func() error { return unix.Kill(-c.Process.Pid, unix.SIGKILL) }
 	c.WaitDelay = waitDelay
-	if err := c.Run(); err != nil {
+	if err := c.Start(); err != nil {
+		return nil, err
+	}
+	if err := c.Wait(); err != nil {
 		return nil, pluginError(err, stdout.Bytes(), stderr.Bytes())
 	}
 	return stdout.Bytes(), nil

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -46,4 +47,53 @@ func TestPluginGetsItsConfigOnStdin(t *testing.T) {
 	if !bytes.Equal(out, conf) {
 		t.Fatalf("the plugin read %q, want %q", out, conf)
 	}
+}
+
+// A binary that is being written (ETXTBSY at exec, as during an upgrade
+// that replaces it in place) is tried again until the writer is done.
+func TestExecRetriesABusyBinary(t *testing.T) {
+	path, writer := busyPlugin(t)
+	busy := 0
+	onBusy = func() {
+		if busy++; busy == 2 {
+			writer.Close() // the upgrade finishes after two busy tries
+		}
+	}
+	t.Cleanup(func() { onBusy = func() {} })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := (&execer{}).ExecPlugin(ctx, path, []byte("{}"), os.Environ())
+	if err != nil {
+		t.Fatalf("exec after the binary was written: %v", err)
+	}
+	if busy < 2 || string(out) != "ok\n" {
+		t.Fatalf("got %q after %d busy tries, want \"ok\\n\" after 2", out, busy)
+	}
+}
+
+// A binary still busy when the call's timeout ends fails the call with
+// the cause in the message, instead of waiting on.
+func TestExecGivesUpOnABusyBinaryAtTheTimeout(t *testing.T) {
+	path, _ := busyPlugin(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := (&execer{}).ExecPlugin(ctx, path, []byte("{}"), os.Environ())
+	if err == nil || !strings.Contains(err.Error(), "text file busy") {
+		t.Fatalf("exec of a binary held open for writing: %v, want a text-file-busy error", err)
+	}
+}
+
+// busyPlugin writes a plugin script and keeps it open for writing, so
+// exec'ing it fails with ETXTBSY until the returned file is closed.
+func busyPlugin(t *testing.T) (string, *os.File) {
+	path := filepath.Join(t.TempDir(), "busy")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if _, err := f.WriteString("#!/bin/sh\necho ok\n"); err != nil {
+		t.Fatal(err)
+	}
+	return path, f
 }
