@@ -17,9 +17,9 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/tapbridge/tapbridge-cni/internal/arp"
 	"github.com/tapbridge/tapbridge-cni/internal/config"
 	"github.com/tapbridge/tapbridge-cni/internal/plugin"
-	"github.com/tapbridge/tapbridge-cni/internal/probe"
 )
 
 // Version is stamped by the Makefile (-ldflags -X main.Version=...).
@@ -107,8 +107,8 @@ func load(command string, args *skel.CmdArgs) (*plugin.Plugin, error) {
 		Net: n,
 		Env: plugin.Env{ContainerID: args.ContainerID, Netns: args.Netns, IfName: args.IfName, Args: args.Args, Path: args.Path},
 		Log: logger(n, command, args),
-		Probe: func(ctx context.Context, ifindex int, addr netip.Addr) (bool, error) {
-			return probe.InUse(ctx, ifindex, addr.AsSlice(), probe.Options{Wait: n.Host.ProbeWait})
+		AddrInUse: func(ctx context.Context, ifindex int, addr netip.Addr) (bool, error) {
+			return arp.InUse(ctx, ifindex, addr, arp.Options{Wait: n.Host.ProbeWait})
 		},
 	}, nil
 }
