@@ -61,9 +61,9 @@ func Delete(port string) error {
 
 // BeginDelete commits the removal of one port's table and returns finish,
 // which closes the netlink socket. Closing waits for the kernel to free the
-// deleted objects, an RCU grace period (~15 ms here); a caller that has
-// other slow kernel work to do, such as deleting the port's links, does it
-// before finish so the two waits overlap. finish is never nil.
+// deleted objects, an RCU grace period; a caller that has other slow kernel
+// work to do, such as deleting the port's links, does it before finish so
+// the two waits overlap. finish is never nil.
 func BeginDelete(port string) (finish func(), err error) {
 	finish = func() {}
 	if err := checkIfName("port", port); err != nil {
