@@ -20,8 +20,14 @@ deps:
 # Everything, as CI runs it.
 test: deps build lint unit integration fuzz-short e2e
 
+# The plugin is a short exec on every ADD and DEL: no Kubernetes client,
+# Prometheus or DHCP library may enter its import graph (they belong to the
+# agent and the IPAM).
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
+	@deps=$$($(GO) list -deps ./cmd/tapbridge-cni) || exit 1; \
+	bad=$$(echo "$$deps" | grep -E 'k8s\.io/|sigs\.k8s\.io/|prometheus|dhcp|insomniacslk'); \
+	if [ -n "$$bad" ]; then echo "cmd/tapbridge-cni must not depend on:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags failpoints ./...
 	./build/tools/staticcheck ./...

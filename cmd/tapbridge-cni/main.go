@@ -17,32 +17,23 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/tapbridge/tapbridge-cni/internal/arp"
 	"github.com/tapbridge/tapbridge-cni/internal/config"
 	"github.com/tapbridge/tapbridge-cni/internal/plugin"
-	"github.com/tapbridge/tapbridge-cni/internal/probe"
 )
 
 // Version is stamped by the Makefile (-ldflags -X main.Version=...).
 var Version = "dev"
 
-// The main goroutine is deliberately not locked to its OS thread (the
-// upstream plugins lock it in init). Every netns switch happens in a
-// goroutine of its own that ns.NetNS.Do locks to its thread and restores
-// (a thread it cannot restore dies with its goroutine), and since Go 1.10
-// a locked thread never clones the runtime's new threads, so every thread
-// main can land on is in the plugin's own netns. Locked, main would pay a
-// thread handoff each time it blocks: measured, 22% of an exec'd ADD's
-// wall time and 1.9 ms of CPU.
+// The main goroutine is not locked to its OS thread (the upstream plugins
+// lock it in init): locked, it would pay a thread handoff each time it
+// blocks (figures: the bench's design notes). Unlocked is safe: ns.NetNS.Do
+// runs every netns switch on a locked goroutine that restores its thread or
+// lets it die, and since Go 1.10 a locked thread never clones the runtime's
+// new threads, so main only lands on threads in the plugin's own netns.
 
-// One P (GOMAXPROCS=1): the plugin's own Go code is serial. What runs in
-// parallel is the IPAM child (another process) and the kernel, and a
-// goroutine blocked in a system call (waiting for IPAM, a netlink reply,
-// flock) gives up its P. A second P mostly makes the runtime wake and spin
-// extra threads at each hand-off. Two A/B runs against the default (2 Ps
-// here), with the IPAM's stdin in a memfd (pkg/ipam): CPU per call -6% and
-// -7% for ADD, -12% and -19% for DEL; K=8 ADDs/s +1% and +2%, DELs/s +5%
-// and +10%; latency unchanged. (DEL's ~20 vs ~23.5 ms modes come and go
-// by batch with either setting; an earlier pair of runs had blamed one P.)
+// One P: the plugin's own Go code is serial, and a second P mostly wakes
+// and spins threads at each hand-off (figures: the bench's design notes).
 func init() { runtime.GOMAXPROCS(1) }
 
 var supported = version.PluginSupports("0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -107,8 +98,8 @@ func load(command string, args *skel.CmdArgs) (*plugin.Plugin, error) {
 		Net: n,
 		Env: plugin.Env{ContainerID: args.ContainerID, Netns: args.Netns, IfName: args.IfName, Args: args.Args, Path: args.Path},
 		Log: logger(n, command, args),
-		Probe: func(ctx context.Context, ifindex int, addr netip.Addr) (bool, error) {
-			return probe.InUse(ctx, ifindex, addr.AsSlice(), probe.Options{Wait: n.Host.ProbeWait})
+		AddrInUse: func(ctx context.Context, ifindex int, addr netip.Addr) (bool, error) {
+			return arp.InUse(ctx, ifindex, addr, arp.Options{Wait: n.Host.ProbeWait})
 		},
 	}, nil
 }

@@ -60,8 +60,7 @@ func Up(name string) error {
 // sends a DAD probe or a router solicitation of its own. The kernel applies
 // IFLA_AF_SPEC after the link flags, so do this before Up. It is one
 // netlink request, where DisableIPv6's /proc/sys path costs a dentry walk
-// over every netns that has the same path: with 900 pods, a host-side
-// disable_ipv6 write cost about 1 ms of CPU per ADD in a profile.
+// over every netns that has the same path, which grows with the pods.
 func NoAddrGen(name string) error {
 	mode := nl.NewRtAttr(unix.IFLA_INET6_ADDR_GEN_MODE, []byte{addrGenModeNone})
 	af := nl.NewRtAttr(unix.AF_INET6, mode.Serialize())

@@ -23,9 +23,11 @@ import (
 	"github.com/tapbridge/tapbridge-cni/internal/undo"
 )
 
-// addOp is one ADD in progress: what prepare checked, and what the steps
-// have made so far.
-type addOp struct {
+// attachmentView is what ADD and CHECK both stand on: the attachment's
+// names and guest MAC, the bridge and the MTU settled against it, the state
+// dir, the pod netns, and the lease (IPAM's result for ADD, prevResult for
+// CHECK).
+type attachmentView struct {
 	*Plugin
 	names    attachment.Names
 	guestMAC net.HardwareAddr
@@ -33,9 +35,15 @@ type addOp struct {
 	bridge   *bridge.Bridge
 	store    *store.Store
 	netns    ns.NetNS
-	pending  *ipam.Pending // IPAM ADD, running while the pod side is built
 	lease    *current.Result
-	undo     undo.Stack
+}
+
+// addOp is one ADD in progress: what prepare checked, and what the steps
+// have made so far.
+type addOp struct {
+	attachmentView
+	pending *ipam.Pending // IPAM ADD, running while the pod side is built
+	undo    undo.Stack
 }
 
 // Add attaches the pod: every check first, then the steps, each
@@ -77,7 +85,7 @@ func (p *Plugin) Add(ctx context.Context) (*current.Result, error) {
 // prepareAdd checks everything that can be checked without changing
 // anything: the netns, the bridge, the MTU, the state dir.
 func (p *Plugin) prepareAdd() (*addOp, error) {
-	op := &addOp{Plugin: p, names: attachment.For(p.id()), guestMAC: p.Net.MAC}
+	op := &addOp{attachmentView: attachmentView{Plugin: p, names: attachment.For(p.id()), guestMAC: p.Net.MAC}}
 	if op.guestMAC == nil {
 		op.guestMAC = attachment.GuestMAC(p.id())
 	}
@@ -94,7 +102,7 @@ func (p *Plugin) prepareAdd() (*addOp, error) {
 
 // openBridgeAndPod finds the bridge (it must be up), settles the MTU
 // against it and opens the pod netns: what ADD and CHECK both stand on.
-func (op *addOp) openBridgeAndPod(bridgeName string) error {
+func (op *attachmentView) openBridgeAndPod(bridgeName string) error {
 	var err error
 	if op.bridge, err = bridge.Lookup(bridgeName); err != nil {
 		return err
@@ -181,7 +189,7 @@ func (op *addOp) createVeth(context.Context) error {
 	return nil
 }
 
-func (op *addOp) tapSpec() link.Tap {
+func (op *attachmentView) tapSpec() link.Tap {
 	t := op.Net.Tap
 	return link.Tap{
 		Name: op.names.Tap, Owner: t.Owner, Group: t.Group, MultiQueue: t.MultiQueue,
@@ -216,7 +224,7 @@ func (op *addOp) bringUp(context.Context) error {
 	return link.Up(op.names.HostIf)
 }
 
-func (op *addOp) ipamCall() ipam.Call {
+func (op *attachmentView) ipamCall() ipam.Call {
 	return ipam.Call{ContainerID: op.Env.ContainerID, IfName: op.Env.IfName, Netns: op.Env.Netns, Args: op.Env.Args}
 }
 
@@ -251,7 +259,7 @@ func (op *addOp) awaitLease(context.Context) error {
 	return nil
 }
 
-func (op *addOp) guestIPs() []netip.Prefix {
+func (op *attachmentView) guestIPs() []netip.Prefix {
 	if op.lease == nil {
 		return nil
 	}

@@ -2,7 +2,7 @@ package plugin
 
 import (
 	"context"
-	"net"
+	"net/netip"
 
 	"github.com/tapbridge/tapbridge-cni/internal/spoof"
 )
@@ -20,10 +20,10 @@ func (op *addOp) installSpoof(context.Context) error {
 	return spoof.Ensure(op.spoofPort())
 }
 
-func (op *addOp) spoofPort() spoof.Port {
-	var ips []net.IP
+func (op *attachmentView) spoofPort() spoof.Port {
+	var ips []netip.Addr
 	for _, p := range op.guestIPs() {
-		ips = append(ips, p.Addr().AsSlice())
+		ips = append(ips, p.Addr())
 	}
 	return spoof.Port{Name: op.names.HostIf, MAC: op.guestMAC, IPs: ips}
 }

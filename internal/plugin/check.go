@@ -51,8 +51,8 @@ func (p *Plugin) Check(ctx context.Context) error {
 
 // prepareCheck loads what CHECK compares against: the record, the bridge,
 // the pod netns, and the guest MAC and IPs from prevResult.
-func (p *Plugin) prepareCheck(prev *current.Result) (*addOp, error) {
-	op := &addOp{Plugin: p, names: attachment.For(p.id()), lease: prev}
+func (p *Plugin) prepareCheck(prev *current.Result) (*attachmentView, error) {
+	op := &attachmentView{Plugin: p, names: attachment.For(p.id()), lease: prev}
 	var err error
 	if op.store, err = store.Open(p.Net.DataDir); err != nil {
 		return nil, err
@@ -70,7 +70,7 @@ func (p *Plugin) prepareCheck(prev *current.Result) (*addOp, error) {
 	return op, nil
 }
 
-func (op *addOp) checkPod() error {
+func (op *attachmentView) checkPod() error {
 	spec := op.tapSpec()
 	return op.netns.Do(func(ns.NetNS) error { return verifyPod(op.names.PodIf, op.guestMAC, spec) })
 }
@@ -96,7 +96,7 @@ func verifyPod(podIf string, mac net.HardwareAddr, spec link.Tap) error {
 	return redirect.Verify(podIf, spec.Name)
 }
 
-func (op *addOp) checkHostAddrs() error {
+func (op *attachmentView) checkHostAddrs() error {
 	addrs := op.hostAddrs(op.store, op.bridge.Name, op.bridge)
 	var errs []error
 	for _, s := range op.subnets(op.guestIPs()) {
@@ -105,7 +105,7 @@ func (op *addOp) checkHostAddrs() error {
 	return errors.Join(errs...)
 }
 
-func (op *addOp) checkSpoof() error {
+func (op *attachmentView) checkSpoof() error {
 	if !op.Net.SpoofCheck {
 		return nil
 	}

@@ -51,14 +51,8 @@ func (p *Plugin) tearDown(ctx context.Context, st *store.Store, t teardown) erro
 	// whether or not this ADD's config had spoofCheck on: an absent table
 	// costs one small request.
 	//
-	// IPAM DEL does not run alongside the links' removal, though that is
-	// mostly the kernel waiting: measured, it made DEL 3.3 ms slower (20.3
-	// -> 23.7 ms p50), likely because a grace period waits for every CPU
-	// to pass a quiescent state and a CPU busy in user space reports one
-	// only at its next tick, where an idle one does at once. Nor does it
-	// run first, as the bridge plugin's does: measured in one run, that
-	// order put every batch in DEL's slow mode (23.7-23.8 ms p50, this
-	// order 20.2-20.4), and it would free the IP while the old TAP exists.
+	// IPAM DEL runs after the links: alongside, its busy CPU delays their
+	// grace period; first, it would free the IP while the old TAP exists.
 	finish, err := spoof.BeginDelete(names.HostIf)
 	err = errors.Join(err, removeLinks(t.netns, names))
 	finish()

@@ -41,10 +41,10 @@ type Env struct {
 
 // Plugin runs one CNI call.
 type Plugin struct {
-	Net   *config.Net
-	Env   Env
-	Log   *slog.Logger
-	Probe hostaddr.Prober // nil: take pool addresses unprobed (tests only)
+	Net       *config.Net
+	Env       Env
+	Log       *slog.Logger
+	AddrInUse hostaddr.Prober // nil: take pool addresses unprobed (tests only)
 }
 
 func (p *Plugin) id() attachment.ID {
@@ -63,7 +63,7 @@ func (p *Plugin) policy() hostaddr.Policy {
 // hostAddrs is the bridge's host-address manager; b may be nil when the
 // bridge is gone (state is still released).
 func (p *Plugin) hostAddrs(st *store.Store, name string, b *bridge.Bridge) *hostaddr.Manager {
-	return &hostaddr.Manager{Bridge: b, Dir: st.BridgeDir(name), Policy: p.policy(), Probe: p.Probe}
+	return &hostaddr.Manager{Bridge: b, Dir: st.BridgeDir(name), Policy: p.policy(), Probe: p.AddrInUse}
 }
 
 // withNetns runs fn inside the pod netns at path.

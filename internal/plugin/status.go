@@ -32,10 +32,10 @@ func (p *Plugin) Status(ctx context.Context) error {
 		func() error {
 			// The failpoint lets tests see the answer for a kernel that
 			// lacks a feature, which this one cannot fake.
-			if err := failpoint.Hit("kernel-probe"); err != nil {
+			if err := failpoint.Hit("kernel-check"); err != nil {
 				return err
 			}
-			return redirect.Probe()
+			return redirect.CheckKernel()
 		},
 	}
 	for _, check := range checks {

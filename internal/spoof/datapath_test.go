@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 var broadcastMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
@@ -135,7 +138,10 @@ func (d delivery) arrivedAll() bool  { return d.peerBcast && d.hostBcast && d.ho
 func (d delivery) arrivedNone() bool { return !d.peerBcast && !d.hostBcast && !d.hostU }
 
 // exchange sends each probe from the VM twice, to broadcast and to br0's
-// MAC, and reports which copies the captures in P and H saw.
+// MAC, then an honest end frame the same two ways, and reports which copies
+// the captures in P and H saw before the end frame's: frames sent from one
+// CPU arrive in the order sent, so once the end frame is in, every probe
+// sent before it has arrived or been dropped.
 func (top *topology) exchange(t *testing.T, phase string, probes []probe) []delivery {
 	t.Helper()
 	for _, s := range []*packetSocket{top.peer, top.host} {
@@ -144,15 +150,18 @@ func (top *topology) exchange(t *testing.T, phase string, probes []probe) []deli
 		}
 	}
 	marker := func(kind string, i int) []byte { return []byte(fmt.Sprintf("@@%s/%s/%02d@@", phase, kind, i)) }
-	for i, p := range probes {
-		for _, f := range [][]byte{p.build(broadcastMAC, marker("b", i)), p.build(top.brMAC, marker("u", i))} {
-			if err := top.vm.send(f); err != nil {
-				t.Fatalf("%s: %v", p.name, err)
-			}
-		}
+	var frames [][]byte
+	for i, p := range append(probes, top.endProbe()) {
+		frames = append(frames, p.build(broadcastMAC, marker("b", i)), p.build(top.brMAC, marker("u", i)))
 	}
-	time.Sleep(200 * time.Millisecond)
-	atPeer, atHost := mustDrain(t, top.peer), mustDrain(t, top.host)
+	if err := sendInOrder(top.vm, frames); err != nil {
+		t.Fatalf("%s: %v", phase, err)
+	}
+	// The peer gets the broadcast copies only; the host's last frame is the
+	// end frame's unicast copy.
+	end := len(probes)
+	atPeer := mustReadUntil(t, top.peer, marker("b", end))
+	atHost := mustReadUntil(t, top.host, marker("u", end))
 	out := make([]delivery, len(probes))
 	for i, p := range probes {
 		out[i] = delivery{probe: p, peerBcast: seen(atPeer, marker("b", i)),
@@ -161,8 +170,55 @@ func (top *topology) exchange(t *testing.T, phase string, probes []probe) []deli
 	return out
 }
 
-func mustDrain(t *testing.T, s *packetSocket) [][]byte {
-	frames, err := s.drain()
+// endProbe is a frame every phase lets through: IPv4 UDP from the guest's
+// MAC and IPv4 address.
+func (top *topology) endProbe() probe {
+	return probe{name: "end of exchange", honest: true, build: func(d net.HardwareAddr, m []byte) []byte {
+		return ether(d, top.guestMAC, unix.ETH_P_IP, ipv4(guest4, host4, unix.IPPROTO_UDP, udp4(40000, 9, m)))
+	}}
+}
+
+// sendInOrder sends frames from a thread pinned to one CPU. A veth hands a
+// frame to the receiving side through the sending CPU's backlog queue, and
+// the bridge forwards it from there the same way, so frames sent from one
+// CPU are delivered, or dropped by the port's chain, in the order sent.
+func sendInOrder(s *packetSocket, frames [][]byte) error {
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: the pinned thread is discarded with the goroutine.
+		runtime.LockOSThread()
+		errc <- pinAndSend(s, frames)
+	}()
+	return <-errc
+}
+
+func pinAndSend(s *packetSocket, frames [][]byte) error {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return fmt.Errorf("get CPU affinity: %w", err)
+	}
+	cpu := 0
+	for !set.IsSet(cpu) {
+		cpu++
+	}
+	set.Zero()
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		return fmt.Errorf("pin to CPU %d: %w", cpu, err)
+	}
+	for _, f := range frames {
+		if err := s.send(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mustReadUntil returns the frames s receives up to and including the one
+// carrying marker.
+func mustReadUntil(t *testing.T, s *packetSocket, marker []byte) [][]byte {
+	t.Helper()
+	frames, err := s.readUntil(marker, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +269,7 @@ func TestDataPath(t *testing.T) {
 	expectAll(t, "baseline without rules", top.exchange(t, "baseline", all))
 
 	port := Port{Name: top.port, MAC: top.guestMAC,
-		IPs: []net.IP{guest4.AsSlice(), guest6.AsSlice()}}
+		IPs: []netip.Addr{guest4, guest6}}
 	in(t, top.h, func() error { return Ensure(port) })
 	tried := expectFiltered(t, top, "guest with IPs", all)
 

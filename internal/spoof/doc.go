@@ -71,6 +71,6 @@
 // No call reads or writes anything of another port: Ensure and Delete send
 // one batch, and Verify fetches the port's table, chain and rules. One
 // kernel cost remains: closing the netlink socket after a commit that freed
-// objects (Delete, re-Ensure of a port) waits for an RCU grace period
-// (about 10 ms), whatever the number of ports.
+// objects (Delete, re-Ensure of a port) waits for an RCU grace period,
+// whatever the number of ports.
 package spoof

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -21,10 +22,10 @@ func mustMAC(t testing.TB, s string) net.HardwareAddr {
 	return mac
 }
 
-func parseIPs(ss ...string) []net.IP {
-	ips := make([]net.IP, len(ss))
+func parseIPs(ss ...string) []netip.Addr {
+	ips := make([]netip.Addr, len(ss))
 	for i, s := range ss {
-		ips[i] = net.ParseIP(s)
+		ips[i] = netip.MustParseAddr(s)
 	}
 	return ips
 }
@@ -163,7 +164,7 @@ func TestValidation(t *testing.T) {
 		"zero MAC":       {Name: "tbx", MAC: mustMAC(t, "00:00:00:00:00:00")},
 		"short MAC":      {Name: "tbx", MAC: net.HardwareAddr{1, 2}},
 		"unspecified IP": {Name: "tbx", MAC: good.MAC, IPs: parseIPs("0.0.0.0")},
-		"garbage IP":     {Name: "tbx", MAC: good.MAC, IPs: []net.IP{{1, 2, 3}}},
+		"invalid IP":     {Name: "tbx", MAC: good.MAC, IPs: []netip.Addr{{}}},
 	}
 	in(t, h, func() error {
 		if err := addDevices(good.Name, "tbx"); err != nil {

@@ -1,6 +1,7 @@
 package spoof
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -89,4 +90,29 @@ func (s *packetSocket) drain() ([][]byte, error) {
 		}
 		frames = append(frames, append([]byte(nil), buf[:n]...))
 	}
+}
+
+// readUntil returns the frames received up to and including the first one
+// that carries marker, ignoring the interface's own outgoing frames; it
+// fails if that frame has not arrived within timeout.
+func (s *packetSocket) readUntil(marker []byte, timeout time.Duration) ([][]byte, error) {
+	var frames [][]byte
+	buf := make([]byte, 65536)
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
+		n, from, err := unix.Recvfrom(s.fd, buf, 0)
+		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
+			continue // EAGAIN: the receive timeout, the deadline decides
+		}
+		if err != nil {
+			return frames, fmt.Errorf("receive on %s: %w", s.ifname, err)
+		}
+		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+			continue
+		}
+		frames = append(frames, append([]byte(nil), buf[:n]...))
+		if bytes.Contains(buf[:n], marker) {
+			return frames, nil
+		}
+	}
+	return frames, fmt.Errorf("frame %q did not arrive on %s within %v", marker, s.ifname, timeout)
 }

@@ -158,10 +158,9 @@ func ipv6Src(a netip.Addr) []expr.Any {
 
 // splitIPs sorts and de-duplicates the guest IPs per family, so that the
 // same set of addresses always yields the same rules (Verify relies on it).
-func splitIPs(ips []net.IP) (v4, v6 []netip.Addr) {
-	for _, ip := range ips {
-		a, ok := netip.AddrFromSlice(ip)
-		if !ok {
+func splitIPs(ips []netip.Addr) (v4, v6 []netip.Addr) {
+	for _, a := range ips {
+		if !a.IsValid() {
 			continue // rejected by validate
 		}
 		if a = a.Unmap(); a.Is4() {

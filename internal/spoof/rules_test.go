@@ -1,7 +1,6 @@
 package spoof
 
 import (
-	"net"
 	"net/netip"
 	"testing"
 
@@ -22,8 +21,7 @@ func TestRulesCanonical(t *testing.T) {
 	a := Port{Name: "tbx", MAC: mac,
 		IPs: parseIPs("2001:db8::10", "192.0.2.10", "192.0.2.9")}
 	b := Port{Name: "tbx", MAC: mac,
-		IPs: []net.IP{net.ParseIP("192.0.2.9").To4(), net.ParseIP("192.0.2.10"),
-			net.ParseIP("2001:db8::10"), net.ParseIP("192.0.2.10")}}
+		IPs: parseIPs("192.0.2.9", "::ffff:192.0.2.10", "2001:db8::10", "192.0.2.10")}
 	ra, rb := portRules(a), portRules(b)
 	if len(ra) != len(rb) {
 		t.Fatalf("got %d and %d rules for the same addresses", len(ra), len(rb))
@@ -39,7 +37,7 @@ func TestRulesCanonical(t *testing.T) {
 // end returns to the base chain, whose policy is accept.
 func TestRulesEndInDrop(t *testing.T) {
 	mac := mustMAC(t, "52:54:00:12:34:56")
-	for _, ips := range [][]net.IP{nil, parseIPs("192.0.2.10"), parseIPs("2001:db8::10")} {
+	for _, ips := range [][]netip.Addr{nil, parseIPs("192.0.2.10"), parseIPs("2001:db8::10")} {
 		rules := portRules(Port{Name: "tbx", MAC: mac, IPs: ips})
 		last := rules[len(rules)-1]
 		v, ok := last[len(last)-1].(*expr.Verdict)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/google/nftables"
@@ -15,7 +16,7 @@ import (
 type Port struct {
 	Name string           // host end of the veth (a bridge port); names the table
 	MAC  net.HardwareAddr // guest MAC
-	IPs  []net.IP         // guest IPs (v4 and/or v6), may be empty
+	IPs  []netip.Addr     // guest IPs (v4 and/or v6), may be empty
 }
 
 // Ensure installs the rules of one port, or replaces them. It is one
@@ -60,9 +61,9 @@ func Delete(port string) error {
 
 // BeginDelete commits the removal of one port's table and returns finish,
 // which closes the netlink socket. Closing waits for the kernel to free the
-// deleted objects, an RCU grace period (~15 ms here); a caller that has
-// other slow kernel work to do, such as deleting the port's links, does it
-// before finish so the two waits overlap. finish is never nil.
+// deleted objects, an RCU grace period; a caller that has other slow kernel
+// work to do, such as deleting the port's links, does it before finish so
+// the two waits overlap. finish is never nil.
 func BeginDelete(port string) (finish func(), err error) {
 	finish = func() {}
 	if err := checkIfName("port", port); err != nil {
@@ -130,8 +131,8 @@ func checkMAC(mac net.HardwareAddr) error {
 	return nil
 }
 
-func checkIP(ip net.IP) error {
-	if ip.To16() == nil {
+func checkIP(ip netip.Addr) error {
+	if !ip.IsValid() {
 		return fmt.Errorf("guest IP %q is not an IP address", ip.String())
 	}
 	if ip.IsUnspecified() || ip.IsMulticast() {

@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
+	"net/netip"
 	"path/filepath"
 	"time"
 
@@ -71,7 +71,7 @@ type step struct {
 	fn   func() error
 }
 
-func (k *kernelSteps) attach(podPath, cid string, ip net.IP) error {
+func (k *kernelSteps) attach(podPath, cid string, ip netip.Addr) error {
 	pod, err := ns.GetNS(podPath)
 	if err != nil {
 		return err
@@ -92,7 +92,7 @@ func (k *kernelSteps) attach(podPath, cid string, ip net.IP) error {
 // attachSteps are the plugin's ADD calls in the plugin's order; the CPU
 // time of the pod-side ones, which ns.Do runs on another thread, is added
 // to *podCPU.
-func (k *kernelSteps) attachSteps(pod ns.NetNS, cid string, ip net.IP, podCPU *time.Duration) []step {
+func (k *kernelSteps) attachSteps(pod ns.NetNS, cid string, ip netip.Addr, podCPU *time.Duration) []step {
 	names := attachment.For(attachment.ID{ContainerID: cid, IfName: podIfName})
 	guest := attachment.GuestMAC(names.GuestID)
 	var br *bridge.Bridge
@@ -128,7 +128,7 @@ func (k *kernelSteps) attachSteps(pod ns.NetNS, cid string, ip net.IP, podCPU *t
 		return steps
 	}
 	return append(steps, step{"nft", func() error {
-		return spoof.Ensure(spoof.Port{Name: names.HostIf, MAC: guest, IPs: []net.IP{ip}})
+		return spoof.Ensure(spoof.Port{Name: names.HostIf, MAC: guest, IPs: []netip.Addr{ip}})
 	}})
 }
 
@@ -258,7 +258,7 @@ func (b *bench) runKernelStepsOn(ctx context.Context, ks *kernelSteps, pods []ha
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			ip := net.IPv4(10, 88, byte(1+i/250), byte(1+i%250))
+			ip := netip.AddrFrom4([4]byte{10, 88, byte(1 + i/250), byte(1 + i%250)})
 			if err := ks.attach(pod.Path(), cid(i), ip); err != nil {
 				return err
 			}

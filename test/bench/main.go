@@ -107,6 +107,7 @@ func run(ctx context.Context, opts options, reg *registry) error {
 		rep.load = append(rep.load, fmt.Sprintf("%s %.0f%%", s.name, 100*foreignLoad(before, sampleCPU())))
 	}
 	rep.definitions()
+	rep.designNotes()
 	return rep.emit(b, time.Since(start))
 }
 

@@ -31,7 +31,7 @@ func TestStatus(t *testing.T) {
 		{"bridge missing", f.conf("1.1.0", func(c map[string]any) { c["bridge"] = "br-nope" }), nil, "", "br-nope"},
 		{"state dir not writable", f.conf("1.1.0", func(c map[string]any) { c["dataDir"] = notWritable + "/state" }), nil, "", "state dir"},
 		{"IPAM unavailable", f.conf("1.1.0", func(c map[string]any) { c["ipam"].(map[string]any)["type"] = "no-such-ipam" }), nil, "", "no-such-ipam"},
-		{"kernel lacks a feature", f.conf("1.1.0"), []string{"TAPBRIDGE_FAILPOINT=kernel-probe:error"}, filepath.Join(failpointsDir, "tapbridge-cni"), "kernel-probe"},
+		{"kernel lacks a feature", f.conf("1.1.0"), []string{"TAPBRIDGE_FAILPOINT=kernel-check:error"}, filepath.Join(failpointsDir, "tapbridge-cni"), "kernel-check"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

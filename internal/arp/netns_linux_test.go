@@ -1,4 +1,4 @@
-package probe
+package arp
 
 import (
 	"crypto/rand"
@@ -20,15 +20,12 @@ import (
 
 const netnsDir = "/var/run/netns"
 
-// Addresses the fixture gives B, the host that owns them.
-var (
-	ownedIPv4 = &net.IPNet{IP: net.ParseIP("192.0.2.7"), Mask: net.CIDRMask(24, 32)}
-	ownedIPv6 = &net.IPNet{IP: net.ParseIP("2001:db8::7"), Mask: net.CIDRMask(64, 128)}
-)
+// ownedIPv4 is the address the fixture gives B, the host that owns it.
+var ownedIPv4 = &net.IPNet{IP: net.ParseIP("192.0.2.7"), Mask: net.CIDRMask(24, 32)}
 
 // segment is two network namespaces joined by a veth pair: A (link a0) does
-// the probing, B (link b0) owns 192.0.2.7/24 and 2001:db8::7/64. A has no
-// address at all, not even an IPv6 link-local one.
+// the probing, B (link b0) owns 192.0.2.7/24. A has no address at all, not
+// even an IPv6 link-local one.
 type segment struct {
 	a, b   ns.NetNS
 	aIndex int // ifindex of a0 in A
@@ -45,7 +42,7 @@ func requireRoot(t *testing.T) {
 func newSegment(t *testing.T) *segment {
 	t.Helper()
 	requireRoot(t)
-	prefix := "tbp-" + randomHex(t, 4)
+	prefix := "tba-" + randomHex(t, 4)
 	s := &segment{a: newNamedNS(t, prefix+"-a"), b: newNamedNS(t, prefix+"-b")}
 	if err := s.a.Do(func(ns.NetNS) error { return s.setUpA() }); err != nil {
 		t.Fatalf("set up netns A: %v", err)
@@ -82,8 +79,7 @@ func (s *segment) setUpA() error {
 	return nil
 }
 
-// setUpB runs in B: it brings b0 up and gives it the owned addresses, the
-// IPv6 one without DAD so that it is usable (and defended) at once.
+// setUpB runs in B: it brings b0 up and gives it the owned address.
 func (s *segment) setUpB() error {
 	b0, err := netlink.LinkByName("b0")
 	if err != nil {
@@ -94,9 +90,6 @@ func (s *segment) setUpB() error {
 	}
 	if err := netlink.AddrAdd(b0, &netlink.Addr{IPNet: ownedIPv4}); err != nil {
 		return fmt.Errorf("add %s: %w", ownedIPv4, err)
-	}
-	if err := netlink.AddrAdd(b0, &netlink.Addr{IPNet: ownedIPv6, Flags: unix.IFA_F_NODAD}); err != nil {
-		return fmt.Errorf("add %s: %w", ownedIPv6, err)
 	}
 	s.bIndex = b0.Attrs().Index
 	return nil

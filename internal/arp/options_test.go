@@ -1,7 +1,7 @@
-package probe
+package arp
 
 import (
-	"net"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -33,19 +33,21 @@ func TestOptionsRejectNegative(t *testing.T) {
 func TestTargetAddr(t *testing.T) {
 	valid := map[string]string{
 		"192.0.2.7":        "192.0.2.7",
-		"::ffff:192.0.2.7": "192.0.2.7", // net.IP's 16-byte IPv4 form
-		"2001:db8::7":      "2001:db8::7",
-		"fe80::1":          "fe80::1",
+		"::ffff:192.0.2.7": "192.0.2.7", // IPv4-mapped
 	}
 	for in, want := range valid {
-		got, err := targetAddr(net.ParseIP(in))
+		got, err := targetAddr(netip.MustParseAddr(in))
 		if err != nil || got.String() != want {
 			t.Errorf("targetAddr(%s) = %v, %v; want %s", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "0.0.0.0", "::", "224.0.0.1", "255.255.255.255", "ff02::1"} {
-		if got, err := targetAddr(net.ParseIP(in)); err == nil {
-			t.Errorf("targetAddr(%q) = %v, want an error", in, got)
+	invalid := []netip.Addr{{}}
+	for _, in := range []string{"0.0.0.0", "::", "224.0.0.1", "255.255.255.255", "ff02::1", "2001:db8::7", "fe80::1"} {
+		invalid = append(invalid, netip.MustParseAddr(in))
+	}
+	for _, in := range invalid {
+		if got, err := targetAddr(in); err == nil {
+			t.Errorf("targetAddr(%v) = %v, want an error", in, got)
 		}
 	}
 }

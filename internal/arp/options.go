@@ -1,9 +1,8 @@
-package probe
+package arp
 
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"time"
 )
@@ -43,13 +42,16 @@ func (o Options) withDefaults() (Options, error) {
 }
 
 // targetAddr validates the address to probe for. Only unicast addresses can
-// be owned by a single host, so only they can be probed.
-func targetAddr(ip net.IP) (netip.Addr, error) {
-	a, ok := netip.AddrFromSlice(ip)
-	if !ok {
+// be owned by a single host, so only they can be probed; and ARP only
+// resolves IPv4.
+func targetAddr(a netip.Addr) (netip.Addr, error) {
+	if !a.IsValid() {
 		return netip.Addr{}, errors.New("invalid IP address")
 	}
 	a = a.Unmap()
+	if !a.Is4() {
+		return netip.Addr{}, errors.New("not an IPv4 address")
+	}
 	if a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
 		return netip.Addr{}, errors.New("not a unicast address")
 	}

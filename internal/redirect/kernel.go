@@ -9,10 +9,11 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// Probe checks that the kernel has what the data path needs (tun, the
-// ingress qdisc, u32, mirred) by building a redirect on loopback in a throwaway netns: the
-// only honest feature test, and it touches nothing of the host's.
-func Probe() error {
+// CheckKernel checks that the kernel has what the data path needs (tun,
+// the ingress qdisc, u32, mirred) by building a redirect on loopback in a
+// throwaway netns: the only honest feature test, and it touches nothing of
+// the host's.
+func CheckKernel() error {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		return fmt.Errorf("kernel lacks tun: %w", err)
 	}
@@ -20,12 +21,12 @@ func Probe() error {
 	// A fresh thread that exits afterwards: the scratch netns dies with it.
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread is discarded
-		errc <- probeInScratchNetns()
+		errc <- redirectInScratchNetns()
 	}()
 	return <-errc
 }
 
-func probeInScratchNetns() error {
+func redirectInScratchNetns() error {
 	scratch, err := netns.New()
 	if err != nil {
 		return fmt.Errorf("create scratch netns: %w", err)

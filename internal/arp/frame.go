@@ -1,4 +1,4 @@
-package probe
+package arp
 
 import (
 	"encoding/binary"
@@ -14,7 +14,6 @@ const (
 
 	etherTypeARP  = 0x0806
 	etherTypeIPv4 = 0x0800
-	etherTypeIPv6 = 0x86dd
 
 	macLen = 6
 )

@@ -1,4 +1,4 @@
-package probe
+package arp
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ var (
 	ip4Zero  = netip.IPv4Unspecified()
 )
 
-func TestARPProbeBytes(t *testing.T) {
+func TestProbeFrameBytes(t *testing.T) {
 	want := []byte{
 		0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // Ethernet dst: broadcast
 		0x02, 0x00, 0x5e, 0x10, 0x00, 0x01, // Ethernet src: self
@@ -33,9 +33,9 @@ func TestARPProbeBytes(t *testing.T) {
 	}
 	want = append(want, make([]byte, 60-len(want))...) // padding to ETH_ZLEN
 
-	got := arpProbe(selfMAC, ip4)
+	got := probeFrame(selfMAC, ip4)
 	if !bytes.Equal(got, want) {
-		t.Fatalf("arpProbe:\n got % x\nwant % x", got, want)
+		t.Fatalf("probeFrame:\n got % x\nwant % x", got, want)
 	}
 }
 
@@ -50,18 +50,18 @@ func arpFrame(ethSrc net.HardwareAddr, op uint16, sha net.HardwareAddr, spa neti
 	return append(b, tpa.AsSlice()...)
 }
 
-func TestParseARP(t *testing.T) {
+func TestParse(t *testing.T) {
 	frame := padFrame(arpFrame(otherMAC, 2, otherMAC, ip4, selfMAC, ip4Zero))
-	p, ok := parseARP(frame)
+	p, ok := parse(frame)
 	if !ok {
-		t.Fatal("parseARP rejected a valid reply")
+		t.Fatal("parse rejected a valid reply")
 	}
 	if !bytes.Equal(p.ethSrc, otherMAC) || !bytes.Equal(p.senderHW, otherMAC) || p.senderIP != ip4 || p.targetIP != ip4Zero {
-		t.Errorf("parseARP = %+v", p)
+		t.Errorf("parse = %+v", p)
 	}
 }
 
-func TestParseARPRejects(t *testing.T) {
+func TestParseRejects(t *testing.T) {
 	valid := arpFrame(otherMAC, 2, otherMAC, ip4, selfMAC, ip4Zero)
 	mutate := func(f func(b []byte)) []byte {
 		b := bytes.Clone(valid)
@@ -71,20 +71,20 @@ func TestParseARPRejects(t *testing.T) {
 	tests := map[string][]byte{
 		"empty":          nil,
 		"short ethernet": valid[:10],
-		"truncated arp":  valid[:ethHeaderLen+arpLen-1],
+		"truncated arp":  valid[:ethHeaderLen+bodyLen-1],
 		"not arp":        mutate(func(b []byte) { b[12], b[13] = 0x08, 0x00 }),
 		"not ethernet":   mutate(func(b []byte) { b[15] = 6 }),
 		"not ipv4":       mutate(func(b []byte) { b[16] = 0x86 }),
 		"bad lengths":    mutate(func(b []byte) { b[19] = 16 }),
 	}
 	for name, frame := range tests {
-		if p, ok := parseARP(frame); ok {
-			t.Errorf("%s: parseARP accepted %+v", name, p)
+		if p, ok := parse(frame); ok {
+			t.Errorf("%s: parse accepted %+v", name, p)
 		}
 	}
 }
 
-func TestARPConflict(t *testing.T) {
+func TestConflict(t *testing.T) {
 	tests := []struct {
 		name  string
 		frame []byte
@@ -97,14 +97,14 @@ func TestARPConflict(t *testing.T) {
 		{"another host probing another address", arpFrame(otherMAC, 1, otherMAC, ip4Zero, zeroMAC, ip4Other), false},
 		{"reply for another address", arpFrame(otherMAC, 2, otherMAC, ip4Other, selfMAC, ip4Zero), false},
 		{"third party resolving the address", arpFrame(otherMAC, 1, otherMAC, ip4Other, zeroMAC, ip4), false},
-		{"our own probe looped back", arpProbe(selfMAC, ip4), false},
+		{"our own probe looped back", probeFrame(selfMAC, ip4), false},
 		{"our sender MAC in another frame", arpFrame(otherMAC, 1, selfMAC, ip4, zeroMAC, ip4), false},
 		{"our Ethernet source", arpFrame(selfMAC, 2, otherMAC, ip4, selfMAC, ip4Zero), false},
 		{"garbage", []byte{1, 2, 3}, false},
 	}
 	for _, tt := range tests {
-		if got := arpConflict(tt.frame, selfMAC, ip4); got != tt.want {
-			t.Errorf("%s: arpConflict = %v, want %v", tt.name, got, tt.want)
+		if got := conflict(tt.frame, selfMAC, ip4); got != tt.want {
+			t.Errorf("%s: conflict = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }

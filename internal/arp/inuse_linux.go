@@ -1,12 +1,14 @@
-// Package probe checks whether an IP address is already in use on an
+// Package arp tells whether an IPv4 address is already in use on an
 // Ethernet segment, so that a node can safely take an address from a pool
-// shared over a flat L2 (a host bridge). IPv4 uses ARP probes (RFC 5227),
-// IPv6 uses Duplicate Address Detection (RFC 4862).
+// shared over a flat L2 (a host bridge): it sends ARP probes (RFC 5227) and
+// listens for another host's answer or probe. IPv6 needs nothing of the
+// kind here: the kernel's own duplicate address detection runs when the
+// address is added.
 //
 // Frames are sent and received on an AF_PACKET socket, so the probing host
 // needs no address of its own on the link, and the kernel's neighbour tables
 // are left untouched.
-package probe
+package arp
 
 import (
 	"context"
@@ -17,36 +19,31 @@ import (
 )
 
 // InUse reports whether some other host on the link with index ifindex
-// answers for ip.
+// answers for addr, an IPv4 unicast address.
 //
-// IPv4: ARP probes (sender IP 0.0.0.0, sender MAC = the link's MAC, target =
-// ip, broadcast); a conflict is any ARP packet received whose sender IP is ip
-// (a reply, or another host's announcement), or another host's probe for the
-// same ip.
-//
-// IPv6: a DAD neighbour solicitation (source ::, destination the
-// solicited-node multicast of ip, target ip); a conflict is a neighbour
-// advertisement for ip, or another NS for ip from ::.
+// It sends ARP probes (sender IP 0.0.0.0, sender MAC = the link's MAC,
+// target = addr, broadcast); a conflict is any ARP packet received whose
+// sender IP is addr (a reply, or another host's announcement), or another
+// host's probe for addr.
 //
 // InUse returns as soon as a conflict is seen; otherwise it takes about
 // (Count-1)*Interval + Wait. It runs in the calling thread's current network
 // namespace, so callers switching namespaces must lock the OS thread. A
 // cancelled ctx ends the probe early with an error wrapping ctx.Err().
-func InUse(ctx context.Context, ifindex int, ip net.IP, opts Options) (bool, error) {
-	found, err := inUse(ctx, ifindex, ip, opts)
+func InUse(ctx context.Context, ifindex int, addr netip.Addr, opts Options) (bool, error) {
+	found, err := inUse(ctx, ifindex, addr, opts)
 	if err != nil {
-		return false, fmt.Errorf("probe %s on ifindex %d: %w", ip, ifindex, err)
+		return false, fmt.Errorf("probe %s on ifindex %d: %w", addr, ifindex, err)
 	}
 	return found, nil
 }
 
-func inUse(ctx context.Context, ifindex int, ip net.IP, opts Options) (bool, error) {
+func inUse(ctx context.Context, ifindex int, addr netip.Addr, opts Options) (bool, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return false, err
 	}
-	addr, err := targetAddr(ip)
-	if err != nil {
+	if addr, err = targetAddr(addr); err != nil {
 		return false, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -56,15 +53,14 @@ func inUse(ctx context.Context, ifindex int, ip net.IP, opts Options) (bool, err
 	if err != nil {
 		return false, err
 	}
-	proto := newProtocol(mac, addr)
 	// The socket is open and bound before the first probe goes out, so an
 	// answer cannot arrive before anyone is listening.
-	c, err := listen(ifindex, proto)
+	c, err := listen(ifindex)
 	if err != nil {
 		return false, err
 	}
 	defer c.close()
-	return run(ctx, c, proto, opts)
+	return run(ctx, c, prober{mac: mac, addr: addr}, opts)
 }
 
 // linkMAC returns the Ethernet address of the link, which is both the
@@ -80,47 +76,25 @@ func linkMAC(ifindex int) (net.HardwareAddr, error) {
 	return ifi.HardwareAddr, nil
 }
 
-// protocol is what differs between probing for IPv4 and for IPv6.
-type protocol struct {
-	etherType uint16             // frames the socket receives
-	groups    []net.HardwareAddr // multicast MACs answers may be sent to
-	filterND  bool               // drop all IPv6 but NS/NA in the kernel
-	request   []byte             // the probe frame
-	conflict  func(frame []byte) bool
-}
-
-func newProtocol(mac net.HardwareAddr, ip netip.Addr) *protocol {
-	if ip.Is4() {
-		return &protocol{
-			etherType: etherTypeARP,
-			request:   arpProbe(mac, ip),
-			conflict:  func(f []byte) bool { return arpConflict(f, mac, ip) },
-		}
-	}
-	return &protocol{
-		etherType: etherTypeIPv6,
-		// The defender answers to all-nodes, and a competing prober sends
-		// to the solicited-node group. The link may not listen on either
-		// (IPv6 disabled on it, or no address yet), so we join both.
-		groups:   []net.HardwareAddr{allNodesMAC, multicastMAC(solicitedNode(ip))},
-		filterND: true,
-		request:  neighborSolicitation(mac, ip),
-		conflict: func(f []byte) bool { return ndConflict(f, mac, ip) },
-	}
+// prober is who probes (the link's MAC) and for what address.
+type prober struct {
+	mac  net.HardwareAddr
+	addr netip.Addr
 }
 
 // run sends opts.Count probes opts.Interval apart, listening in between and
 // for opts.Wait after the last one, and stops at the first conflict.
-func run(ctx context.Context, c *packetConn, p *protocol, opts Options) (bool, error) {
+func run(ctx context.Context, c *packetConn, p prober, opts Options) (bool, error) {
 	// Cancellation must wake a blocked receive, not just be noticed later.
 	stop := context.AfterFunc(ctx, c.interrupt)
 	defer stop()
 
+	request := probeFrame(p.mac, p.addr)
 	for i := range opts.Count {
 		if err := ctx.Err(); err != nil {
 			return false, err
 		}
-		if err := c.send(p.request); err != nil {
+		if err := c.send(request); err != nil {
 			return false, ctxOr(ctx, err)
 		}
 		listenFor := opts.Interval
@@ -137,7 +111,7 @@ func run(ctx context.Context, c *packetConn, p *protocol, opts Options) (bool, e
 
 // watch reads frames until deadline and reports whether one of them is a
 // conflict.
-func watch(ctx context.Context, c *packetConn, p *protocol, deadline time.Time) (bool, error) {
+func watch(ctx context.Context, c *packetConn, p prober, deadline time.Time) (bool, error) {
 	if err := c.setReadDeadline(deadline); err != nil {
 		return false, err
 	}
@@ -156,7 +130,7 @@ func watch(ctx context.Context, c *packetConn, p *protocol, deadline time.Time) 
 		}
 		// The packet socket also sees what this host transmits on the
 		// link, including our own probes.
-		if !outgoing && p.conflict(frame) {
+		if !outgoing && conflict(frame, p.mac, p.addr) {
 			return true, nil
 		}
 	}
