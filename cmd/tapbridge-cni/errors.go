@@ -11,7 +11,7 @@ import (
 	"github.com/tapbridge/tapbridge-cni/internal/ipam"
 	"github.com/tapbridge/tapbridge-cni/internal/link"
 	"github.com/tapbridge/tapbridge-cni/internal/plugin"
-	"github.com/tapbridge/tapbridge-cni/internal/store"
+	"github.com/tapbridge/tapbridge-cni/internal/state"
 )
 
 // tapbridge's own codes (the spec leaves 100+ to plugins); README lists them.
@@ -31,7 +31,7 @@ var codes = []struct {
 }{
 	{plugin.ErrUnavailable, codeUnavailable},
 	{ipam.ErrTimeout, types.ErrTryAgainLater},
-	{store.ErrLockTimeout, types.ErrTryAgainLater},
+	{state.ErrLockTimeout, types.ErrTryAgainLater},
 	{config.ErrDecode, types.ErrDecodingFailure},
 	{config.ErrInvalid, types.ErrInvalidNetworkConfig},
 	{config.ErrArgs, types.ErrInvalidEnvironmentVariables},

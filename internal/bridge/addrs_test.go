@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"net/netip"
 	"os"
 	"slices"
 	"testing"
@@ -15,7 +16,8 @@ import (
 // TestAddrsMatchTheLibrary checks the bridge-only dump against the
 // library's full dump filtered by link: the same addresses, prefixes,
 // flags (including those above ifa_flags' 8 bits) and scopes, and none of
-// another device's.
+// another device's. The IPv6 addresses are added with NODAD, so none is
+// tentative; the flag helpers are checked on them.
 func TestAddrsMatchTheLibrary(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: needs root to create a network namespace")
@@ -68,6 +70,14 @@ func TestAddrsMatchTheLibrary(t *testing.T) {
 			if !slices.EqualFunc(got, want, sameAddr) {
 				t.Errorf("family %d: got %v, want %v", family, got, want)
 			}
+			for _, a := range got {
+				if a.Prefix.Addr().IsLinkLocalUnicast() {
+					continue // the kernel's own, with DAD
+				}
+				if a.Tentative() || a.DADFailed() {
+					t.Errorf("%s: tentative %v, DAD failed %v, flags %#x", a.Prefix, a.Tentative(), a.DADFailed(), a.Flags)
+				}
+			}
 			// The kernel itself sends the bridge's addresses only (parseAddr
 			// would hide another device's, so look at the raw dump).
 			msgs, err := addrDump(b.Index, family)
@@ -90,6 +100,22 @@ func TestAddrsMatchTheLibrary(t *testing.T) {
 	}
 }
 
-func sameAddr(a, b netlink.Addr) bool {
-	return AddrPrefix(a) == AddrPrefix(b) && a.Flags == b.Flags && a.Scope == b.Scope && a.LinkIndex == b.LinkIndex
+// sameAddr compares with the library's reading of the same address; the
+// raw dump's check covers the index.
+func sameAddr(a Addr, b netlink.Addr) bool {
+	ip, _ := netip.AddrFromSlice(b.IP)
+	ones, _ := b.Mask.Size()
+	want := netip.PrefixFrom(ip.Unmap(), ones)
+	return a.Prefix == want && int(a.Flags) == b.Flags && int(a.Scope) == b.Scope
+}
+
+func TestAddrFlags(t *testing.T) {
+	a := Addr{Flags: unix.IFA_F_TENTATIVE | unix.IFA_F_NOPREFIXROUTE}
+	if !a.Tentative() || a.DADFailed() {
+		t.Errorf("tentative address: Tentative %v DADFailed %v", a.Tentative(), a.DADFailed())
+	}
+	a.Flags = unix.IFA_F_DADFAILED | unix.IFA_F_TENTATIVE
+	if !a.DADFailed() {
+		t.Error("DADFailed is false for IFA_F_DADFAILED")
+	}
 }

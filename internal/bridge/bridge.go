@@ -56,12 +56,16 @@ func (b *Bridge) CheckUp() error {
 	return nil
 }
 
+// Device names the bridge for code that holds it through an interface
+// (package hostaddr).
+func (b *Bridge) Device() (name string, index int) { return b.Name, b.Index }
+
 func (b *Bridge) link() netlink.Link {
 	return &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: b.Name, Index: b.Index}}
 }
 
 // AddAddr puts p on the bridge; the kernel adds the connected route that
-// makes the subnet on-link.
+// makes the subnet on-link. An address already there is EEXIST.
 func (b *Bridge) AddAddr(p netip.Prefix) error {
 	if err := netlink.AddrAdd(b.link(), toAddr(p)); err != nil {
 		return fmt.Errorf("add %s to %s: %w", p, b.Name, err)
@@ -77,13 +81,6 @@ func (b *Bridge) DelAddr(p netip.Prefix) error {
 		return fmt.Errorf("remove %s from %s: %w", p, b.Name, err)
 	}
 	return nil
-}
-
-// AddrPrefix converts a kernel address to a prefix.
-func AddrPrefix(a netlink.Addr) netip.Prefix {
-	ip, _ := netip.AddrFromSlice(a.IP)
-	ones, _ := a.Mask.Size()
-	return netip.PrefixFrom(ip.Unmap(), ones)
 }
 
 func toAddr(p netip.Prefix) *netlink.Addr {

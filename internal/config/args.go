@@ -60,6 +60,16 @@ func parseMAC(raw *Raw, env Env, n *Net) error {
 	return nil
 }
 
+// parsePod keeps the pod's namespace and name for the attachment's record.
+func parsePod(_ *Raw, env Env, n *Net) error {
+	a, err := loadCNIArgs(env.Args)
+	if err != nil {
+		return err
+	}
+	n.Pod = Pod{Namespace: string(a.K8S_POD_NAMESPACE), Name: string(a.K8S_POD_NAME)}
+	return nil
+}
+
 // ParseGuestMAC accepts a unicast 48-bit MAC: a multicast source MAC would
 // be dropped by every switch on the L2.
 func ParseGuestMAC(s string) (net.HardwareAddr, error) {

@@ -158,8 +158,12 @@ func TestMACPrecedence(t *testing.T) {
 
 func TestKubernetesArgsWithoutIgnoreUnknown(t *testing.T) {
 	args := "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=vm;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=u"
-	if _, err := parse(t, nil, Env{Args: args}); err != nil {
+	n, err := parse(t, nil, Env{Args: args})
+	if err != nil {
 		t.Fatalf("kubelet's CNI_ARGS refused: %v", err)
+	}
+	if n.Pod != (Pod{Namespace: "ns", Name: "vm"}) {
+		t.Fatalf("pod %+v, want ns/vm", n.Pod)
 	}
 }
 

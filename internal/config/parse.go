@@ -33,8 +33,16 @@ type Net struct {
 	IPAMTimeout   time.Duration
 	IPAMType      string           // "" means L2 only
 	MAC           net.HardwareAddr // the requested guest MAC; nil: derive one
+	Pod           Pod              // from CNI_ARGS; empty outside Kubernetes
 	GC            *GCList          // nil when the runtime sent no valid-attachments key
 	PrevResult    *current.Result  // nil when there is none
+}
+
+// Pod is the Kubernetes pod of the call, as kubelet or Multus name it in
+// CNI_ARGS (K8S_POD_NAMESPACE, K8S_POD_NAME).
+type Pod struct {
+	Namespace string
+	Name      string
 }
 
 // Tap is how the VM's TAP device is made. Owner and Group are -1 for "none".
@@ -70,7 +78,7 @@ func Parse(stdin []byte, env Env) (*Net, error) {
 	}
 	n := &Net{Bytes: stdin, Name: raw.Name, CNIVersion: raw.CNIVersion, IPAMType: raw.IPAM.Type}
 	steps := []func(*Raw, Env, *Net) error{
-		parseBasics, parseTap, parseHost, parseTimeouts, parseLog, parseMAC, parseIPs, parseGC, parsePrevResult,
+		parseBasics, parseTap, parseHost, parseTimeouts, parseLog, parseMAC, parsePod, parseIPs, parseGC, parsePrevResult,
 	}
 	for _, step := range steps {
 		if err := step(raw, env, n); err != nil {

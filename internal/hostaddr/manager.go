@@ -5,16 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/tapbridge/tapbridge-cni/internal/bridge"
-	"github.com/tapbridge/tapbridge-cni/internal/store"
+	"github.com/tapbridge/tapbridge-cni/internal/state"
 )
 
 // ErrNoAddress is returned when no address can be found for a subnet.
@@ -23,66 +20,49 @@ var ErrNoAddress = errors.New("no host address available")
 // Prober reports whether another host on the L2 already uses addr.
 type Prober func(ctx context.Context, ifindex int, addr netip.Addr) (bool, error)
 
+// Bridge is what Manager needs of the host bridge. *bridge.Bridge is the
+// real one; a test's fake must answer as it does: AddAddr of an address
+// already there fails with EEXIST, DelAddr of one that is not there
+// returns nil (the kernel's EADDRNOTAVAIL, which a repeated DEL sees).
+type Bridge interface {
+	Device() (name string, index int)
+	Addrs(family int) ([]bridge.Addr, error)
+	AddAddr(p netip.Prefix) error
+	DelAddr(p netip.Prefix) error
+}
+
 // Manager keeps one bridge's host addresses. Callers hold the bridge lock
-// (store.LockBridge) around every method.
+// (state.Bridge.Lock) around every method.
 //
-// On disk, under Dir/subnets/<subnet>/: users/<attachment key> (a store.Set:
-// the reference count) and owned (the address tapbridge added, written
-// before it is added, so a crash in between still lets Release remove it).
-// An admin's address is used without an owned file and is never touched.
+// State holds, per subnet, the users (the reference count) and the owned
+// address (the one tapbridge added, recorded before it is added, so a
+// crash in between still lets Release remove it). An admin's address is
+// used with no owned address and is never touched.
 type Manager struct {
-	Bridge *bridge.Bridge
-	Dir    string
+	Bridge Bridge // nil when the bridge is gone: state is still released
+	State  state.Bridge
 	Policy Policy
 	Probe  Prober
-}
-
-func (m *Manager) subnetDir(subnet netip.Prefix) string {
-	return filepath.Join(m.Dir, "subnets", strings.ReplaceAll(subnet.String(), "/", "_"))
-}
-
-func (m *Manager) users(subnet netip.Prefix) store.Set {
-	return store.Set{Dir: filepath.Join(m.subnetDir(subnet), "users")}
-}
-
-func (m *Manager) ownedPath(subnet netip.Prefix) string {
-	return filepath.Join(m.subnetDir(subnet), "owned")
 }
 
 // Acquire records that attachment key uses subnet and makes sure the
 // bridge has an address on it.
 func (m *Manager) Acquire(ctx context.Context, key string, subnet netip.Prefix) error {
-	subnet = subnet.Masked()
-	if err := m.users(subnet).Add(key); err != nil {
+	sub := m.State.Subnet(subnet)
+	if err := sub.Users().Add(key); err != nil {
 		return err
 	}
-	owned, ok, err := m.owned(subnet)
+	owned, ok, err := sub.Owned()
 	switch {
 	case err != nil:
 		return err
 	case ok:
 		return m.ensurePresent(owned)
 	}
-	if _, admin, err := m.findAddr(subnet.Addr(), subnet.Contains); err != nil || admin {
+	if _, admin, err := m.findAddr(sub.Prefix.Addr(), sub.Prefix.Contains); err != nil || admin {
 		return err
 	}
-	return m.take(ctx, subnet)
-}
-
-// owned reads the address tapbridge added on subnet, if any.
-func (m *Manager) owned(subnet netip.Prefix) (netip.Prefix, bool, error) {
-	data, err := store.ReadFile(m.ownedPath(subnet))
-	if errors.Is(err, store.ErrNotFound) {
-		return netip.Prefix{}, false, nil
-	}
-	if err != nil {
-		return netip.Prefix{}, false, fmt.Errorf("read owned address of %s: %w", subnet, err)
-	}
-	p, err := netip.ParsePrefix(strings.TrimSpace(string(data)))
-	if err != nil {
-		return netip.Prefix{}, false, fmt.Errorf("decode owned address of %s: %w", subnet, err)
-	}
-	return p, true, nil
+	return m.take(ctx, sub)
 }
 
 // ensurePresent re-adds an owned address that vanished (a reboot, or an
@@ -96,17 +76,17 @@ func (m *Manager) ensurePresent(p netip.Prefix) error {
 
 // findAddr returns the bridge's first address of like's family that
 // match accepts.
-func (m *Manager) findAddr(like netip.Addr, match func(netip.Addr) bool) (netlink.Addr, bool, error) {
+func (m *Manager) findAddr(like netip.Addr, match func(netip.Addr) bool) (bridge.Addr, bool, error) {
 	addrs, err := m.Bridge.Addrs(family(like))
 	if err != nil {
-		return netlink.Addr{}, false, err
+		return bridge.Addr{}, false, err
 	}
 	for _, a := range addrs {
-		if match(bridge.AddrPrefix(a).Addr()) {
+		if match(a.Prefix.Addr()) {
 			return a, true, nil
 		}
 	}
-	return netlink.Addr{}, false, nil
+	return bridge.Addr{}, false, nil
 }
 
 func isAddr(want netip.Addr) func(netip.Addr) bool {
@@ -120,16 +100,22 @@ func family(a netip.Addr) int {
 	return unix.AF_INET6
 }
 
+func (m *Manager) bridgeName() string {
+	name, _ := m.Bridge.Device()
+	return name
+}
+
 // take picks a free candidate and adds it.
-func (m *Manager) take(ctx context.Context, subnet netip.Prefix) error {
+func (m *Manager) take(ctx context.Context, sub state.Subnet) error {
+	subnet := sub.Prefix
 	cands := Candidates(m.Policy, subnet)
 	if len(cands) == 0 {
 		return fmt.Errorf("%w for subnet %s on node %q: the bridge %s has none, hostAddress.static[%q] has none in it and hostAddress.pool has no range in it",
-			ErrNoAddress, subnet, m.Policy.Node, m.Bridge.Name, m.Policy.Node)
+			ErrNoAddress, subnet, m.Policy.Node, m.bridgeName(), m.Policy.Node)
 	}
 	var tried []string
 	for _, c := range cands {
-		err := m.tryOne(ctx, subnet, c)
+		err := m.tryOne(ctx, sub, c)
 		if err == nil {
 			return nil
 		}
@@ -148,9 +134,10 @@ var errInUse = errors.New("address in use")
 // probed (~250 ms, under the bridge lock): a node's static address is the
 // admin's explicit choice for that node. IPv6 relies on the kernel's own
 // DAD, which runs when the address is added.
-func (m *Manager) tryOne(ctx context.Context, subnet, c netip.Prefix) error {
+func (m *Manager) tryOne(ctx context.Context, sub state.Subnet, c netip.Prefix) error {
 	if c.Addr().Is4() && m.Probe != nil && !m.Policy.isStatic(c.Addr()) {
-		inUse, err := m.Probe(ctx, m.Bridge.Index, c.Addr())
+		_, index := m.Bridge.Device()
+		inUse, err := m.Probe(ctx, index, c.Addr())
 		if err != nil {
 			return fmt.Errorf("probe %s: %w", c.Addr(), err)
 		}
@@ -158,7 +145,7 @@ func (m *Manager) tryOne(ctx context.Context, subnet, c netip.Prefix) error {
 			return errInUse
 		}
 	}
-	if err := store.CreateFile(m.ownedPath(subnet), []byte(c.String()+"\n")); err != nil {
+	if err := sub.CreateOwned(c); err != nil {
 		return err
 	}
 	err := m.Bridge.AddAddr(c)
@@ -166,7 +153,7 @@ func (m *Manager) tryOne(ctx context.Context, subnet, c netip.Prefix) error {
 		err = m.waitDAD(ctx, c)
 	}
 	if err != nil {
-		return errors.Join(err, m.Bridge.DelAddr(c), store.RemoveFile(m.ownedPath(subnet)))
+		return errors.Join(err, m.Bridge.DelAddr(c), sub.RemoveOwned())
 	}
 	return nil
 }
@@ -176,14 +163,15 @@ func (m *Manager) waitDAD(ctx context.Context, p netip.Prefix) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	for {
-		flags, err := m.addrFlags(p)
-		if err != nil {
-			return err
-		}
+		a, ok, err := m.findAddr(p.Addr(), isAddr(p.Addr()))
 		switch {
-		case flags&unix.IFA_F_DADFAILED != 0:
+		case err != nil:
+			return err
+		case !ok:
+			return fmt.Errorf("address %s vanished from %s during DAD", p, m.bridgeName())
+		case a.DADFailed():
 			return fmt.Errorf("%s: %w (IPv6 DAD failed)", p.Addr(), errInUse)
-		case flags&unix.IFA_F_TENTATIVE == 0:
+		case !a.Tentative():
 			return nil
 		}
 		select {
@@ -194,30 +182,19 @@ func (m *Manager) waitDAD(ctx context.Context, p netip.Prefix) error {
 	}
 }
 
-func (m *Manager) addrFlags(p netip.Prefix) (int, error) {
-	a, ok, err := m.findAddr(p.Addr(), isAddr(p.Addr()))
-	if err != nil {
-		return 0, err
-	}
-	if !ok {
-		return 0, fmt.Errorf("address %s vanished from %s during DAD", p, m.Bridge.Name)
-	}
-	return a.Flags, nil
-}
-
 // Release drops key's use of subnet; the last user removes tapbridge's
 // address (never the admin's).
 func (m *Manager) Release(key string, subnet netip.Prefix) error {
-	subnet = subnet.Masked()
-	empty, err := m.users(subnet).Remove(key)
+	sub := m.State.Subnet(subnet)
+	empty, err := sub.Users().Remove(key)
 	if err != nil || !empty {
 		return err
 	}
-	return m.dropOwned(subnet)
+	return m.dropOwned(sub)
 }
 
-func (m *Manager) dropOwned(subnet netip.Prefix) error {
-	owned, ok, err := m.owned(subnet)
+func (m *Manager) dropOwned(sub state.Subnet) error {
+	owned, ok, err := sub.Owned()
 	if err != nil {
 		return err
 	}
@@ -226,31 +203,7 @@ func (m *Manager) dropOwned(subnet netip.Prefix) error {
 			return err
 		}
 	}
-	if err := store.RemoveFile(m.ownedPath(subnet)); err != nil {
-		return err
-	}
-	if err := os.Remove(m.subnetDir(subnet)); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
-		return fmt.Errorf("remove %s: %w", m.subnetDir(subnet), err)
-	}
-	return nil
-}
-
-// Subnets lists the subnets with state on this bridge (a handful).
-func (m *Manager) Subnets() ([]netip.Prefix, error) {
-	entries, err := os.ReadDir(filepath.Join(m.Dir, "subnets"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list subnets of %s: %w", m.Dir, err)
-	}
-	var out []netip.Prefix
-	for _, e := range entries {
-		if p, err := netip.ParsePrefix(strings.ReplaceAll(e.Name(), "_", "/")); err == nil {
-			out = append(out, p)
-		}
-	}
-	return out, nil
+	return sub.RemoveOwned()
 }
 
 // ReleaseAll drops key from every subnet it uses (DEL needs no prevResult).
@@ -258,14 +211,14 @@ func (m *Manager) Subnets() ([]netip.Prefix, error) {
 // subnet's users but before removing its address: once key is no longer
 // a user, the retried DEL would otherwise leave that address for good.
 func (m *Manager) ReleaseAll(key string) error {
-	subnets, err := m.Subnets()
+	subnets, err := m.State.Subnets()
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, s := range subnets {
-		if m.users(s).Has(key) {
-			errs = append(errs, m.Release(key, s))
+		if s.Users().Has(key) {
+			errs = append(errs, m.Release(key, s.Prefix))
 		} else {
 			errs = append(errs, m.dropIfUnused(s))
 		}
@@ -273,27 +226,27 @@ func (m *Manager) ReleaseAll(key string) error {
 	return errors.Join(errs...)
 }
 
-func (m *Manager) dropIfUnused(subnet netip.Prefix) error {
-	empty, err := m.users(subnet).RemoveIfEmpty()
+func (m *Manager) dropIfUnused(sub state.Subnet) error {
+	empty, err := sub.Users().RemoveIfEmpty()
 	if err != nil || !empty {
 		return err
 	}
-	return m.dropOwned(subnet)
+	return m.dropOwned(sub)
 }
 
 // Verify checks that key is counted on subnet and that the bridge has an
 // address there (CHECK).
 func (m *Manager) Verify(key string, subnet netip.Prefix) error {
-	subnet = subnet.Masked()
-	_, ok, err := m.findAddr(subnet.Addr(), subnet.Contains)
+	sub := m.State.Subnet(subnet)
+	_, ok, err := m.findAddr(sub.Prefix.Addr(), sub.Prefix.Contains)
 	if err != nil {
 		return err
 	}
 	if !ok {
-		return fmt.Errorf("bridge %s has no host address in subnet %s", m.Bridge.Name, subnet)
+		return fmt.Errorf("bridge %s has no host address in subnet %s", m.bridgeName(), sub.Prefix)
 	}
-	if !m.users(subnet).Has(key) {
-		return fmt.Errorf("attachment %s is not counted as a user of subnet %s on bridge %s", key, subnet, m.Bridge.Name)
+	if !sub.Users().Has(key) {
+		return fmt.Errorf("attachment %s is not counted as a user of subnet %s on bridge %s", key, sub.Prefix, m.bridgeName())
 	}
 	return nil
 }
@@ -303,7 +256,7 @@ func (m *Manager) Verify(key string, subnet netip.Prefix) error {
 // e.g. after a reboot wiped the bridge). Cost grows with the node's
 // attachments, which is fine for GC and for nothing else.
 func (m *Manager) Reconcile(live func(key string) bool) error {
-	subnets, err := m.Subnets()
+	subnets, err := m.State.Subnets()
 	if err != nil {
 		return err
 	}
@@ -314,8 +267,8 @@ func (m *Manager) Reconcile(live func(key string) bool) error {
 	return errors.Join(errs...)
 }
 
-func (m *Manager) reconcileSubnet(subnet netip.Prefix, live func(string) bool) error {
-	users := m.users(subnet)
+func (m *Manager) reconcileSubnet(sub state.Subnet, live func(string) bool) error {
+	users := sub.Users()
 	members, err := users.Members()
 	if err != nil {
 		return err
@@ -332,9 +285,9 @@ func (m *Manager) reconcileSubnet(subnet netip.Prefix, live func(string) bool) e
 		return err
 	}
 	if empty {
-		return m.dropOwned(subnet)
+		return m.dropOwned(sub)
 	}
-	owned, ok, err := m.owned(subnet)
+	owned, ok, err := sub.Owned()
 	if err != nil || !ok || m.Bridge == nil {
 		return err
 	}

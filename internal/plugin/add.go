@@ -19,7 +19,7 @@ import (
 	"github.com/tapbridge/tapbridge-cni/internal/ipam"
 	"github.com/tapbridge/tapbridge-cni/internal/link"
 	"github.com/tapbridge/tapbridge-cni/internal/redirect"
-	"github.com/tapbridge/tapbridge-cni/internal/store"
+	"github.com/tapbridge/tapbridge-cni/internal/state"
 	"github.com/tapbridge/tapbridge-cni/internal/undo"
 )
 
@@ -33,7 +33,7 @@ type attachmentView struct {
 	guestMAC net.HardwareAddr
 	mtu      int
 	bridge   *bridge.Bridge
-	store    *store.Store
+	store    *state.Store
 	netns    ns.NetNS
 	lease    *current.Result
 }
@@ -67,6 +67,7 @@ func (p *Plugin) Add(ctx context.Context) (*current.Result, error) {
 		{"lease", op.awaitLease},
 		{"spoof", op.installSpoof},
 		{"bridge-state", op.joinBridgeState},
+		{"publish", op.publishRecord},
 	}
 	for _, s := range steps {
 		err := s.fn(ctx)
@@ -93,7 +94,7 @@ func (p *Plugin) prepareAdd() (*addOp, error) {
 		return nil, err
 	}
 	var err error
-	if op.store, err = store.Open(p.Net.DataDir); err != nil {
+	if op.store, err = state.Open(p.Net.DataDir); err != nil {
 		op.netns.Close()
 		return nil, err
 	}
@@ -157,13 +158,8 @@ func openPodNetns(path string) (ns.NetNS, error) {
 }
 
 func (op *addOp) writeRecord(context.Context) error {
-	rec := store.Record{
-		ContainerID: op.Env.ContainerID, IfName: op.Env.IfName, Network: op.Net.Name,
-		Bridge: op.Net.Bridge, Netns: op.Env.Netns, HostIf: op.names.HostIf,
-		Tap: op.names.Tap, MAC: op.guestMAC.String(),
-	}
-	if err := op.store.Create(op.names.Key, rec); err != nil {
-		if errors.Is(err, store.ErrExists) {
+	if err := op.store.Create(op.names.Key, op.record(state.PhaseAdding)); err != nil {
+		if errors.Is(err, state.ErrExists) {
 			return fmt.Errorf("%w: container %s ifname %s is attached on this node (DEL it first)",
 				ErrExists, op.Env.ContainerID, op.Env.IfName)
 		}

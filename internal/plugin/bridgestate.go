@@ -4,7 +4,7 @@ import (
 	"context"
 
 	"github.com/tapbridge/tapbridge-cni/internal/bridge"
-	"github.com/tapbridge/tapbridge-cni/internal/store"
+	"github.com/tapbridge/tapbridge-cni/internal/state"
 )
 
 // The bridge's shared state (its host addresses) changes only under the
@@ -33,7 +33,7 @@ func (op *addOp) joinBridgeState(ctx context.Context) error {
 // leaveBridgeState undoes joinBridgeState, from whatever state is on disk:
 // it needs neither prevResult nor the config of the ADD. It takes the lock
 // itself, as DEL, GC and a failed ADD's undo all call it.
-func (p *Plugin) leaveBridgeState(st *store.Store, bridgeName, key string) error {
+func (p *Plugin) leaveBridgeState(st *state.Store, bridgeName, key string) error {
 	unlock, err := st.LockBridge(bridgeName, p.Net.LockTimeout)
 	if err != nil {
 		return err

@@ -14,7 +14,7 @@ import (
 	"github.com/tapbridge/tapbridge-cni/internal/link"
 	"github.com/tapbridge/tapbridge-cni/internal/redirect"
 	"github.com/tapbridge/tapbridge-cni/internal/spoof"
-	"github.com/tapbridge/tapbridge-cni/internal/store"
+	"github.com/tapbridge/tapbridge-cni/internal/state"
 )
 
 // Check verifies every piece against the record and prevResult, repairs
@@ -54,7 +54,7 @@ func (p *Plugin) Check(ctx context.Context) error {
 func (p *Plugin) prepareCheck(prev *current.Result) (*attachmentView, error) {
 	op := &attachmentView{Plugin: p, names: attachment.For(p.id()), lease: prev}
 	var err error
-	if op.store, err = store.Open(p.Net.DataDir); err != nil {
+	if op.store, err = state.Open(p.Net.DataDir); err != nil {
 		return nil, err
 	}
 	rec, err := op.store.Get(op.names.Key)

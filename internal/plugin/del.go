@@ -9,7 +9,7 @@ import (
 	"github.com/tapbridge/tapbridge-cni/internal/ipam"
 	"github.com/tapbridge/tapbridge-cni/internal/link"
 	"github.com/tapbridge/tapbridge-cni/internal/spoof"
-	"github.com/tapbridge/tapbridge-cni/internal/store"
+	"github.com/tapbridge/tapbridge-cni/internal/state"
 )
 
 // teardown is what DEL and GC both remove: ADD backwards, every step
@@ -24,7 +24,7 @@ type teardown struct {
 // Del removes the attachment. It succeeds when things are already gone,
 // when the netns is gone or unset, and when called twice.
 func (p *Plugin) Del(ctx context.Context) error {
-	st, err := store.Open(p.Net.DataDir)
+	st, err := state.Open(p.Net.DataDir)
 	if err != nil {
 		return err
 	}
@@ -36,13 +36,13 @@ func (p *Plugin) Del(ctx context.Context) error {
 		if t.netns == "" {
 			t.netns = rec.Netns // CNI_NETNS may be unset; the TAP is still in there
 		}
-	case !errors.Is(err, store.ErrNotFound):
+	case !errors.Is(err, state.ErrNotFound):
 		return err
 	}
 	return p.tearDown(ctx, st, t)
 }
 
-func (p *Plugin) tearDown(ctx context.Context, st *store.Store, t teardown) error {
+func (p *Plugin) tearDown(ctx context.Context, st *state.Store, t teardown) error {
 	names := attachment.For(t.id)
 	// The port's anti-spoof rules go first, so that the kernel's cleanup of
 	// them (a grace period paid when their socket closes) overlaps the

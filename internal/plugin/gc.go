@@ -9,7 +9,7 @@ import (
 
 	"github.com/tapbridge/tapbridge-cni/internal/attachment"
 	"github.com/tapbridge/tapbridge-cni/internal/bridge"
-	"github.com/tapbridge/tapbridge-cni/internal/store"
+	"github.com/tapbridge/tapbridge-cni/internal/state"
 )
 
 // GC tears down every recorded attachment of this network that the
@@ -23,7 +23,7 @@ func (p *Plugin) GC(ctx context.Context) error {
 		p.Log.InfoContext(ctx, "GC without cni.dev/valid-attachments: nothing torn down")
 		return nil
 	}
-	st, err := store.Open(p.Net.DataDir)
+	st, err := state.Open(p.Net.DataDir)
 	if err != nil {
 		return err
 	}
@@ -43,16 +43,16 @@ func (p *Plugin) GC(ctx context.Context) error {
 }
 
 // staleRecords lists this network's records that are not valid.
-func (p *Plugin) staleRecords(st *store.Store) ([]store.Record, error) {
+func (p *Plugin) staleRecords(st *state.Store) ([]state.Record, error) {
 	keys, err := st.Keys()
 	if err != nil {
 		return nil, err
 	}
-	var stale []store.Record
+	var stale []state.Record
 	var errs []error
 	for _, key := range keys {
 		rec, err := st.Get(key)
-		if errors.Is(err, store.ErrNotFound) {
+		if errors.Is(err, state.ErrNotFound) {
 			continue // a DEL removed it since Keys: nothing left to collect
 		}
 		if err != nil {
@@ -68,7 +68,7 @@ func (p *Plugin) staleRecords(st *store.Store) ([]store.Record, error) {
 }
 
 // reconcile makes the bridge's host addresses match the live records.
-func (p *Plugin) reconcile(st *store.Store) error {
+func (p *Plugin) reconcile(st *state.Store) error {
 	unlock, err := st.LockBridge(p.Net.Bridge, p.Net.LockTimeout)
 	if err != nil {
 		return err
@@ -80,7 +80,7 @@ func (p *Plugin) reconcile(st *store.Store) error {
 	}
 	live := func(key string) bool {
 		_, err := st.Get(key)
-		return !errors.Is(err, store.ErrNotFound)
+		return !errors.Is(err, state.ErrNotFound)
 	}
 	return p.hostAddrs(st, p.Net.Bridge, b).Reconcile(live)
 }

@@ -18,7 +18,7 @@ import (
 	"github.com/tapbridge/tapbridge-cni/internal/config"
 	"github.com/tapbridge/tapbridge-cni/internal/hostaddr"
 	"github.com/tapbridge/tapbridge-cni/internal/ipam"
-	"github.com/tapbridge/tapbridge-cni/internal/store"
+	"github.com/tapbridge/tapbridge-cni/internal/state"
 )
 
 // Sentinel errors for cmd to map to CNI codes.
@@ -62,8 +62,12 @@ func (p *Plugin) policy() hostaddr.Policy {
 
 // hostAddrs is the bridge's host-address manager; b may be nil when the
 // bridge is gone (state is still released).
-func (p *Plugin) hostAddrs(st *store.Store, name string, b *bridge.Bridge) *hostaddr.Manager {
-	return &hostaddr.Manager{Bridge: b, Dir: st.BridgeDir(name), Policy: p.policy(), Probe: p.AddrInUse}
+func (p *Plugin) hostAddrs(st *state.Store, name string, b *bridge.Bridge) *hostaddr.Manager {
+	m := &hostaddr.Manager{State: st.Bridge(name), Policy: p.policy(), Probe: p.AddrInUse}
+	if b != nil { // a nil *bridge.Bridge would be a non-nil interface
+		m.Bridge = b
+	}
+	return m
 }
 
 // withNetns runs fn inside the pod netns at path.

@@ -7,7 +7,7 @@ import (
 	"github.com/tapbridge/tapbridge-cni/internal/bridge"
 	"github.com/tapbridge/tapbridge-cni/internal/failpoint"
 	"github.com/tapbridge/tapbridge-cni/internal/redirect"
-	"github.com/tapbridge/tapbridge-cni/internal/store"
+	"github.com/tapbridge/tapbridge-cni/internal/state"
 )
 
 // Status reports whether an ADD could succeed now: the bridge is there
@@ -23,7 +23,7 @@ func (p *Plugin) Status(ctx context.Context) error {
 			return b.CheckUp()
 		},
 		func() error {
-			st, err := store.Open(p.Net.DataDir)
+			st, err := state.Open(p.Net.DataDir)
 			if err != nil {
 				return err
 			}

@@ -29,7 +29,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tapbridge/tapbridge-cni/internal/attachment"
-	"github.com/tapbridge/tapbridge-cni/internal/store"
+	"github.com/tapbridge/tapbridge-cni/internal/state"
 	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
@@ -453,7 +453,7 @@ func hdCheckRecord(path string, want map[string]hdAtt, key string) error {
 	if err != nil {
 		return err
 	}
-	var rec store.Record
+	var rec state.Record
 	if err := json.Unmarshal(data, &rec); err != nil {
 		return fmt.Errorf("record %s does not parse: %w: %q", key, err, data)
 	}
@@ -934,7 +934,7 @@ func (h *hd) stateSane() error {
 		case strings.Contains(d.Name(), ".tmp"):
 			errs = append(errs, fmt.Errorf("temporary file %s in the state dir", rel))
 		case strings.HasSuffix(d.Name(), ".json"):
-			var rec store.Record
+			var rec state.Record
 			if err := json.Unmarshal(data, &rec); err != nil || rec.ContainerID == "" {
 				errs = append(errs, fmt.Errorf("record %s does not parse (%v): %q", rel, err, data))
 			}

@@ -1,11 +1,10 @@
-package store
+package state
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -14,19 +13,8 @@ import (
 // ErrLockTimeout is returned when another process holds a lock too long.
 var ErrLockTimeout = errors.New("timed out waiting for lock")
 
-// Unlock releases a lock taken by LockBridge.
+// Unlock releases a lock taken by Bridge.Lock.
 type Unlock func()
-
-// LockBridge serialises every change to one bridge's shared state (host
-// addresses and their reference counts). flock is released by
-// the kernel when a process dies, so a crash never leaves it held.
-func (s *Store) LockBridge(bridge string, timeout time.Duration) (Unlock, error) {
-	dir := s.BridgeDir(bridge)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create %s: %w", dir, err)
-	}
-	return lockFile(filepath.Join(dir, "lock"), timeout)
-}
 
 // lockFile waits for the lock as long as it keeps changing hands: the
 // timeout is how long one holder may keep it, not how long a queue may
@@ -38,12 +26,15 @@ func (s *Store) LockBridge(bridge string, timeout time.Duration) (Unlock, error)
 // moment the holder lets go. (Polling with LOCK_NB and a growing sleep
 // left the lock idle between holders for up to the sleep under a burst,
 // and cost CPU on every retry.)
-func lockFile(path string, timeout time.Duration) (Unlock, error) {
+//
+// pace makes what paces a waiter's checks (realPacer: one per timeout);
+// tests drive the checks by hand.
+func lockFile(path string, timeout time.Duration, pace newPacer) (Unlock, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
-	if err := takeLock(f, timeout); err != nil {
+	if err := takeLock(f, timeout, pace); err != nil {
 		if !errors.Is(err, ErrLockTimeout) { // a timed-out wait closes f itself
 			f.Close()
 		}
@@ -58,22 +49,24 @@ func lockFile(path string, timeout time.Duration) (Unlock, error) {
 
 // takeLock takes an uncontended lock with one LOCK_NB; a contended one
 // is waited for.
-func takeLock(f *os.File, timeout time.Duration) error {
+func takeLock(f *os.File, timeout time.Duration, pace newPacer) error {
 	err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 	switch {
 	case errors.Is(err, unix.EWOULDBLOCK) || errors.Is(err, unix.EINTR):
-		return waitLock(f, timeout)
+		p := pace(timeout)
+		defer p.stop()
+		return waitLock(f, timeout, p)
 	case err != nil:
 		return fmt.Errorf("lock %s: %w", f.Name(), err)
 	}
 	return nil
 }
 
-// waitLock blocks in flock on another thread and gives up when a whole
-// timeout passes without the lock changing hands. A waiter that gives up
+// waitLock blocks in flock on another thread and gives up at a tick (one
+// per timeout) when the lock has not changed hands since the last one. A waiter that gives up
 // leaves the blocked flock to close f once it returns: f stays open for
 // it until then, and closing it releases a lock it got too late.
-func waitLock(f *os.File, timeout time.Duration) error {
+func waitLock(f *os.File, timeout time.Duration, p pacer) error {
 	got := make(chan error, 1)
 	go func() {
 		for {
@@ -85,8 +78,6 @@ func waitLock(f *os.File, timeout time.Duration) error {
 		}
 	}()
 	turn := handOvers(f)
-	tick := time.NewTicker(timeout)
-	defer tick.Stop()
 	for {
 		select {
 		case err := <-got:
@@ -94,15 +85,32 @@ func waitLock(f *os.File, timeout time.Duration) error {
 				return fmt.Errorf("lock %s: %w", f.Name(), err)
 			}
 			return nil
-		case <-tick.C:
+		case <-p.ticks:
 			if n := handOvers(f); n != turn {
 				turn = n
+				p.checked()
 				continue
 			}
 			go func() { <-got; f.Close() }()
 			return fmt.Errorf("lock %s held by another process for %s: %w", f.Name(), timeout, ErrLockTimeout)
 		}
 	}
+}
+
+// pacer paces a waiter's checks: one at each tick. The waiter calls
+// checked after a check that found the lock changed hands, so a test
+// knows when to hand it over again.
+type pacer struct {
+	ticks   <-chan time.Time
+	checked func()
+	stop    func()
+}
+
+type newPacer func(timeout time.Duration) pacer
+
+func realPacer(timeout time.Duration) pacer {
+	t := time.NewTicker(timeout)
+	return pacer{ticks: t.C, checked: func() {}, stop: t.Stop}
 }
 
 // handOvers reads the counter that every holder bumps as it takes the

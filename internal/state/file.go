@@ -1,0 +1,169 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// createExclusive makes path appear with data, whole and durable, or fails
+// with ErrExists. An O_TMPFILE inode has no name until linkat gives it
+// one, so a crash mid-write leaves nothing behind; where O_TMPFILE is not
+// supported a named temporary file is linked instead. The data is synced
+// before the name appears and the directory after, so a power loss never
+// brings back a name without its content, nor loses a claim an ADD acted
+// on.
+func createExclusive(path string, data []byte) error {
+	err := createWithTmpfile(path, data)
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) {
+		err = createWithLink(path, data)
+	}
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create %s: %w", path, ErrExists)
+	}
+	if err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func createWithTmpfile(path string, data []byte) error {
+	f, err := openTmpfile(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := writeSynced(f, data); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return linkTmpfile(f, path)
+}
+
+func openTmpfile(dir string) (*os.File, error) {
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), dir), nil
+}
+
+// linkTmpfile gives an O_TMPFILE inode its name; it fails if the name
+// exists.
+func linkTmpfile(f *os.File, path string) error {
+	proc := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
+	if err := unix.Linkat(unix.AT_FDCWD, proc, unix.AT_FDCWD, path, unix.AT_SYMLINK_FOLLOW); err != nil {
+		return fmt.Errorf("publish %s: %w", path, err)
+	}
+	return nil
+}
+
+func createWithLink(path string, data []byte) error {
+	tmp := path + ".tmp." + strconv.Itoa(os.Getpid())
+	if err := writeFileSynced(tmp, data); err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	if err := os.Link(tmp, path); err != nil {
+		return fmt.Errorf("publish %s: %w", path, err)
+	}
+	return nil
+}
+
+// replace puts data at path in one rename, so a reader sees the old
+// content or the new, never a mix. The new content is first made whole
+// and durable at staged, in the same directory, which only its one writer
+// uses: an O_TMPFILE inode is linked there once it is complete, so even a
+// crash leaves at staged a whole file (that Delete removes), never a torn
+// one.
+func replace(path, staged string, data []byte) error {
+	if err := stage(staged, data); err != nil {
+		return err
+	}
+	if err := os.Rename(staged, path); err != nil {
+		return fmt.Errorf("publish %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func stage(staged string, data []byte) error {
+	if err := removeFile(staged); err != nil { // a crashed writer's
+		return err
+	}
+	f, err := openTmpfile(filepath.Dir(staged))
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) {
+		return writeFileSynced(staged, data)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", staged, err)
+	}
+	defer f.Close()
+	if err := writeSynced(f, data); err != nil {
+		return fmt.Errorf("write %s: %w", staged, err)
+	}
+	return linkTmpfile(f, staged)
+}
+
+func writeSynced(f *os.File, data []byte) error {
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+func writeFileSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	err = writeSynced(f, data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// syncDir makes the directory's entries (a new or renamed name) durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// readFile returns a small state file, or ErrNotFound.
+func readFile(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	return data, err
+}
+
+// createFile publishes a small state file exclusively (see createExclusive).
+func createFile(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
+	}
+	return createExclusive(path, data)
+}
+
+// removeFile deletes a state file; nil if it is already gone.
+func removeFile(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	return nil
+}
