@@ -18,10 +18,10 @@ import (
 	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
-// hdVM is a guest as the tests see it: the TAP fd and the addresses ADD
+// guestVM is a guest as the tests see it: the TAP fd and the addresses ADD
 // gave it.
-type hdVM struct {
-	att hdAtt
+type guestVM struct {
+	att harness.Attachment
 	mac net.HardwareAddr
 	ip  net.IP
 	tap string
@@ -30,31 +30,31 @@ type hdVM struct {
 
 // attachVM runs ADD for a on conf and opens its TAP as uid/gid 107, the
 // way QEMU does.
-func (h *hd) attachVM(conf []byte, a hdAtt) *hdVM {
-	h.t.Helper()
-	out := h.must(h.add(conf, a))
+func (f *fixture) attachVM(conf []byte, a harness.Attachment) *guestVM {
+	f.t.Helper()
+	out := f.must(f.add(conf, a))
 	var res struct {
 		Interfaces []struct{ Name, Mac string }
 		IPs        []struct{ Address string }
 	}
 	if err := json.Unmarshal(out.Stdout, &res); err != nil || len(res.Interfaces) != 3 || len(res.IPs) != 1 {
-		h.t.Fatalf("ADD result %s: %v", out.Stdout, err)
+		f.t.Fatalf("ADD result %s: %v", out.Stdout, err)
 	}
-	vm := &hdVM{att: a, tap: res.Interfaces[2].Name}
+	vm := &guestVM{att: a, tap: res.Interfaces[2].Name}
 	vm.mac, _ = net.ParseMAC(res.Interfaces[1].Mac)
 	ip, _, _ := net.ParseCIDR(res.IPs[0].Address)
 	vm.ip = ip.To4()
 	fds, err := guest.OpenTap(a.Pod.Path(), vm.tap, 1, 107, 107)
 	if err != nil {
-		h.t.Fatalf("open TAP %s as uid 107: %v", vm.tap, err)
+		f.t.Fatalf("open TAP %s as uid 107: %v", vm.tap, err)
 	}
 	vm.fd = fds[0]
-	h.t.Cleanup(func() { vm.fd.Close() })
+	f.t.Cleanup(func() { vm.fd.Close() })
 	return vm
 }
 
 // send writes one frame as the guest: a zeroed virtio_net_hdr, then the frame.
-func (vm *hdVM) send(t *testing.T, frame []byte) {
+func (vm *guestVM) send(t *testing.T, frame []byte) {
 	t.Helper()
 	if _, err := vm.fd.Write(append(make([]byte, guest.VnetHdrLen), frame...)); err != nil {
 		t.Fatalf("write to TAP %s: %v", vm.tap, err)
@@ -62,7 +62,7 @@ func (vm *hdVM) send(t *testing.T, frame []byte) {
 }
 
 // received reads the TAP for d and returns the frames that contain marker.
-func (vm *hdVM) received(t *testing.T, marker string, d time.Duration) [][]byte {
+func (vm *guestVM) received(t *testing.T, marker string, d time.Duration) [][]byte {
 	t.Helper()
 	var out [][]byte
 	deadline := time.Now().Add(d)
@@ -84,8 +84,8 @@ func (vm *hdVM) received(t *testing.T, marker string, d time.Duration) [][]byte 
 	}
 }
 
-// hdCapture records the frames a netns interface receives (AF_PACKET).
-type hdCapture struct {
+// packetCapture records the frames a netns interface receives (AF_PACKET).
+type packetCapture struct {
 	fd     int
 	mu     sync.Mutex
 	frames [][]byte
@@ -94,9 +94,9 @@ type hdCapture struct {
 	once   sync.Once
 }
 
-func hdCaptureOn(t *testing.T, n harness.Netns, ifname string) *hdCapture {
+func captureOn(t *testing.T, n harness.Netns, ifname string) *packetCapture {
 	t.Helper()
-	c := &hdCapture{quit: make(chan struct{}), done: make(chan struct{})}
+	c := &packetCapture{quit: make(chan struct{}), done: make(chan struct{})}
 	proto := int(uint16(unix.ETH_P_ALL)<<8 | uint16(unix.ETH_P_ALL)>>8) // htons
 	err := n.Do(func() error {
 		l, err := netlink.LinkByName(ifname)
@@ -144,7 +144,7 @@ func hdCaptureOn(t *testing.T, n harness.Netns, ifname string) *hdCapture {
 }
 
 // count returns how many received frames contain marker.
-func (c *hdCapture) count(marker string) int {
+func (c *packetCapture) count(marker string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := 0
@@ -157,52 +157,52 @@ func (c *hdCapture) count(marker string) int {
 }
 
 // stop ends the capture; the frames already read stay countable.
-func (c *hdCapture) stop() {
+func (c *packetCapture) stop() {
 	c.once.Do(func() { close(c.quit) })
 	<-c.done
 }
 
 // The frames use UDP ports 40000 -> 40001; ARP frames carry the marker in
 // the Ethernet padding after the ARP payload.
-func hdUDP4(srcMAC, dstMAC net.HardwareAddr, src, dst net.IP, payload []byte) []byte {
+func udp4(srcMAC, dstMAC net.HardwareAddr, src, dst net.IP, payload []byte) []byte {
 	return harness.UDP4(srcMAC, dstMAC, src, dst, 40000, 40001, payload)
 }
 
-func hdUDP6(srcMAC, dstMAC net.HardwareAddr, src, dst net.IP, payload []byte) []byte {
+func udp6(srcMAC, dstMAC net.HardwareAddr, src, dst net.IP, payload []byte) []byte {
 	return harness.UDP6(srcMAC, dstMAC, src, dst, 40000, 40001, payload)
 }
 
-func hdARP(ethSrc, sha net.HardwareAddr, spa, tpa net.IP, marker string) []byte {
+func arpMarked(ethSrc, sha net.HardwareAddr, spa, tpa net.IP, marker string) []byte {
 	return append(harness.ARPRequestAs(ethSrc, sha, spa, tpa), marker...)
 }
 
-// hdSpoofClass is one kind of frame the guest tries to send.
-type hdSpoofClass struct {
+// spoofClass is one kind of frame the guest tries to send.
+type spoofClass struct {
 	name   string
 	honest bool
-	frame  func(vm *hdVM, marker string) []byte
+	frame  func(vm *guestVM, marker string) []byte
 }
 
-func hdSpoofClasses() []hdSpoofClass {
+func spoofClasses() []spoofClass {
 	peer := net.IPv4(10, 77, 0, 99).To4()
 	forgedMAC := net.HardwareAddr{0x02, 0x66, 0x66, 0x66, 0x66, 0x66}
 	forgedIP := net.IPv4(10, 77, 0, 66).To4()
 	allNodes, allNodesMAC := net.ParseIP("ff02::1"), net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}
-	return []hdSpoofClass{
-		{"IPv4 from the guest", true, func(vm *hdVM, m string) []byte { return hdUDP4(vm.mac, harness.Broadcast, vm.ip, peer, []byte(m)) }},
-		{"ARP from the guest", true, func(vm *hdVM, m string) []byte { return hdARP(vm.mac, vm.mac, vm.ip, peer, m) }},
-		{"IPv6 from the guest's link-local", true, func(vm *hdVM, m string) []byte {
-			return hdUDP6(vm.mac, allNodesMAC, harness.LinkLocal(vm.mac), allNodes, []byte(m))
+	return []spoofClass{
+		{"IPv4 from the guest", true, func(vm *guestVM, m string) []byte { return udp4(vm.mac, harness.Broadcast, vm.ip, peer, []byte(m)) }},
+		{"ARP from the guest", true, func(vm *guestVM, m string) []byte { return arpMarked(vm.mac, vm.mac, vm.ip, peer, m) }},
+		{"IPv6 from the guest's link-local", true, func(vm *guestVM, m string) []byte {
+			return udp6(vm.mac, allNodesMAC, harness.LinkLocal(vm.mac), allNodes, []byte(m))
 		}},
-		{"forged source MAC", false, func(vm *hdVM, m string) []byte { return hdUDP4(forgedMAC, harness.Broadcast, vm.ip, peer, []byte(m)) }},
-		{"forged IPv4 source", false, func(vm *hdVM, m string) []byte { return hdUDP4(vm.mac, harness.Broadcast, forgedIP, peer, []byte(m)) }},
-		{"forged ARP sender IP", false, func(vm *hdVM, m string) []byte { return hdARP(vm.mac, vm.mac, forgedIP, peer, m) }},
-		{"forged ARP sender MAC", false, func(vm *hdVM, m string) []byte { return hdARP(vm.mac, forgedMAC, vm.ip, peer, m) }},
-		{"forged IPv6 source", false, func(vm *hdVM, m string) []byte {
-			return hdUDP6(vm.mac, allNodesMAC, net.ParseIP("fd00:77::66"), allNodes, []byte(m))
+		{"forged source MAC", false, func(vm *guestVM, m string) []byte { return udp4(forgedMAC, harness.Broadcast, vm.ip, peer, []byte(m)) }},
+		{"forged IPv4 source", false, func(vm *guestVM, m string) []byte { return udp4(vm.mac, harness.Broadcast, forgedIP, peer, []byte(m)) }},
+		{"forged ARP sender IP", false, func(vm *guestVM, m string) []byte { return arpMarked(vm.mac, vm.mac, forgedIP, peer, m) }},
+		{"forged ARP sender MAC", false, func(vm *guestVM, m string) []byte { return arpMarked(vm.mac, forgedMAC, vm.ip, peer, m) }},
+		{"forged IPv6 source", false, func(vm *guestVM, m string) []byte {
+			return udp6(vm.mac, allNodesMAC, net.ParseIP("fd00:77::66"), allNodes, []byte(m))
 		}},
-		{"forged IPv6 link-local", false, func(vm *hdVM, m string) []byte {
-			return hdUDP6(vm.mac, allNodesMAC, net.ParseIP("fe80::66"), allNodes, []byte(m))
+		{"forged IPv6 link-local", false, func(vm *guestVM, m string) []byte {
+			return udp6(vm.mac, allNodesMAC, net.ParseIP("fe80::66"), allNodes, []byte(m))
 		}},
 	}
 }
@@ -216,22 +216,22 @@ func TestAntiSpoof(t *testing.T) {
 	const each = 5
 	for _, check := range []bool{true, false} {
 		t.Run(fmt.Sprintf("spoofCheck=%v", check), func(t *testing.T) {
-			h := newHD(t)
-			pod := h.pods(1)[0]
-			conf := h.conf("1.1.0", hdSet("spoofCheck", check))
-			before := h.snapshot()
-			a := hdAtt{CID: "spoof-" + h.node.ID, IfName: "pod5f00f00", Network: "vmnet", Bridge: harness.BridgeName, HostAddr: "10.77.0.250/24", Pod: pod}
-			vm := h.attachVM(conf, a)
-			capture := hdCaptureOn(t, h.node.Peer, "p0")
-			classes := hdSpoofClasses()
+			f := newFixture(t)
+			pod := f.pods(1)[0]
+			conf := f.conf("1.1.0", set("spoofCheck", check))
+			before := f.snapshot()
+			a := harness.Attachment{CID: "spoof-" + f.node.ID, IfName: "pod5f00f00", Network: "vmnet", Bridge: harness.BridgeName, HostAddr: "10.77.0.250/24", Pod: pod}
+			vm := f.attachVM(conf, a)
+			capture := captureOn(t, f.node.Peer, "p0")
+			classes := spoofClasses()
 			tried := 0
 			for i := 0; i < each; i++ {
 				for _, c := range classes {
-					vm.send(t, c.frame(vm, fmt.Sprintf("tbspoof|%s|%d|%s", c.name, i, h.node.ID)))
+					vm.send(t, c.frame(vm, fmt.Sprintf("tbspoof|%s|%d|%s", c.name, i, f.node.ID)))
 					tried++
 				}
 			}
-			h.waitFor(2*time.Second, func() bool { return capture.count("tbspoof|IPv4 from the guest|4|") == 1 })
+			f.waitFor(2*time.Second, func() bool { return capture.count("tbspoof|IPv4 from the guest|4|") == 1 })
 			time.Sleep(200 * time.Millisecond) // let any straggler arrive
 			capture.stop()
 			for _, c := range classes {
@@ -246,14 +246,14 @@ func TestAntiSpoof(t *testing.T) {
 			}
 			t.Logf("spoofCheck=%v: %d frames tried (%d classes x %d)", check, tried, len(classes), each)
 			vm.fd.Close()
-			h.must(h.del(conf, a))
-			h.expectClean(before)
+			f.must(f.del(conf, a))
+			f.expectClean(before)
 		})
 	}
 }
 
 // waitFor polls cond until it holds or d passes.
-func (h *hd) waitFor(d time.Duration, cond func() bool) {
+func (f *fixture) waitFor(d time.Duration, cond func() bool) {
 	deadline := time.Now().Add(d)
 	for !cond() && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -267,18 +267,18 @@ func (h *hd) waitFor(d time.Duration, cond func() bool) {
 func TestPortIsolation(t *testing.T) {
 	for _, isolated := range []bool{true, false} {
 		t.Run(fmt.Sprintf("portIsolation=%v", isolated), func(t *testing.T) {
-			h := newHD(t)
-			pods := h.pods(2)
-			conf := h.conf("1.1.0", hdSet("portIsolation", isolated))
-			before := h.snapshot()
-			var vms []*hdVM
+			f := newFixture(t)
+			pods := f.pods(2)
+			conf := f.conf("1.1.0", set("portIsolation", isolated))
+			before := f.snapshot()
+			var vms []*guestVM
 			for i, p := range pods {
-				a := hdAtt{CID: fmt.Sprintf("iso-%s-%d", h.node.ID, i), IfName: fmt.Sprintf("pod1501a7e%d", i), Network: "vmnet", Bridge: harness.BridgeName, HostAddr: "10.77.0.250/24", Pod: p}
-				vms = append(vms, h.attachVM(conf, a))
+				a := harness.Attachment{CID: fmt.Sprintf("iso-%s-%d", f.node.ID, i), IfName: fmt.Sprintf("pod1501a7e%d", i), Network: "vmnet", Bridge: harness.BridgeName, HostAddr: "10.77.0.250/24", Pod: p}
+				vms = append(vms, f.attachVM(conf, a))
 			}
-			err := h.node.Host.Do(func() error {
+			err := f.node.Host.Do(func() error {
 				for _, vm := range vms {
-					l, err := netlink.LinkByName(vm.att.names().HostIf)
+					l, err := netlink.LinkByName(vm.att.Names().HostIf)
 					if err != nil {
 						return err
 					}
@@ -295,16 +295,16 @@ func TestPortIsolation(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			capture := hdCaptureOn(t, h.node.Peer, "p0")
+			capture := captureOn(t, f.node.Peer, "p0")
 			peer := net.IPv4(10, 77, 0, 99).To4()
-			marker := "tbiso|" + h.node.ID + "|"
+			marker := "tbiso|" + f.node.ID + "|"
 			for i := 0; i < 5; i++ {
-				vms[0].send(t, hdUDP4(vms[0].mac, vms[1].mac, vms[0].ip, vms[1].ip, []byte(fmt.Sprintf("%sunicast|%d", marker, i))))
-				vms[0].send(t, hdUDP4(vms[0].mac, harness.Broadcast, vms[0].ip, peer, []byte(fmt.Sprintf("%sbroadcast|%d", marker, i))))
-				vms[1].send(t, hdUDP4(vms[1].mac, harness.Broadcast, vms[1].ip, peer, []byte(fmt.Sprintf("%sfrom-vm1|%d", marker, i))))
+				vms[0].send(t, udp4(vms[0].mac, vms[1].mac, vms[0].ip, vms[1].ip, []byte(fmt.Sprintf("%sunicast|%d", marker, i))))
+				vms[0].send(t, udp4(vms[0].mac, harness.Broadcast, vms[0].ip, peer, []byte(fmt.Sprintf("%sbroadcast|%d", marker, i))))
+				vms[1].send(t, udp4(vms[1].mac, harness.Broadcast, vms[1].ip, peer, []byte(fmt.Sprintf("%sfrom-vm1|%d", marker, i))))
 			}
 			atVM1 := vms[1].received(t, marker, time.Second)
-			h.waitFor(2*time.Second, func() bool { return capture.count(marker+"from-vm1|4") == 1 })
+			f.waitFor(2*time.Second, func() bool { return capture.count(marker+"from-vm1|4") == 1 })
 			capture.stop()
 			if got, want := capture.count(marker+"broadcast|"), 5; got != want {
 				t.Errorf("peer got %d of VM 0's broadcasts, want %d", got, want)
@@ -321,9 +321,9 @@ func TestPortIsolation(t *testing.T) {
 			}
 			for _, vm := range vms {
 				vm.fd.Close()
-				h.must(h.del(conf, vm.att))
+				f.must(f.del(conf, vm.att))
 			}
-			h.expectClean(before)
+			f.expectClean(before)
 		})
 	}
 }
@@ -335,36 +335,36 @@ func TestPortIsolation(t *testing.T) {
 func TestTapAccess(t *testing.T) {
 	for _, mq := range []bool{false, true} {
 		t.Run(fmt.Sprintf("multiQueue=%v", mq), func(t *testing.T) {
-			h := newHD(t)
-			pod := h.pods(1)[0]
-			conf := h.conf("1.1.0", hdSet("tap.multiQueue", mq))
-			a := hdAtt{CID: "tapacc-" + h.node.ID, IfName: "pod7a9acce55", Network: "vmnet", Bridge: harness.BridgeName, HostAddr: "10.77.0.250/24", Pod: pod}
-			h.must(h.add(conf, a))
-			tapName := a.names().Tap
+			f := newFixture(t)
+			pod := f.pods(1)[0]
+			conf := f.conf("1.1.0", set("tap.multiQueue", mq))
+			a := harness.Attachment{CID: "tapacc-" + f.node.ID, IfName: "pod7a9acce55", Network: "vmnet", Bridge: harness.BridgeName, HostAddr: "10.77.0.250/24", Pod: pod}
+			f.must(f.add(conf, a))
+			tapName := a.Names().Tap
 			right, wrong := 1, 2
 			if mq {
 				right, wrong = 2, 1
 			}
 			if fds, err := guest.OpenTap(pod.Path(), tapName, right, 108, 108); !errors.Is(err, unix.EPERM) {
-				hdCloseAll(fds)
+				closeAll(fds)
 				t.Errorf("uid 108 attaching to %s: %v, want EPERM", tapName, err)
 			}
 			if fds, err := guest.OpenTap(pod.Path(), tapName, wrong, 107, 107); !errors.Is(err, unix.EINVAL) {
-				hdCloseAll(fds)
+				closeAll(fds)
 				t.Errorf("uid 107 attaching to %s with %d queues: %v, want EINVAL", tapName, wrong, err)
 			}
 			fds, err := guest.OpenTap(pod.Path(), tapName, right, 107, 107)
 			if err != nil {
 				t.Errorf("uid 107 attaching to %s with %d queues: %v", tapName, right, err)
 			}
-			hdCloseAll(fds)
-			h.must(h.del(conf, a))
-			h.expectLive(nil, []harness.Netns{pod})
+			closeAll(fds)
+			f.must(f.del(conf, a))
+			f.expectLive(nil, []harness.Netns{pod})
 		})
 	}
 }
 
-func hdCloseAll(fds []*os.File) {
+func closeAll(fds []*os.File) {
 	for _, f := range fds {
 		f.Close()
 	}
