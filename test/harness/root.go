@@ -9,6 +9,6 @@ import (
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces, TAP devices and nftables tables")
+		t.Skip("needs root: creates network namespaces, TAP devices and nftables tables, and runs guests as uid 107")
 	}
 }

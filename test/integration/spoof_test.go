@@ -1,13 +1,10 @@
 package integration
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,164 +14,6 @@ import (
 	"github.com/tapbridge/tapbridge-cni/test/e2e/guest"
 	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
-
-// guestVM is a guest as the tests see it: the TAP fd and the addresses ADD
-// gave it.
-type guestVM struct {
-	att harness.Attachment
-	mac net.HardwareAddr
-	ip  net.IP
-	tap string
-	fd  *os.File
-}
-
-// attachVM runs ADD for a on conf and opens its TAP as uid/gid 107, the
-// way QEMU does.
-func (f *fixture) attachVM(conf []byte, a harness.Attachment) *guestVM {
-	f.t.Helper()
-	out := f.must(f.add(conf, a))
-	var res struct {
-		Interfaces []struct{ Name, Mac string }
-		IPs        []struct{ Address string }
-	}
-	if err := json.Unmarshal(out.Stdout, &res); err != nil || len(res.Interfaces) != 3 || len(res.IPs) != 1 {
-		f.t.Fatalf("ADD result %s: %v", out.Stdout, err)
-	}
-	vm := &guestVM{att: a, tap: res.Interfaces[2].Name}
-	vm.mac, _ = net.ParseMAC(res.Interfaces[1].Mac)
-	ip, _, _ := net.ParseCIDR(res.IPs[0].Address)
-	vm.ip = ip.To4()
-	fds, err := guest.OpenTap(a.Pod.Path(), vm.tap, 1, 107, 107)
-	if err != nil {
-		f.t.Fatalf("open TAP %s as uid 107: %v", vm.tap, err)
-	}
-	vm.fd = fds[0]
-	f.t.Cleanup(func() { vm.fd.Close() })
-	return vm
-}
-
-// send writes one frame as the guest: a zeroed virtio_net_hdr, then the frame.
-func (vm *guestVM) send(t *testing.T, frame []byte) {
-	t.Helper()
-	if _, err := vm.fd.Write(append(make([]byte, guest.VnetHdrLen), frame...)); err != nil {
-		t.Fatalf("write to TAP %s: %v", vm.tap, err)
-	}
-}
-
-// received reads the TAP for d and returns the frames that contain marker.
-func (vm *guestVM) received(t *testing.T, marker string, d time.Duration) [][]byte {
-	t.Helper()
-	var out [][]byte
-	deadline := time.Now().Add(d)
-	buf := make([]byte, 65536)
-	for {
-		if err := vm.fd.SetReadDeadline(deadline); err != nil {
-			t.Fatal(err)
-		}
-		n, err := vm.fd.Read(buf)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("read TAP %s: %v", vm.tap, err)
-		}
-		if n > guest.VnetHdrLen && bytes.Contains(buf[guest.VnetHdrLen:n], []byte(marker)) {
-			out = append(out, append([]byte(nil), buf[guest.VnetHdrLen:n]...))
-		}
-	}
-}
-
-// packetCapture records the frames a netns interface receives (AF_PACKET).
-type packetCapture struct {
-	fd     int
-	mu     sync.Mutex
-	frames [][]byte
-	quit   chan struct{} // closed by stop
-	done   chan struct{} // closed by the reader once it has closed fd
-	once   sync.Once
-}
-
-func captureOn(t *testing.T, n harness.Netns, ifname string) *packetCapture {
-	t.Helper()
-	c := &packetCapture{quit: make(chan struct{}), done: make(chan struct{})}
-	proto := int(uint16(unix.ETH_P_ALL)<<8 | uint16(unix.ETH_P_ALL)>>8) // htons
-	err := n.Do(func() error {
-		l, err := netlink.LinkByName(ifname)
-		if err != nil {
-			return err
-		}
-		if c.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto); err != nil {
-			return err
-		}
-		if err := unix.Bind(c.fd, &unix.SockaddrLinklayer{Protocol: uint16(proto), Ifindex: l.Attrs().Index}); err != nil {
-			return err
-		}
-		return unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 50_000})
-	})
-	if err != nil {
-		t.Fatalf("capture on %s in %s: %v", ifname, n.Name, err)
-	}
-	go func() {
-		defer close(c.done)
-		defer unix.Close(c.fd) // here, so no Recvfrom ever runs on a reused fd number
-		buf := make([]byte, 65536)
-		for {
-			select {
-			case <-c.quit:
-				return
-			default:
-			}
-			n, from, err := unix.Recvfrom(c.fd, buf, 0)
-			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-				continue // the 50 ms receive timeout: look at quit again
-			}
-			if err != nil {
-				return
-			}
-			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
-				continue
-			}
-			c.mu.Lock()
-			c.frames = append(c.frames, append([]byte(nil), buf[:n]...))
-			c.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { c.stop() })
-	return c
-}
-
-// count returns how many received frames contain marker.
-func (c *packetCapture) count(marker string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, f := range c.frames {
-		if bytes.Contains(f, []byte(marker)) {
-			n++
-		}
-	}
-	return n
-}
-
-// stop ends the capture; the frames already read stay countable.
-func (c *packetCapture) stop() {
-	c.once.Do(func() { close(c.quit) })
-	<-c.done
-}
-
-// The frames use UDP ports 40000 -> 40001; ARP frames carry the marker in
-// the Ethernet padding after the ARP payload.
-func udp4(srcMAC, dstMAC net.HardwareAddr, src, dst net.IP, payload []byte) []byte {
-	return harness.UDP4(srcMAC, dstMAC, src, dst, 40000, 40001, payload)
-}
-
-func udp6(srcMAC, dstMAC net.HardwareAddr, src, dst net.IP, payload []byte) []byte {
-	return harness.UDP6(srcMAC, dstMAC, src, dst, 40000, 40001, payload)
-}
-
-func arpMarked(ethSrc, sha net.HardwareAddr, spa, tpa net.IP, marker string) []byte {
-	return append(harness.ARPRequestAs(ethSrc, sha, spa, tpa), marker...)
-}
 
 // spoofClass is one kind of frame the guest tries to send.
 type spoofClass struct {
@@ -225,14 +64,24 @@ func TestAntiSpoof(t *testing.T) {
 			capture := captureOn(t, f.node.Peer, "p0")
 			classes := spoofClasses()
 			tried := 0
-			for i := 0; i < each; i++ {
-				for _, c := range classes {
-					vm.send(t, c.frame(vm, fmt.Sprintf("tbspoof|%s|%d|%s", c.name, i, f.node.ID)))
-					tried++
+			end := "tbspoof-end|" + f.node.ID
+			err := onOneCPU(func() error {
+				for i := 0; i < each; i++ {
+					for _, c := range classes {
+						if err := vm.write(c.frame(vm, fmt.Sprintf("tbspoof|%s|%d|%s", c.name, i, f.node.ID))); err != nil {
+							return err
+						}
+						tried++
+					}
 				}
+				// An honest frame, last, on the same path and CPU: once the
+				// peer has it, every frame before it was delivered or dropped.
+				return vm.write(classes[0].frame(vm, end))
+			})
+			if err != nil {
+				t.Fatal(err)
 			}
-			f.waitFor(2*time.Second, func() bool { return capture.count("tbspoof|IPv4 from the guest|4|") == 1 })
-			time.Sleep(200 * time.Millisecond) // let any straggler arrive
+			f.waitFor(30*time.Second, "the end marker at the peer", func() bool { return capture.count(end) == 1 })
 			capture.stop()
 			for _, c := range classes {
 				got := capture.count("tbspoof|" + c.name + "|")
@@ -252,11 +101,14 @@ func TestAntiSpoof(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds or d passes.
-func (f *fixture) waitFor(d time.Duration, cond func() bool) {
-	deadline := time.Now().Add(d)
-	for !cond() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+// waitFor polls cond until it holds; limit only bounds the wait for
+// something that must happen, and the test fails when it passes.
+func (f *fixture) waitFor(limit time.Duration, what string, cond func() bool) {
+	f.t.Helper()
+	for deadline := time.Now().Add(limit); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			f.t.Fatalf("no %s after %s", what, limit)
+		}
 	}
 }
 
@@ -296,15 +148,35 @@ func TestPortIsolation(t *testing.T) {
 				t.Fatal(err)
 			}
 			capture := captureOn(t, f.node.Peer, "p0")
+			inject := injectOn(t, f.node.Peer, "p0")
 			peer := net.IPv4(10, 77, 0, 99).To4()
 			marker := "tbiso|" + f.node.ID + "|"
-			for i := 0; i < 5; i++ {
-				vms[0].send(t, udp4(vms[0].mac, vms[1].mac, vms[0].ip, vms[1].ip, []byte(fmt.Sprintf("%sunicast|%d", marker, i))))
-				vms[0].send(t, udp4(vms[0].mac, harness.Broadcast, vms[0].ip, peer, []byte(fmt.Sprintf("%sbroadcast|%d", marker, i))))
-				vms[1].send(t, udp4(vms[1].mac, harness.Broadcast, vms[1].ip, peer, []byte(fmt.Sprintf("%sfrom-vm1|%d", marker, i))))
+			end := "tbiso-end|" + f.node.ID
+			err = onOneCPU(func() error {
+				for i := 0; i < 5; i++ {
+					for _, w := range []struct {
+						vm    *guestVM
+						frame []byte
+					}{
+						{vms[0], udp4(vms[0].mac, vms[1].mac, vms[0].ip, vms[1].ip, []byte(fmt.Sprintf("%sunicast|%d", marker, i)))},
+						{vms[0], udp4(vms[0].mac, harness.Broadcast, vms[0].ip, peer, []byte(fmt.Sprintf("%sbroadcast|%d", marker, i)))},
+						{vms[1], udp4(vms[1].mac, harness.Broadcast, vms[1].ip, peer, []byte(fmt.Sprintf("%sfrom-vm1|%d", marker, i)))},
+					} {
+						if err := w.vm.write(w.frame); err != nil {
+							return err
+						}
+					}
+				}
+				// Last, from the same CPU, a frame from the peer's port
+				// (never isolated) reaches VM 1 either way: once VM 1 has
+				// it, VM 0's frames have been delivered or dropped.
+				return inject.send(udp4(inject.mac, harness.Broadcast, peer, vms[1].ip, []byte(end)))
+			})
+			if err != nil {
+				t.Fatal(err)
 			}
-			atVM1 := vms[1].received(t, marker, time.Second)
-			f.waitFor(2*time.Second, func() bool { return capture.count(marker+"from-vm1|4") == 1 })
+			atVM1 := vms[1].receivedUntil(t, marker, end, 30*time.Second)
+			f.waitFor(30*time.Second, "last broadcast of VM 1 at the peer", func() bool { return capture.count(marker+"from-vm1|4") == 1 })
 			capture.stop()
 			if got, want := capture.count(marker+"broadcast|"), 5; got != want {
 				t.Errorf("peer got %d of VM 0's broadcasts, want %d", got, want)
