@@ -21,7 +21,7 @@ import (
 )
 
 // fixture is one sandbox node with its own state, IPAM and cache dirs.
-// Its pods can be made, and the plugin run, from any goroutine.
+// newPod, call and start are safe from any goroutine.
 type fixture struct {
 	t       *testing.T
 	node    *harness.Node
