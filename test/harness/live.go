@@ -28,8 +28,9 @@ func (a Attachment) Names() attachment.Names {
 // Live checks that the node holds exactly the live attachments: host
 // veths and their bridges, host addresses, nft chains, records,
 // host-address users, IPAM leases and pod devices (every pod read holds
-// the devices of its live attachments and else only lo), with no torn
-// state file and no lock held.
+// the devices of its live attachments and else only lo; the pod of a
+// live attachment must have been read), with no torn state file and no
+// lock held.
 func (s State) Live(live []Attachment) error {
 	var errs []error
 	errs = append(errs, s.liveHost(live)...)
@@ -190,7 +191,7 @@ func (s State) livePods(live []Attachment) []error {
 	for _, a := range live {
 		w, ok := want[a.Pod.Name]
 		if !ok {
-			errs = append(errs, fmt.Errorf("pod %s of live %s/%s is gone (or was not read)", a.Pod.Name, a.CID, a.IfName))
+			errs = append(errs, fmt.Errorf("pod %s of live %s/%s is gone", a.Pod.Name, a.CID, a.IfName))
 			continue
 		}
 		w[a.Names().PodIf], w[a.Names().Tap] = true, true
