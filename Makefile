@@ -55,7 +55,6 @@ bench: deps build
 fuzz-short:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
 	$(GO) test -run '^$$' -fuzz '^FuzzAddDel$$' -fuzztime $(FUZZTIME) ./internal/plugin
-	$(GO) test -count=1 -run '^TestSweepDeadFuzzNetns$$' ./internal/plugin
 
 # Long churn and SIGKILL runs (short versions of both are in `make test`).
 soak: build

@@ -54,21 +54,7 @@ func (p *Plugin) Add(ctx context.Context) (*current.Result, error) {
 		return nil, err
 	}
 	defer op.netns.Close()
-	steps := []struct {
-		name string
-		fn   func(context.Context) error
-	}{
-		{"record", op.writeRecord},
-		{"veth", op.createVeth},
-		{"ipam", op.startIPAM},
-		{"tap", op.createTap},
-		{"redirect", op.addRedirect},
-		{"up", op.bringUp},
-		{"lease", op.awaitLease},
-		{"spoof", op.installSpoof},
-		{"bridge-state", op.joinBridgeState},
-		{"publish", op.publishRecord},
-	}
+	steps := addSteps(op)
 	for _, s := range steps {
 		err := s.fn(ctx)
 		if err == nil {

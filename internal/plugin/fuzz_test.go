@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,10 +27,23 @@ import (
 // that a later run can remove those of a run that died mid-iteration.
 var fuzzPrefix = regexp.MustCompile(`^tbf(\d+)-[0-9a-f]{8}-`)
 
+// TestMain sweeps, once the tests (or the fuzzing) are over, the
+// namespaces of fuzz workers that the coordinator killed mid-input: their
+// own cleanup never ran. A namespace it cannot remove fails the run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if err := sweepDeadFuzzNetns(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = max(code, 1)
+	}
+	os.Exit(code)
+}
+
 // sweepDeadFuzzNetns removes namespaces left by fuzz processes that no
 // longer exist (a fuzz worker killed between its create and its delete).
-func sweepDeadFuzzNetns() {
+func sweepDeadFuzzNetns() error {
 	entries, _ := os.ReadDir(harness.NetnsDir)
+	var errs []error
 	for _, e := range entries {
 		m := fuzzPrefix.FindStringSubmatch(e.Name())
 		if m == nil {
@@ -37,9 +51,10 @@ func sweepDeadFuzzNetns() {
 		}
 		pid, _ := strconv.Atoi(m[1])
 		if pid != os.Getpid() && unix.Kill(pid, 0) == unix.ESRCH {
-			_ = harness.Netns{Name: e.Name()}.Delete()
+			errs = append(errs, harness.Netns{Name: e.Name()}.Delete())
 		}
 	}
+	return errors.Join(errs...)
 }
 
 func fuzzAddDelSeeds() []string {
@@ -67,7 +82,7 @@ func fuzzAddDelSeeds() []string {
 type fuzzNode struct {
 	node *harness.Node
 	pod  harness.Netns
-	base harness.Snapshot
+	base harness.State
 }
 
 var fuzzCurrent *fuzzNode // used by one goroutine at a time (the fuzz loop)
@@ -85,7 +100,7 @@ func getFuzzNode(t *testing.T) *fuzzNode {
 		_ = node.Close()
 		t.Fatal(err)
 	}
-	if fn.base, err = harness.Take(node.Host, []harness.Netns{fn.pod}); err != nil {
+	if fn.base, err = harness.Read(harness.Scope{Host: node.Host, Bridges: []string{harness.BridgeName}, Pods: []harness.Netns{fn.pod}}); err != nil {
 		fn.close()
 		t.Fatal(err)
 	}
@@ -151,7 +166,7 @@ func FuzzAddDel(f *testing.F) {
 			t.Fatalf(format, a...)
 		}
 		changed := func() string {
-			s, err := harness.Take(fn.node.Host, []harness.Netns{fn.pod}, dirs...)
+			s, err := harness.Read(harness.Scope{Host: fn.node.Host, Bridges: []string{harness.BridgeName}, Pods: []harness.Netns{fn.pod}, StateDir: dirs[0], IPAMDir: dirs[1]})
 			if err != nil {
 				fail("snapshot: %v", err)
 			}
@@ -225,22 +240,4 @@ func confine(n *config.Net, dir string) bool {
 	}
 	n.Bytes = b
 	return true
-}
-
-// TestSweepDeadFuzzNetns removes the namespaces of fuzz workers that the
-// fuzzing coordinator killed mid-input (their cleanup never ran), and
-// checks none is left. `make fuzz-short` runs it after FuzzAddDel.
-func TestSweepDeadFuzzNetns(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: it removes network namespaces")
-	}
-	sweepDeadFuzzNetns()
-	entries, _ := os.ReadDir(harness.NetnsDir)
-	for _, e := range entries {
-		if m := fuzzPrefix.FindStringSubmatch(e.Name()); m != nil && m[1] != strconv.Itoa(os.Getpid()) {
-			if pid, _ := strconv.Atoi(m[1]); unix.Kill(pid, 0) == unix.ESRCH {
-				t.Errorf("netns %s of dead fuzz worker %d is still there", e.Name(), pid)
-			}
-		}
-	}
 }

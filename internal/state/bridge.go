@@ -42,6 +42,10 @@ func (b Bridge) Lock(timeout time.Duration) (Unlock, error) {
 
 func lockPath(bridgeDir string) string { return filepath.Join(bridgeDir, "lock") }
 
+// LockPath is the file Lock flocks: an operator (or a test) that must stop
+// every change to the bridge's state holds it with flock(1).
+func (b Bridge) LockPath() string { return lockPath(b.dir) }
+
 func subnetsDir(bridgeDir string) string { return filepath.Join(bridgeDir, "subnets") }
 
 // Subnet returns the host-address state of one subnet of the bridge.

@@ -25,7 +25,7 @@ type flat struct {
 	vm1, vm2, vm3, vm4 *cluster.Pod // vm1/vm2: vmnet3 on node1/node2; vm3/vm4: vmnet13
 	stale              *cluster.Pod // vmnet3 on node1, left out of GC's valid list
 	guests             map[*cluster.Pod]*cluster.VM
-	baseline           map[string]cluster.State
+	baseline           map[string]harness.State
 }
 
 // TestFlatL2 runs VMs on two subnets across two nodes and checks, with
@@ -35,7 +35,7 @@ type flat struct {
 func TestFlatL2(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	f := &flat{c: newCluster(t), baseline: map[string]cluster.State{}}
+	f := &flat{c: newCluster(t), baseline: map[string]harness.State{}}
 	f.node1, f.node2 = f.c.Node("node1"), f.c.Node("node2")
 	for _, n := range f.c.Nodes {
 		f.baseline[n.Name] = state(t, n)
@@ -150,11 +150,11 @@ func (f *flat) noRouting(_ context.Context, t *testing.T) {
 	for _, n := range f.c.Nodes {
 		s := state(t, n)
 		var want []string
-		for _, a := range s.HostAddrs {
+		for _, a := range s.Host.Addrs[cluster.HostBridge] {
 			want = append(want, fmt.Sprintf("%s via <nil> dev %s scope link", a.Masked(), cluster.HostBridge))
 		}
 		sort.Strings(want)
-		if got := strings.Join(s.Routes, "\n"); got != strings.Join(want, "\n") {
+		if got := strings.Join(s.Host.Routes, "\n"); got != strings.Join(want, "\n") {
 			t.Errorf("%s routes:\n%s\nwant only the connected ones:\n%s", n.Name, got, strings.Join(want, "\n"))
 		}
 	}

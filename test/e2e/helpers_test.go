@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tapbridge/tapbridge-cni/test/e2e/cluster"
+	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
 // Subnets and host addresses of the conflists in conf/cni.
@@ -74,7 +75,7 @@ func addPod(ctx context.Context, t *testing.T, n *cluster.Node, network, name st
 	return p
 }
 
-func state(t *testing.T, n *cluster.Node) cluster.State {
+func state(t *testing.T, n *cluster.Node) harness.State {
 	t.Helper()
 	s, err := n.State()
 	if err != nil {

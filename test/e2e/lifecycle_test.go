@@ -3,10 +3,10 @@ package e2e
 import (
 	"context"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/tapbridge/tapbridge-cni/test/e2e/cluster"
+	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
 // gc: the runtime has lost track of vm5 (no libcni cache, not in the valid
@@ -26,11 +26,11 @@ func (f *flat) gc(ctx context.Context, t *testing.T) {
 		t.Fatalf("GC of vmnet13: %v", err)
 	}
 	after := state(t, f.node1)
-	if gone := missing(before.Links, after.Links); len(gone) != 1 || !strings.HasPrefix(gone[0], f.stale.HostIf+" ") {
+	if gone := missing(before.Host.Names(), after.Host.Names()); len(gone) != 1 || gone[0] != f.stale.HostIf {
 		t.Errorf("GC removed links %v, want exactly the host veth %s of vm5", gone, f.stale.HostIf)
 	}
 	wantLease := "vmnet3/" + f.stale.IP.Addr().String()
-	if gone := missing(before.Leases, after.Leases); len(gone) != 1 || gone[0] != wantLease {
+	if gone := missing(before.IPAM.Files, after.IPAM.Files); len(gone) != 1 || gone[0] != wantLease {
 		t.Errorf("GC released leases %v, want exactly %s", gone, wantLease)
 	}
 	if got := hostAddr(t, f.node1, subnet3); got != static3["node1"] {
@@ -108,7 +108,7 @@ func podLinks(t *testing.T, p *cluster.Pod) []string {
 	var names []string
 	err := p.NS.Do(func() error {
 		var err error
-		names, err = cluster.LinkNames()
+		names, err = harness.LinkNames()
 		return err
 	})
 	if err != nil {

@@ -33,7 +33,8 @@ type Outcome struct {
 	Err    *types.Error // decoded when RC != 0
 }
 
-func (c Call) env() []string {
+// Env is the environment a runtime gives the plugin for c.
+func (c Call) Env() []string {
 	env := []string{"PATH=" + os.Getenv("PATH"), "CNI_COMMAND=" + c.Command, "CNI_PATH=" + c.Path}
 	add := func(k, v string) {
 		if v != "" {
@@ -53,7 +54,7 @@ func (c Call) env() []string {
 // failure.
 func (c Call) Run() (Outcome, error) {
 	cmd := exec.Command(c.Binary)
-	cmd.Env = c.env()
+	cmd.Env = c.Env()
 	cmd.Stdin = bytes.NewReader(c.Stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -18,9 +18,9 @@ import (
 	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
-// hdBadInput is one row of the F1 table: a config change or a raw stdin,
+// badInput is one row of the F1 table: a config change or a raw stdin,
 // an env change, the code expected and what the message must name.
-type hdBadInput struct {
+type badInput struct {
 	name  string
 	mods  []func(map[string]any)
 	stdin string // replaces the config when set
@@ -33,11 +33,11 @@ type hdBadInput struct {
 // code, a message naming what is wrong, exactly one JSON document on
 // stdout (Call.Run checks that), and leaves the node exactly as it was.
 func TestBadInput(t *testing.T) {
-	h := newHD(t)
-	pod := h.pods(1)[0]
+	f := newFixture(t)
+	pod := f.pods(1)[0]
 	// Objects the table points at: a veth named like a bridge, and a
 	// bridge that is down.
-	err := h.node.Host.Do(func() error {
+	err := f.node.Host.Do(func() error {
 		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "notabridge"}, PeerName: "notabridge-p"}
 		if err := netlink.LinkAdd(v); err != nil {
 			return err
@@ -47,37 +47,37 @@ func TestBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := h.snapshot()
+	before := f.snapshot()
 	env := func(fn func(c *harness.Call)) func(c *harness.Call) { return fn }
-	rows := []hdBadInput{
+	rows := []badInput{
 		{name: "malformed JSON", stdin: `{"cniVersion":"1.1.0","name":"vmnet","type":`, code: types.ErrDecodingFailure},
 		{name: "trailing garbage", stdin: `{"cniVersion":"1.1.0","name":"vmnet","type":"tapbridge-cni","bridge":"br-test"} {}`, code: types.ErrDecodingFailure},
-		{name: "bridge missing", mods: hdMods(hdDel("bridge")), code: types.ErrInvalidNetworkConfig, names: "bridge"},
-		{name: "bridge name too long", mods: hdMods(hdSet("bridge", "br-0123456789abc")), code: types.ErrInvalidNetworkConfig, names: "br-0123456789abc"},
-		{name: "bridge name with slash", mods: hdMods(hdSet("bridge", "br/x")), code: types.ErrInvalidNetworkConfig, names: "bridge"},
-		{name: "mtu 67", mods: hdMods(hdSet("mtu", 67)), code: types.ErrInvalidNetworkConfig, names: "mtu"},
-		{name: "mtu 65536", mods: hdMods(hdSet("mtu", 65536)), code: types.ErrInvalidNetworkConfig, names: "mtu"},
-		{name: "mtu not a number", mods: hdMods(hdSet("mtu", "big")), code: types.ErrDecodingFailure, names: "mtu"},
-		{name: "bad mac", mods: hdMods(hdSet("mac", "zz:zz:zz:zz:zz:zz")), code: types.ErrInvalidNetworkConfig, names: "mac"},
-		{name: "multicast mac", mods: hdMods(hdSet("mac", "03:00:00:00:00:01")), code: types.ErrInvalidNetworkConfig, names: "mac"},
-		{name: "zero mac", mods: hdMods(hdSet("runtimeConfig.mac", "00:00:00:00:00:00")), code: types.ErrInvalidNetworkConfig, names: "runtimeConfig.mac"},
-		{name: "negative tap.owner", mods: hdMods(hdSet("tap.owner", -5)), code: types.ErrInvalidNetworkConfig, names: "tap.owner"},
-		{name: "tap.owner too big", mods: hdMods(hdSet("tap.owner", int64(1)<<32)), code: types.ErrInvalidNetworkConfig, names: "tap.owner"},
-		{name: "tap.group a name", mods: hdMods(hdSet("tap.group", "kvm")), code: types.ErrDecodingFailure, names: "tap.group"},
-		{name: "static address is a network", mods: hdMods(hdStatic("10.77.0.0/24")), code: types.ErrInvalidNetworkConfig, names: "hostAddress.static[node-a]"},
-		{name: "static address not an address", mods: hdMods(hdSet("hostAddress.static", map[string]any{"node-b": []string{"10.77.0.999/24"}})), code: types.ErrInvalidNetworkConfig, names: "hostAddress.static[node-b]"},
-		{name: "bad pool", mods: hdMods(hdSet("hostAddress.pool", []string{"10.77.0.0/33"})), code: types.ErrInvalidNetworkConfig, names: "hostAddress.pool"},
-		{name: "multicast pool", mods: hdMods(hdSet("hostAddress.pool", []string{"224.0.0.0/24"})), code: types.ErrInvalidNetworkConfig, names: "hostAddress.pool"},
-		{name: "bad probeWait", mods: hdMods(hdSet("hostAddress.probeWait", "later")), code: types.ErrInvalidNetworkConfig, names: "hostAddress.probeWait"},
-		{name: "relative dataDir", mods: hdMods(hdSet("dataDir", "var/lib/tapbridge")), code: types.ErrInvalidNetworkConfig, names: "dataDir"},
-		{name: "relative logFile", mods: hdMods(hdSet("logFile", "tapbridge.log")), code: types.ErrInvalidNetworkConfig, names: "logFile"},
-		{name: "bad lockTimeout", mods: hdMods(hdSet("lockTimeout", "soon")), code: types.ErrInvalidNetworkConfig, names: "lockTimeout"},
-		{name: "negative lockTimeout", mods: hdMods(hdSet("lockTimeout", "-1s")), code: types.ErrInvalidNetworkConfig, names: "lockTimeout"},
-		{name: "bad ipamTimeout", mods: hdMods(hdSet("ipamTimeout", "2h")), code: types.ErrInvalidNetworkConfig, names: "ipamTimeout"},
-		{name: "bad logLevel", mods: hdMods(hdSet("logLevel", "loud")), code: types.ErrInvalidNetworkConfig, names: "logLevel"},
-		{name: "bad runtimeConfig.ips", mods: hdMods(hdSet("runtimeConfig.ips", []string{"10.77.0.300"})), code: types.ErrInvalidNetworkConfig, names: "runtimeConfig.ips"},
-		{name: "bad args.cni.ips", mods: hdMods(hdSet("args.cni.ips", []string{"ten"})), code: types.ErrInvalidNetworkConfig, names: "args.cni.ips"},
-		{name: "bad prevResult", mods: hdMods(hdSet("prevResult", map[string]any{"cniVersion": "1.1.0", "ips": "none"})), code: types.ErrDecodingFailure, names: "prevResult"},
+		{name: "bridge missing", mods: mods(unset("bridge")), code: types.ErrInvalidNetworkConfig, names: "bridge"},
+		{name: "bridge name too long", mods: mods(set("bridge", "br-0123456789abc")), code: types.ErrInvalidNetworkConfig, names: "br-0123456789abc"},
+		{name: "bridge name with slash", mods: mods(set("bridge", "br/x")), code: types.ErrInvalidNetworkConfig, names: "bridge"},
+		{name: "mtu 67", mods: mods(set("mtu", 67)), code: types.ErrInvalidNetworkConfig, names: "mtu"},
+		{name: "mtu 65536", mods: mods(set("mtu", 65536)), code: types.ErrInvalidNetworkConfig, names: "mtu"},
+		{name: "mtu not a number", mods: mods(set("mtu", "big")), code: types.ErrDecodingFailure, names: "mtu"},
+		{name: "bad mac", mods: mods(set("mac", "zz:zz:zz:zz:zz:zz")), code: types.ErrInvalidNetworkConfig, names: "mac"},
+		{name: "multicast mac", mods: mods(set("mac", "03:00:00:00:00:01")), code: types.ErrInvalidNetworkConfig, names: "mac"},
+		{name: "zero mac", mods: mods(set("runtimeConfig.mac", "00:00:00:00:00:00")), code: types.ErrInvalidNetworkConfig, names: "runtimeConfig.mac"},
+		{name: "negative tap.owner", mods: mods(set("tap.owner", -5)), code: types.ErrInvalidNetworkConfig, names: "tap.owner"},
+		{name: "tap.owner too big", mods: mods(set("tap.owner", int64(1)<<32)), code: types.ErrInvalidNetworkConfig, names: "tap.owner"},
+		{name: "tap.group a name", mods: mods(set("tap.group", "kvm")), code: types.ErrDecodingFailure, names: "tap.group"},
+		{name: "static address is a network", mods: mods(staticHostAddrs("10.77.0.0/24")), code: types.ErrInvalidNetworkConfig, names: "hostAddress.static[node-a]"},
+		{name: "static address not an address", mods: mods(set("hostAddress.static", map[string]any{"node-b": []string{"10.77.0.999/24"}})), code: types.ErrInvalidNetworkConfig, names: "hostAddress.static[node-b]"},
+		{name: "bad pool", mods: mods(set("hostAddress.pool", []string{"10.77.0.0/33"})), code: types.ErrInvalidNetworkConfig, names: "hostAddress.pool"},
+		{name: "multicast pool", mods: mods(set("hostAddress.pool", []string{"224.0.0.0/24"})), code: types.ErrInvalidNetworkConfig, names: "hostAddress.pool"},
+		{name: "bad probeWait", mods: mods(set("hostAddress.probeWait", "later")), code: types.ErrInvalidNetworkConfig, names: "hostAddress.probeWait"},
+		{name: "relative dataDir", mods: mods(set("dataDir", "var/lib/tapbridge")), code: types.ErrInvalidNetworkConfig, names: "dataDir"},
+		{name: "relative logFile", mods: mods(set("logFile", "tapbridge.log")), code: types.ErrInvalidNetworkConfig, names: "logFile"},
+		{name: "bad lockTimeout", mods: mods(set("lockTimeout", "soon")), code: types.ErrInvalidNetworkConfig, names: "lockTimeout"},
+		{name: "negative lockTimeout", mods: mods(set("lockTimeout", "-1s")), code: types.ErrInvalidNetworkConfig, names: "lockTimeout"},
+		{name: "bad ipamTimeout", mods: mods(set("ipamTimeout", "2h")), code: types.ErrInvalidNetworkConfig, names: "ipamTimeout"},
+		{name: "bad logLevel", mods: mods(set("logLevel", "loud")), code: types.ErrInvalidNetworkConfig, names: "logLevel"},
+		{name: "bad runtimeConfig.ips", mods: mods(set("runtimeConfig.ips", []string{"10.77.0.300"})), code: types.ErrInvalidNetworkConfig, names: "runtimeConfig.ips"},
+		{name: "bad args.cni.ips", mods: mods(set("args.cni.ips", []string{"ten"})), code: types.ErrInvalidNetworkConfig, names: "args.cni.ips"},
+		{name: "bad prevResult", mods: mods(set("prevResult", map[string]any{"cniVersion": "1.1.0", "ips": "none"})), code: types.ErrDecodingFailure, names: "prevResult"},
 		{name: "bad CNI_ARGS MAC", env: env(func(c *harness.Call) { c.Args = "IgnoreUnknown=1;MAC=zz:zz" }), code: types.ErrInvalidEnvironmentVariables, names: "CNI_ARGS MAC"},
 		{name: "bad CNI_ARGS IP", env: env(func(c *harness.Call) { c.Args = "IgnoreUnknown=1;IP=10.77.0.999" }), code: types.ErrInvalidEnvironmentVariables, names: "CNI_ARGS IP"},
 		{name: "unknown CNI_ARGS key", env: env(func(c *harness.Call) { c.Args = "FOO=bar" }), code: types.ErrInvalidEnvironmentVariables, names: "FOO"},
@@ -86,27 +86,27 @@ func TestBadInput(t *testing.T) {
 		{name: "missing CNI_IFNAME", env: env(func(c *harness.Call) { c.IfName = "" }), code: types.ErrInvalidEnvironmentVariables, names: "CNI_IFNAME"},
 		{name: "bad container ID", env: env(func(c *harness.Call) { c.ContainerID = "bad/id" }), code: types.ErrInvalidEnvironmentVariables, names: "containerID"},
 		{name: "ifname too long", env: env(func(c *harness.Call) { c.IfName = "pod0123456789abcd" }), code: types.ErrInvalidEnvironmentVariables, names: "interface name"},
-		{name: "bad cniVersion", mods: hdMods(hdSet("cniVersion", "9.9.9")), code: types.ErrIncompatibleCNIVersion, names: "incompatible"},
-		{name: "netns does not exist", env: env(func(c *harness.Call) { c.Netns = "/var/run/netns/" + h.node.ID + "-nosuchpod" }), code: types.ErrInvalidNetNS, names: h.node.ID + "-nosuchpod"},
+		{name: "bad cniVersion", mods: mods(set("cniVersion", "9.9.9")), code: types.ErrIncompatibleCNIVersion, names: "incompatible"},
+		{name: "netns does not exist", env: env(func(c *harness.Call) { c.Netns = "/var/run/netns/" + f.node.ID + "-nosuchpod" }), code: types.ErrInvalidNetNS, names: f.node.ID + "-nosuchpod"},
 		{name: "netns is a regular file", env: env(func(c *harness.Call) { c.Netns = "/etc/hostname" }), code: types.ErrInvalidNetNS, names: "/etc/hostname"},
 		{name: "netns is a procfs file", env: env(func(c *harness.Call) { c.Netns = "/proc/self/status" }), code: types.ErrInvalidNetNS, names: "/proc/self/status"},
 		{name: "netns is a mount namespace", env: env(func(c *harness.Call) { c.Netns = "/proc/self/ns/mnt" }), code: types.ErrInvalidNetNS, names: "/proc/self/ns/mnt"},
-		{name: "netns is the plugin's own", env: env(func(c *harness.Call) { c.Netns = h.node.Host.Path() }), code: types.ErrInvalidNetNS, names: h.node.Host.Path()},
-		{name: "bridge does not exist", mods: hdMods(hdSet("bridge", "br-nosuch")), code: types.ErrTryAgainLater, names: "br-nosuch"},
-		{name: "bridge is a veth", mods: hdMods(hdSet("bridge", "notabridge")), code: types.ErrInvalidNetworkConfig, names: "notabridge"},
-		{name: "bridge is down", mods: hdMods(hdSet("bridge", "br-down")), code: types.ErrTryAgainLater, names: "br-down"},
-		{name: "mtu above the bridge's", mods: hdMods(hdSet("mtu", 9000)), code: types.ErrInvalidNetworkConfig, names: "bridge br-test's MTU 1500"},
+		{name: "netns is the plugin's own", env: env(func(c *harness.Call) { c.Netns = f.node.Host.Path() }), code: types.ErrInvalidNetNS, names: f.node.Host.Path()},
+		{name: "bridge does not exist", mods: mods(set("bridge", "br-nosuch")), code: types.ErrTryAgainLater, names: "br-nosuch"},
+		{name: "bridge is a veth", mods: mods(set("bridge", "notabridge")), code: types.ErrInvalidNetworkConfig, names: "notabridge"},
+		{name: "bridge is down", mods: mods(set("bridge", "br-down")), code: types.ErrTryAgainLater, names: "br-down"},
+		{name: "mtu above the bridge's", mods: mods(set("mtu", 9000)), code: types.ErrInvalidNetworkConfig, names: "bridge br-test's MTU 1500"},
 	}
 	for i, row := range rows {
-		call := harness.Call{Command: "ADD", ContainerID: fmt.Sprintf("f1-%s-%d", h.node.ID, i), Netns: pod.Path(), IfName: "net1",
-			Stdin: h.conf("1.1.0", row.mods...)}
+		call := harness.Call{Command: "ADD", ContainerID: fmt.Sprintf("f1-%s-%d", f.node.ID, i), Netns: pod.Path(), IfName: "net1",
+			Stdin: f.conf("1.1.0", row.mods...)}
 		if row.stdin != "" {
 			call.Stdin = []byte(row.stdin)
 		}
 		if row.env != nil {
 			row.env(&call)
 		}
-		out, err := h.call(call)
+		out, err := f.call(call)
 		switch {
 		case err != nil:
 			t.Errorf("%s: %v", row.name, err)
@@ -117,17 +117,15 @@ func TestBadInput(t *testing.T) {
 		case !strings.Contains(out.Err.Msg+" "+out.Err.Details, row.names):
 			t.Errorf("%s: message %q does not name %q", row.name, out.Err.Msg, row.names)
 		}
-		if err := h.liveErr(nil, []harness.Netns{pod}); err != nil {
+		if err := f.liveErr(nil, []harness.Netns{pod}); err != nil {
 			t.Errorf("%s: %v", row.name, err)
 		}
-		if d := before.Diff(h.snapshot()); d != "" {
+		if d := before.Diff(f.snapshot()); d != "" {
 			t.Errorf("%s changed the node:\n%s", row.name, d)
 		}
 	}
 	t.Logf("%d bad inputs refused, node unchanged", len(rows))
 }
-
-func hdMods(m ...func(map[string]any)) []func(map[string]any) { return m }
 
 // F4: a network configuration above config.MaxConfigBytes (1 MiB) is
 // refused with 7 before it is read whole: with 2 MiB and 100 MiB of
@@ -136,34 +134,34 @@ func hdMods(m ...func(map[string]any)) []func(map[string]any) { return m }
 // GNU time: a child started by this (large) test process inherits the
 // test's RSS in its ru_maxrss across execve.
 func TestOversizedStdin(t *testing.T) {
-	h := newHD(t)
-	pod := h.pods(1)[0]
-	before := h.snapshot()
-	head := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"vmnet","type":"tapbridge-cni","bridge":%q,"dataDir":%q,"pad":"`, harness.BridgeName, h.stateDir())
+	f := newFixture(t)
+	pod := f.pods(1)[0]
+	before := f.snapshot()
+	head := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"vmnet","type":"tapbridge-cni","bridge":%q,"dataDir":%q,"pad":"`, harness.BridgeName, f.stateDir())
 	padded := func(size int) io.Reader {
-		return io.MultiReader(strings.NewReader(head), io.LimitReader(hdRepeat('x'), int64(size-len(head)-2)), strings.NewReader(`"}`))
+		return io.MultiReader(strings.NewReader(head), io.LimitReader(repeatByte('x'), int64(size-len(head)-2)), strings.NewReader(`"}`))
 	}
-	status := h.mustCall(harness.Call{Command: "STATUS", Stdin: hdReadAll(t, padded(config.MaxConfigBytes))})
+	status := f.exec(harness.Call{Command: "STATUS", Stdin: readAll(t, padded(config.MaxConfigBytes))})
 	if status.RC != 0 {
 		t.Errorf("STATUS with a config of exactly %d bytes: rc %d %s", config.MaxConfigBytes, status.RC, status.Stdout)
 	}
 	gnuTime, timeErr := exec.LookPath("/usr/bin/time")
 	for _, size := range []int{config.MaxConfigBytes + 1, 2 << 20, 100 << 20} {
-		call := harness.Call{Command: "ADD", ContainerID: "f4-" + h.node.ID, Netns: pod.Path(), IfName: "net1", Path: strings.Join(h.paths(pluginDir), ":")}
+		call := harness.Call{Command: "ADD", ContainerID: "f4-" + f.node.ID, Netns: pod.Path(), IfName: "net1", Path: strings.Join(f.paths(pluginDir), ":")}
 		rssFile := filepath.Join(t.TempDir(), "maxrss")
-		argv := []string{hdReleaseBin()}
+		argv := []string{releaseBin()}
 		if timeErr == nil {
 			argv = append([]string{gnuTime, "-o", rssFile, "-f", "%M"}, argv...)
 		}
 		cmd := exec.Command(argv[0], argv[1:]...)
-		cmd.Env, cmd.Stdin = hdEnv(call), padded(size)
+		cmd.Env, cmd.Stdin = call.Env(), padded(size)
 		var stdout bytes.Buffer
 		cmd.Stdout = &stdout
-		if err := h.node.Host.Do(cmd.Run); err != nil && cmd.ProcessState == nil {
+		if err := f.node.Host.Do(cmd.Run); err != nil && cmd.ProcessState == nil {
 			t.Fatal(err)
 		}
 		var e types.Error
-		if cmd.ProcessState.ExitCode() == 0 || hdDecodeErr(stdout.Bytes(), &e) != nil || e.Code != types.ErrInvalidNetworkConfig || !strings.Contains(e.Msg, fmt.Sprint(config.MaxConfigBytes)) {
+		if cmd.ProcessState.ExitCode() == 0 || decodeCNIError(stdout.Bytes(), &e) != nil || e.Code != types.ErrInvalidNetworkConfig || !strings.Contains(e.Msg, fmt.Sprint(config.MaxConfigBytes)) {
 			t.Errorf("ADD with %d bytes of stdin: rc %d %q, want code 7 naming the %d-byte cap", size, cmd.ProcessState.ExitCode(), stdout.Bytes(), config.MaxConfigBytes)
 		}
 		if timeErr != nil {
@@ -184,21 +182,21 @@ func TestOversizedStdin(t *testing.T) {
 		}
 		t.Logf("%d bytes of stdin: code %d, peak RSS %d KiB", size, e.Code, rss)
 	}
-	h.expectLive(nil, []harness.Netns{pod})
-	h.expectClean(before)
+	f.expectLive(nil, []harness.Netns{pod})
+	f.expectClean(before)
 }
 
-// hdRepeat is an endless stream of one byte.
-type hdRepeat byte
+// repeatByte is an endless stream of one byte.
+type repeatByte byte
 
-func (r hdRepeat) Read(p []byte) (int, error) {
+func (r repeatByte) Read(p []byte) (int, error) {
 	for i := range p {
 		p[i] = byte(r)
 	}
 	return len(p), nil
 }
 
-func hdReadAll(t *testing.T, r io.Reader) []byte {
+func readAll(t *testing.T, r io.Reader) []byte {
 	t.Helper()
 	b, err := io.ReadAll(r)
 	if err != nil {
@@ -213,41 +211,41 @@ func hdReadAll(t *testing.T, r io.Reader) []byte {
 // them and ADD passes its error on. Any other unknown key without
 // IgnoreUnknown is code 4. Every refusal leaves the node CLEAN.
 func TestKubeletArgs(t *testing.T) {
-	h := newHD(t)
-	pods := h.pods(3)
-	before := h.snapshot()
-	cid := "f5-" + h.node.ID
+	f := newFixture(t)
+	pods := f.pods(3)
+	before := f.snapshot()
+	cid := "f5-" + f.node.ID
 	k8s := "K8S_POD_NAMESPACE=vms;K8S_POD_NAME=virt-launcher-vm1;K8S_POD_INFRA_CONTAINER_ID=" + cid + ";K8S_POD_UID=0b9f6f3e-6c1e-4d0e-9d8a-7f0c1b2a3d4e"
-	a := hdAtt{CID: cid, IfName: "net1", Network: "vmnet", Bridge: harness.BridgeName, HostAddr: "10.77.0.250/24", Pod: pods[0]}
+	a := harness.Attachment{CID: cid, IfName: "net1", Network: "vmnet", Bridge: harness.BridgeName, HostAddr: "10.77.0.250/24", Pod: pods[0]}
 
-	conf := h.conf("1.1.0")
-	add := h.must(h.call(harness.Call{Command: "ADD", ContainerID: a.CID, Netns: a.Pod.Path(), IfName: a.IfName, Args: "IgnoreUnknown=1;" + k8s, Stdin: conf}))
-	h.must(h.call(harness.Call{Command: "CHECK", ContainerID: a.CID, Netns: a.Pod.Path(), IfName: a.IfName, Args: "IgnoreUnknown=1;" + k8s, Stdin: hdWithPrev(t, conf, add.Stdout)}))
-	h.expectLive([]hdAtt{a}, pods)
-	h.must(h.call(harness.Call{Command: "DEL", ContainerID: a.CID, Netns: a.Pod.Path(), IfName: a.IfName, Args: "IgnoreUnknown=1;" + k8s, Stdin: conf}))
-	h.expectLive(nil, pods)
+	conf := f.conf("1.1.0")
+	add := f.must(f.call(harness.Call{Command: "ADD", ContainerID: a.CID, Netns: a.Pod.Path(), IfName: a.IfName, Args: "IgnoreUnknown=1;" + k8s, Stdin: conf}))
+	f.must(f.call(harness.Call{Command: "CHECK", ContainerID: a.CID, Netns: a.Pod.Path(), IfName: a.IfName, Args: "IgnoreUnknown=1;" + k8s, Stdin: f.withPrev(conf, add.Stdout)}))
+	f.expectLive([]harness.Attachment{a}, pods)
+	f.must(f.call(harness.Call{Command: "DEL", ContainerID: a.CID, Netns: a.Pod.Path(), IfName: a.IfName, Args: "IgnoreUnknown=1;" + k8s, Stdin: conf}))
+	f.expectLive(nil, pods)
 
 	// Without IgnoreUnknown, L2 only (no IPAM): tapbridge accepts the K8S_* keys.
-	l2 := h.conf("1.1.0", hdDel("ipam"))
+	l2 := f.conf("1.1.0", unset("ipam"))
 	b := a
 	b.CID, b.Pod, b.NoIPAM = cid+"-l2", pods[1], true
-	h.must(h.call(harness.Call{Command: "ADD", ContainerID: b.CID, Netns: b.Pod.Path(), IfName: b.IfName, Args: k8s, Stdin: l2}))
-	h.expectLive([]hdAtt{b}, pods)
-	h.must(h.call(harness.Call{Command: "DEL", ContainerID: b.CID, Netns: b.Pod.Path(), IfName: b.IfName, Args: k8s, Stdin: l2}))
-	h.expectLive(nil, pods)
+	f.must(f.call(harness.Call{Command: "ADD", ContainerID: b.CID, Netns: b.Pod.Path(), IfName: b.IfName, Args: k8s, Stdin: l2}))
+	f.expectLive([]harness.Attachment{b}, pods)
+	f.must(f.call(harness.Call{Command: "DEL", ContainerID: b.CID, Netns: b.Pod.Path(), IfName: b.IfName, Args: k8s, Stdin: l2}))
+	f.expectLive(nil, pods)
 
 	// Without IgnoreUnknown through host-local: host-local's refusal is passed on.
-	out := h.mustCall(harness.Call{Command: "ADD", ContainerID: cid + "-hl", Netns: pods[2].Path(), IfName: "net1", Args: k8s, Stdin: conf})
+	out := f.exec(harness.Call{Command: "ADD", ContainerID: cid + "-hl", Netns: pods[2].Path(), IfName: "net1", Args: k8s, Stdin: conf})
 	if out.RC == 0 || !strings.Contains(out.Err.Msg, "IPAM host-local ADD") || !strings.Contains(out.Err.Msg, "K8S_POD_NAMESPACE") {
 		t.Errorf("ADD with K8S_* keys, no IgnoreUnknown, through host-local: rc %d %s", out.RC, out.Stdout)
 	}
-	h.expectLive(nil, pods)
+	f.expectLive(nil, pods)
 
 	// Any other unknown key, without IgnoreUnknown: refused by tapbridge.
-	out = h.mustCall(harness.Call{Command: "ADD", ContainerID: cid + "-foo", Netns: pods[2].Path(), IfName: "net1", Args: k8s + ";FOO=bar", Stdin: l2})
+	out = f.exec(harness.Call{Command: "ADD", ContainerID: cid + "-foo", Netns: pods[2].Path(), IfName: "net1", Args: k8s + ";FOO=bar", Stdin: l2})
 	if out.RC == 0 || out.Err.Code != types.ErrInvalidEnvironmentVariables || !strings.Contains(out.Err.Msg, "FOO") {
 		t.Errorf("ADD with an unknown CNI_ARGS key: rc %d %s, want code 4 naming FOO", out.RC, out.Stdout)
 	}
-	h.expectLive(nil, pods)
-	h.expectClean(before)
+	f.expectLive(nil, pods)
+	f.expectClean(before)
 }

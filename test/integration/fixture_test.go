@@ -3,27 +3,34 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
 
 	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
 // fixture is one sandbox node with its own state, IPAM and cache dirs.
+// newPod, call and start are safe from any goroutine.
 type fixture struct {
-	t    *testing.T
-	node *harness.Node
-	dir  string
-	pods []harness.Netns
-	seq  int
-	rec  *harness.Recorder // set by recorder(): an IPAM that logs its calls
+	t       *testing.T
+	node    *harness.Node
+	dir     string
+	bridges []string // every bridge of the node the checks look at
+	mu      sync.Mutex
+	made    []harness.Netns   // pod netns made so far; guarded by mu
+	seq     int               // guarded by mu
+	rec     *harness.Recorder // set by recorder(): an IPAM that logs its calls
 }
 
 // recorder makes IPAM calls visible: configs built with withRecorder use it.
@@ -58,10 +65,15 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, node: node, dir: t.TempDir()}
+	f := &fixture{t: t, node: node, dir: t.TempDir(), bridges: []string{harness.BridgeName}}
 	t.Cleanup(func() {
-		for _, p := range f.pods {
-			_ = p.Delete()
+		f.keepLog()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, p := range f.made {
+			if err := p.Delete(); err != nil {
+				t.Error(err)
+			}
 		}
 		if err := node.Close(); err != nil {
 			t.Error(err)
@@ -70,66 +82,75 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
+// keepLog saves the plugin's log of a failed test, which t.TempDir
+// would remove, and says where.
+func (f *fixture) keepLog() {
+	if !f.t.Failed() {
+		return
+	}
+	data, err := os.ReadFile(filepath.Join(f.dir, "plugin.log"))
+	if err != nil {
+		return
+	}
+	name := filepath.Join(os.TempDir(), strings.NewReplacer("/", "_", " ", "_").Replace(f.t.Name())+"-"+f.node.ID+".log")
+	if err := os.WriteFile(name, data, 0o644); err == nil {
+		f.t.Logf("plugin log kept in %s", name)
+	}
+}
+
 func (f *fixture) stateDir() string { return filepath.Join(f.dir, "state") }
 func (f *fixture) ipamDir() string  { return filepath.Join(f.dir, "ipam") }
 
-// pod makes a fresh pod netns, removed at cleanup.
+// newPod makes a fresh pod netns from any goroutine; removed at cleanup.
+func (f *fixture) newPod() (harness.Netns, error) {
+	f.mu.Lock()
+	f.seq++
+	name := f.node.ID + "-pod" + strconv.Itoa(f.seq)
+	f.mu.Unlock()
+	p, err := harness.NewNetns(name)
+	if err != nil {
+		return p, err
+	}
+	f.mu.Lock()
+	f.made = append(f.made, p)
+	f.mu.Unlock()
+	return p, nil
+}
+
+// pod makes a fresh pod netns (from the test goroutine).
 func (f *fixture) pod() harness.Netns {
 	f.t.Helper()
-	f.seq++
-	p, err := harness.NewNetns(f.node.ID + "-pod" + strconv.Itoa(f.seq))
+	p, err := f.newPod()
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	f.pods = append(f.pods, p)
 	return p
 }
 
-// conf is the default network config; mods edit the decoded map.
-func (f *fixture) conf(version string, mods ...func(map[string]any)) []byte {
-	c := map[string]any{
-		"cniVersion": version, "name": "vmnet", "type": "tapbridge-cni",
-		"bridge": harness.BridgeName,
-		"tap":    map[string]any{"owner": 107, "group": 107},
-		"hostAddress": map[string]any{
-			"nodeName": "node-a",
-			"static":   map[string]any{"node-a": []string{"10.77.0.250/24"}},
-		},
-		"dataDir": f.stateDir(), "logFile": filepath.Join(f.dir, "plugin.log"), "logLevel": "debug",
-		"ipam": map[string]any{
-			"type": "host-local", "dataDir": f.ipamDir(),
-			"ranges": [][]map[string]any{{{"subnet": "10.77.0.0/24", "rangeStart": "10.77.0.10", "rangeEnd": "10.77.0.200"}}},
-		},
+// pods makes n pod netns up front (from the test goroutine).
+func (f *fixture) pods(n int) []harness.Netns {
+	f.t.Helper()
+	out := make([]harness.Netns, n)
+	for i := range out {
+		out[i] = f.pod()
 	}
-	for _, m := range mods {
-		m(c)
-	}
-	b, err := json.Marshal(c)
+	return out
+}
+
+// addBridge makes another admin bridge in the node's host netns.
+func (f *fixture) addBridge(name string) {
+	f.t.Helper()
+	err := f.node.Host.Do(func() error {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+		if err := netlink.LinkAdd(br); err != nil {
+			return fmt.Errorf("add bridge %s: %w", name, err)
+		}
+		return netlink.LinkSetUp(br)
+	})
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	return b
-}
-
-// exec runs the release binary in the node's host netns.
-func (f *fixture) exec(c harness.Call) harness.Outcome {
-	f.t.Helper()
-	if c.Binary == "" {
-		c.Binary = filepath.Join(pluginDir, "tapbridge-cni")
-	}
-	if c.Path == "" {
-		c.Path = strings.Join(f.paths(filepath.Dir(c.Binary)), ":")
-	}
-	var out harness.Outcome
-	err := f.node.Host.Do(func() error {
-		var err error
-		out, err = c.Run()
-		return err
-	})
-	if err != nil {
-		f.t.Fatalf("%s: %v (stderr: %s)", c.Command, err, out.Stderr)
-	}
-	return out
+	f.bridges = append(f.bridges, name)
 }
 
 // runtime is libcni as a container runtime uses it.
@@ -188,45 +209,87 @@ func (r *runtime) status() error {
 	return r.f.node.Host.Do(func() error { return r.cni.GetStatusNetworkList(context.Background(), r.list) })
 }
 
-func (f *fixture) deletedPods() []string {
-	var gone []string
-	for _, p := range f.pods {
-		if _, err := os.Stat(p.Path()); err != nil {
-			gone = append(gone, p.Name)
-		}
-	}
-	return gone
-}
-
-// snapshot takes the leak-check snapshot of the node, its pods and dirs.
-func (f *fixture) snapshot() harness.Snapshot {
+// read reads the node's state, looking into pods.
+func (f *fixture) read(pods []harness.Netns) harness.State {
 	f.t.Helper()
-	var live []harness.Netns
-	for _, p := range f.pods {
-		if _, err := os.Stat(p.Path()); err == nil {
-			live = append(live, p)
-		}
-	}
-	s, err := harness.Take(f.node.Host, live, f.stateDir(), f.ipamDir())
+	s, err := harness.Read(harness.Scope{Host: f.node.Host, Bridges: f.bridges, Pods: pods, StateDir: f.stateDir(), IPAMDir: f.ipamDir()})
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	return s
 }
 
-// expectClean fails the test if the node differs from before. Pods the
-// test deleted on purpose are left out of the comparison.
-func (f *fixture) expectClean(before harness.Snapshot) {
+// snapshot reads the node with every pod the fixture made.
+func (f *fixture) snapshot() harness.State {
 	f.t.Helper()
-	before = before.Without(f.deletedPods()...)
+	f.mu.Lock()
+	pods := append([]harness.Netns(nil), f.made...)
+	f.mu.Unlock()
+	return f.read(pods)
+}
+
+// expectClean fails the test if the node differs from before. Pods the
+// test deleted on purpose are left out of the comparison; a pod made
+// after before must hold only loopback.
+func (f *fixture) expectClean(before harness.State) {
+	f.t.Helper()
 	after := f.snapshot()
-	for k, links := range after {
-		// A pod made after the "before" snapshot must hold only loopback.
-		if _, known := before[k]; !known && strings.HasPrefix(k, "pod ") && len(links) == 1 && strings.HasPrefix(links[0], "lo(") {
-			delete(after, k)
+	var gone []string
+	for name := range before.Pods {
+		if _, ok := after.Pods[name]; !ok {
+			gone = append(gone, name)
+		}
+	}
+	before = before.Without(gone...)
+	for name, k := range after.Pods {
+		if _, known := before.Pods[name]; !known && k.OnlyLoopback() {
+			after = after.Without(name)
 		}
 	}
 	if d := before.Diff(after); d != "" {
 		f.t.Errorf("node not left as it was:\n%s", d)
 	}
+}
+
+// expectLive fails the test unless the node holds exactly the live
+// attachments (harness.State.Live). pods are the pod netns to look into
+// besides those of live: their devices must be exactly those of the live
+// attachments in them, else only lo.
+func (f *fixture) expectLive(live []harness.Attachment, pods []harness.Netns) {
+	f.t.Helper()
+	if err := f.liveErr(live, pods); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// liveErr is expectLive for callers that must not stop the test at once.
+func (f *fixture) liveErr(live []harness.Attachment, pods []harness.Netns) error {
+	pods = append([]harness.Netns(nil), pods...)
+	for _, a := range live {
+		if !slices.ContainsFunc(pods, func(p harness.Netns) bool { return p.Name == a.Pod.Name }) {
+			pods = append(pods, a.Pod)
+		}
+	}
+	s, err := harness.Read(harness.Scope{Host: f.node.Host, Bridges: f.bridges, Pods: pods, StateDir: f.stateDir(), IPAMDir: f.ipamDir()})
+	if err != nil {
+		return err
+	}
+	return s.Live(live)
+}
+
+// stateSane checks what must hold in the state dir at any instant, even
+// right after a crash (harness.StateDir.Sane).
+func (f *fixture) stateSane() error {
+	s, err := harness.ReadStateDir(f.stateDir())
+	if err != nil {
+		return err
+	}
+	return s.Sane()
+}
+
+// watchHostAddrs watches the host addresses of bridge while plugins run
+// (harness.WatchHostAddrs).
+func (f *fixture) watchHostAddrs(bridge string, hostAddrs ...string) (stop func() (int, []error)) {
+	f.t.Helper()
+	return harness.WatchHostAddrs(f.t, f.node.Host, f.stateDir(), bridge, hostAddrs...)
 }

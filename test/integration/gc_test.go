@@ -51,11 +51,11 @@ func TestGCSubset(t *testing.T) {
 		}
 	}
 	s := f.snapshot()
-	if n := countPrefix(s["host links"], "tb"); n != 6 {
+	if n := countPrefix(s.Host.Names(), "tb"); n != 6 {
 		t.Errorf("host veths after GC: %d, want 6", n)
 	}
-	if n := countPrefix(s["files ipam"], "vmnet/10."); n != 6 {
-		t.Errorf("IPAM leases after GC: %v, want 6", s["files ipam"])
+	if n := countPrefix(s.IPAM.Files, "vmnet/10."); n != 6 {
+		t.Errorf("IPAM leases after GC: %v, want 6", s.IPAM.Files)
 	}
 	f.expectBridgeAddr("10.77.0.250/24", true)
 	calls := strings.Join(rec.Calls(), "\n")
@@ -143,7 +143,7 @@ func TestGCAfterReboot(t *testing.T) {
 	before := f.snapshot()
 	r := f.runtime(f.conf("1.1.0"))
 	rts := attachN(t, f, r, 5)
-	for _, p := range f.pods {
+	for _, p := range f.made {
 		if err := p.Delete(); err != nil {
 			t.Fatal(err)
 		}
@@ -158,7 +158,7 @@ func TestGCAfterReboot(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ADD after GC: %v", err)
 	}
-	leases := countPrefix(f.snapshot()["files ipam"], "vmnet/10.")
+	leases := countPrefix(f.snapshot().IPAM.Files, "vmnet/10.")
 	if len(res.IPs) != 1 || leases != 1 {
 		t.Errorf("after GC and one ADD: IPs %v, %d leases; want one of each", res.IPs, leases)
 	}

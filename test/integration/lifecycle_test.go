@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -115,11 +116,19 @@ func (f *fixture) expectPodDevices(pod harness.Netns, podIf, tapName, mac string
 
 func (f *fixture) bridgeAddrs() []string {
 	f.t.Helper()
-	s, err := harness.Take(f.node.Host, nil)
+	var addrs []netip.Prefix
+	err := f.node.Host.Do(func() (err error) {
+		addrs, err = harness.BridgeAddrs(harness.BridgeName)
+		return err
+	})
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	return s["bridge addrs"]
+	var out []string
+	for _, a := range addrs {
+		out = append(out, a.String())
+	}
+	return out
 }
 
 func (f *fixture) expectBridgeAddr(addr string, present bool) {

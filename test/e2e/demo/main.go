@@ -41,7 +41,7 @@ type demo struct {
 	c        *cluster.Cluster
 	pods     []*cluster.Pod
 	vms      map[*cluster.Pod]*cluster.VM
-	baseline map[string]cluster.State
+	baseline map[string]harness.State
 	failed   int // applicable pairs of the matrix that did not answer
 }
 
@@ -53,7 +53,7 @@ func main() {
 	// Signals cancel ctx; they stay caught until teardown is over, so a
 	// second Ctrl-C cannot cut the cleanup short.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	d := &demo{start: time.Now(), vms: map[*cluster.Pod]*cluster.VM{}, baseline: map[string]cluster.State{}}
+	d := &demo{start: time.Now(), vms: map[*cluster.Pod]*cluster.VM{}, baseline: map[string]harness.State{}}
 	err := d.run(ctx)
 	interrupted := ctx.Err() != nil
 	if interrupted {

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tapbridge/tapbridge-cni/test/e2e/cluster"
+	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
 // hostAddressSource says where each network's host addresses come from,
@@ -138,17 +139,14 @@ func (d *demo) deleteAll(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (d *demo) printBack(n *cluster.Node, before, after cluster.State) error {
+func (d *demo) printBack(n *cluster.Node, before, after harness.State) error {
 	if diff := before.Diff(after); diff != "" {
 		fmt.Printf("%s is NOT back to what it was:\n%s\n", n.Name, diff)
 		return fmt.Errorf("%s is not back to what it was", n.Name)
 	}
-	var links []string
-	for _, l := range after.Links {
-		links = append(links, strings.Fields(l)[0])
-	}
+	links := after.Host.Names()
 	fmt.Printf("%s is back to what it was: links %s only; host addresses: %s; IPAM leases: %s; plugin records: %s\n",
-		n.Name, strings.Join(links, ", "), none(len(after.HostAddrs)), none(len(after.Leases)), none(len(after.Records)))
+		n.Name, strings.Join(links, ", "), none(len(after.Host.Addrs[cluster.HostBridge])), none(len(after.IPAM.Files)), none(len(after.StateDir.Files)))
 	return nil
 }
 

@@ -13,13 +13,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
 // TestBootReachable boots a guest on a single-queue TAP, reaches it from
 // the peer (ping, TCP echo) and has it reach the peer (ping over IPv4 and
 // IPv6, TCP echo) with its probes.
 func TestBootReachable(t *testing.T) {
-	requireRoot(t)
+	harness.RequireRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	tp := newTopology(t)
@@ -93,7 +95,7 @@ func checkQemuProcess(t *testing.T, vm *VM, podPath string) {
 // TestBootMultiQueue boots with two queues on a multi-queue TAP: QEMU gets
 // two fds, the TAP reports both attached, and the guest is reachable.
 func TestBootMultiQueue(t *testing.T) {
-	requireRoot(t)
+	harness.RequireRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	tp := newTopology(t)
@@ -125,7 +127,7 @@ func TestBootMultiQueue(t *testing.T) {
 // same bridge; the prober retries until the responder is up, reaches it,
 // and powers off by itself once done.
 func TestTwoGuests(t *testing.T) {
-	requireRoot(t)
+	harness.RequireRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	tp := newTopology(t)
@@ -148,7 +150,7 @@ func TestTwoGuests(t *testing.T) {
 // plugin relies on: only the owner may attach, and the multi-queue flag
 // must match the device.
 func TestOpenTapChecks(t *testing.T) {
-	requireRoot(t)
+	harness.RequireRoot(t)
 	tp := newTopology(t)
 	tp.addTap(t, "tapsq", false, false)
 	tp.addTap(t, "tapmq", true, false)
@@ -199,7 +201,7 @@ func TestOpenTapChecks(t *testing.T) {
 // TestBootErrors checks that a failed boot reports why and leaves no
 // process or temp dir behind.
 func TestBootErrors(t *testing.T) {
-	requireRoot(t)
+	harness.RequireRoot(t)
 	img := testImage(t)
 	tp := newTopology(t)
 	tp.addTap(t, "tapsq", false, false)

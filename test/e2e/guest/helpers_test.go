@@ -18,13 +18,6 @@ import (
 // Set TBGUEST_CONSOLE=1 to see the serial consoles as they boot.
 const testTimeout = 120 * time.Second
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces and TAP devices, and runs QEMU as uid 107")
-	}
-}
-
 var (
 	imageOnce sync.Once
 	image     Image

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
 // TestEnsureImageConcurrent builds an image in a fresh cache from two
@@ -17,7 +19,7 @@ import (
 // so that no download is needed): both get the same complete image, and
 // no build leftovers remain.
 func TestEnsureImageConcurrent(t *testing.T) {
-	requireRoot(t)
+	harness.RequireRoot(t)
 	testImage(t) // fills the default cache, including debs/
 	debs, _ := filepath.Glob(filepath.Join(DefaultCacheDir(), "debs", "*.deb"))
 	if len(debs) == 0 {
@@ -69,7 +71,7 @@ func TestEnsureImageConcurrent(t *testing.T) {
 // TestInitramfsContents lists the built initramfs with cpio and checks
 // that what /init needs is there.
 func TestInitramfsContents(t *testing.T) {
-	requireRoot(t)
+	harness.RequireRoot(t)
 	img := testImage(t)
 	data, err := os.ReadFile(img.Initrd)
 	if err != nil {
