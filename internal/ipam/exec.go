@@ -28,15 +28,16 @@ const waitDelay = time.Second
 // sleep, a helper daemon) would hang ADD long past ipamTimeout.
 type execer struct {
 	version.PluginDecoder
+	hold *os.File // inherited by the plugin (see Call.Hold); may be nil
 }
 
 func (*execer) FindInPath(plugin string, paths []string) (string, error) {
 	return invoke.FindInPath(plugin, paths)
 }
 
-func (*execer) ExecPlugin(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
+func (e *execer) ExecPlugin(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
 	for delay := busyDelay; ; delay = min(2*delay, maxBusyDelay) {
-		out, err := execOnce(ctx, path, stdin, environ)
+		out, err := e.execOnce(ctx, path, stdin, environ)
 		if !errors.Is(err, unix.ETXTBSY) {
 			return out, err
 		}
@@ -63,7 +64,7 @@ var onBusy = func() {}
 
 // execOnce runs the plugin once. A start that fails with ETXTBSY is
 // returned as is, unwrapped into a CNI error only by the caller.
-func execOnce(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
+func (e *execer) execOnce(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	var in io.Reader = bytes.NewReader(stdin) // where memfds are refused (a seccomp filter)
 	if f, err := memfdWith(stdin); err == nil {
@@ -72,6 +73,9 @@ func execOnce(ctx context.Context, path string, stdin []byte, environ []string) 
 	}
 	c := exec.CommandContext(ctx, path)
 	c.Env, c.Stdin, c.Stdout, c.Stderr = environ, in, &stdout, &stderr
+	if e.hold != nil {
+		c.ExtraFiles = []*os.File{e.hold}
+	}
 	// No Pdeathsig: IPAM killed with tapbridge could die between creating
 	// a lease and writing whose it is (host-local does the two apart), and
 	// that lease would outlive the runtime's DEL. Left to run, it finishes

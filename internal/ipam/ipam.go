@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -32,6 +33,9 @@ type Call struct {
 	IfName      string
 	Netns       string
 	Args        string // CNI_ARGS
+	// Hold is inherited by the IPAM process and so stays open while it
+	// runs, even past the caller's death: the attachment's lock.
+	Hold *os.File
 }
 
 // Add allocates addresses for the attachment.
@@ -42,7 +46,7 @@ func (p Plugin) Add(ctx context.Context, c Call) (*current.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := invoke.ExecPluginWithResult(ctx, path, p.Config, p.args("ADD", c), &execer{})
+	r, err := invoke.ExecPluginWithResult(ctx, path, p.Config, p.args("ADD", c), &execer{hold: c.Hold})
 	if err != nil {
 		return nil, p.wrap(ctx, "ADD", err)
 	}
@@ -97,7 +101,7 @@ func (p Plugin) run(ctx context.Context, cmd string, c Call) error {
 	if err != nil {
 		return err
 	}
-	if err := invoke.ExecPluginWithoutResult(ctx, path, p.Config, p.args(cmd, c), &execer{}); err != nil {
+	if err := invoke.ExecPluginWithoutResult(ctx, path, p.Config, p.args(cmd, c), &execer{hold: c.Hold}); err != nil {
 		return p.wrap(ctx, cmd, err)
 	}
 	return nil

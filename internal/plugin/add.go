@@ -42,7 +42,8 @@ type attachmentView struct {
 // have made so far.
 type addOp struct {
 	attachmentView
-	pending *ipam.Pending // IPAM ADD, running while the pod side is built
+	lock    *state.AttachmentLock // held to the end, and by the IPAM plugin while it runs
+	pending *ipam.Pending         // IPAM ADD, running while the pod side is built
 	undo    undo.Stack
 }
 
@@ -54,6 +55,7 @@ func (p *Plugin) Add(ctx context.Context) (*current.Result, error) {
 		return nil, err
 	}
 	defer op.netns.Close()
+	defer op.unlock()
 	steps := addSteps(op)
 	for _, s := range steps {
 		err := s.fn(ctx)
@@ -155,6 +157,25 @@ func (op *addOp) writeRecord(context.Context) error {
 	return nil
 }
 
+// lockAttachment takes the attachment's lock after its claim: the claim
+// already keeps out a second ADD, the lock makes a DEL that the runtime
+// sends after killing this ADD wait for the IPAM plugin it leaves running.
+func (op *addOp) lockAttachment(context.Context) error {
+	l, err := op.store.LockAttachment(op.names.Key, op.Net.LockTimeout)
+	if err != nil {
+		return err
+	}
+	op.lock = l
+	op.undo.Push("lock", l.Remove) // with the claim, nothing of the attachment is left
+	return nil
+}
+
+func (op *addOp) unlock() {
+	if op.lock != nil {
+		op.lock.Unlock()
+	}
+}
+
 func (op *addOp) createVeth(context.Context) error {
 	err := link.CreateVeth(link.Veth{
 		HostName: op.names.HostIf, HostMAC: op.names.HostMAC, BridgeIndex: op.bridge.Index,
@@ -217,13 +238,15 @@ func (op *addOp) startIPAM(ctx context.Context) error {
 	if op.Net.IPAMType == "" {
 		return nil
 	}
-	op.pending = op.ipam().Start(ctx, op.ipamCall())
+	call := op.ipamCall()
+	call.Hold = op.lock.File()
+	op.pending = op.ipam().Start(ctx, call)
 	// Release even when ADD failed: IPAM may have stored an allocation
 	// before failing, and DEL is harmless when it has none. Wait first, so
 	// DEL never runs before the ADD it undoes.
 	op.undo.Push("ipam", func() error {
 		_, _ = op.pending.Wait()
-		return op.ipam().Del(context.Background(), op.ipamCall())
+		return op.ipam().Del(context.Background(), call)
 	})
 	return nil
 }

@@ -42,7 +42,38 @@ func (p *Plugin) Del(ctx context.Context) error {
 	return p.tearDown(ctx, st, t)
 }
 
+// tearDown holds the attachment's lock throughout (an IPAM plugin that a
+// killed call left running holds it too, and is waited for), and removes
+// the lock file before the record, so a crash in between leaves a record
+// for the retry to find.
 func (p *Plugin) tearDown(ctx context.Context, st *state.Store, t teardown) error {
+	names := attachment.For(t.id)
+	lock, err := st.LockAttachment(names.Key, p.Net.LockTimeout)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	if err := p.removeAttachment(ctx, st, t, lock); err != nil {
+		return errors.Join(err, dropUnrecordedLock(st, names.Key, lock))
+	}
+	if err := lock.Remove(); err != nil {
+		return err
+	}
+	return st.Delete(names.Key)
+}
+
+// dropUnrecordedLock: a failed teardown keeps the lock file with the
+// record, for the retry; without a record (a DEL of nothing) the call
+// leaves nothing behind.
+func dropUnrecordedLock(st *state.Store, key string, lock *state.AttachmentLock) error {
+	if _, err := st.Get(key); errors.Is(err, state.ErrNotFound) {
+		return lock.Remove()
+	}
+	return nil
+}
+
+// removeAttachment is ADD backwards, up to its record.
+func (p *Plugin) removeAttachment(ctx context.Context, st *state.Store, t teardown, lock *state.AttachmentLock) error {
 	names := attachment.For(t.id)
 	// The port's anti-spoof rules go first, so that the kernel's cleanup of
 	// them (a grace period paid when their socket closes) overlaps the
@@ -60,15 +91,12 @@ func (p *Plugin) tearDown(ctx context.Context, st *state.Store, t teardown) erro
 		return err
 	}
 	if p.Net.IPAMType != "" {
-		call := ipam.Call{ContainerID: t.id.ContainerID, IfName: t.id.IfName, Netns: t.netns, Args: t.args}
+		call := ipam.Call{ContainerID: t.id.ContainerID, IfName: t.id.IfName, Netns: t.netns, Args: t.args, Hold: lock.File()}
 		if err := p.ipam().Del(ctx, call); err != nil {
 			return err // keep the record: the runtime retries DEL
 		}
 	}
-	if err := p.leaveBridgeState(st, t.bridge, names.Key); err != nil {
-		return err
-	}
-	return st.Delete(names.Key)
+	return p.leaveBridgeState(st, t.bridge, names.Key)
 }
 
 // removeLinks deletes the pod end and the TAP as one link group (one

@@ -30,21 +30,48 @@ type Unlock func()
 // pace makes what paces a waiter's checks (realPacer: one per timeout);
 // tests drive the checks by hand.
 func lockFile(path string, timeout time.Duration, pace newPacer) (Unlock, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := openLocked(path, timeout, pace)
 	if err != nil {
-		return nil, fmt.Errorf("open lock %s: %w", path, err)
-	}
-	if err := takeLock(f, timeout, pace); err != nil {
-		if !errors.Is(err, ErrLockTimeout) { // a timed-out wait closes f itself
-			f.Close()
-		}
-		return nil, err
-	}
-	if err := markHandOver(f); err != nil {
-		f.Close()
 		return nil, err
 	}
 	return func() { f.Close() }, nil
+}
+
+// openLocked opens path (creating it) and takes its lock. A lock file can
+// be removed by its holder (an attachment's, when the attachment goes):
+// a waiter that then gets the lock of the unlinked file tries again on
+// the file now at path.
+func openLocked(path string, timeout time.Duration, pace newPacer) (*os.File, error) {
+	for {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("open lock %s: %w", path, err)
+		}
+		if err := takeLock(f, timeout, pace); err != nil {
+			if !errors.Is(err, ErrLockTimeout) { // a timed-out wait closes f itself
+				f.Close()
+			}
+			return nil, err
+		}
+		if !stillAt(f, path) {
+			f.Close()
+			continue
+		}
+		if err := markHandOver(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+		return f, nil
+	}
+}
+
+// stillAt reports whether f is the file at path (not one since unlinked).
+func stillAt(f *os.File, path string) bool {
+	var held, now unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &held) != nil || unix.Stat(path, &now) != nil {
+		return false
+	}
+	return held.Dev == now.Dev && held.Ino == now.Ino
 }
 
 // takeLock takes an uncontended lock with one LOCK_NB; a contended one

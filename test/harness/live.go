@@ -113,7 +113,7 @@ func (s State) liveNft(live []Attachment) []error {
 // of each subnet are exactly the live attachments on it, and the dir is
 // sane.
 func (s State) liveStateDir(live []Attachment) []error {
-	errs := []error{s.StateDir.Sane()}
+	errs := []error{s.StateDir.Quiet()}
 	want := map[string]Attachment{}
 	var users []string
 	for _, a := range live {

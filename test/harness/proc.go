@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -114,4 +116,24 @@ func processWithEnv(needle []byte) bool {
 		}
 	}
 	return false
+}
+
+// WaitBlockedInFlock waits until the process is queued for a flock held by
+// another (a "->" line of /proc/locks with its PID).
+func (p *Proc) WaitBlockedInFlock(limit time.Duration) error {
+	pid := strconv.Itoa(p.Cmd.Process.Pid)
+	for deadline := time.Now().Add(limit); ; time.Sleep(5 * time.Millisecond) {
+		locks, err := os.ReadFile("/proc/locks")
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(locks), "\n") {
+			if f := strings.Fields(line); len(f) > 5 && f[1] == "->" && f[2] == "FLOCK" && f[5] == pid {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s (pid %s) did not wait for a lock within %s", p.Cmd.Path, pid, limit)
+		}
+	}
 }

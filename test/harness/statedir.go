@@ -25,14 +25,15 @@ import (
 type StateDir struct {
 	Records  map[string]state.Record // by attachment key; only those that decode
 	Users    []string                // host-address users, as UserOf names them
-	Locks    map[string]error        // lock file → nil if free, else why it is held
+	Locks    map[string]error        // bridge lock file → nil if free, else why it is held
+	AttLocks map[string]error        // attachment lock files, likewise: an IPAM plugin that a killed call left running holds one
 	Files    []string                // every file but the locks, relative to the dir
 	Problems []error                 // torn or stray files: what must never be there, even after a crash
 }
 
 // ReadStateDir reads the state directory; a missing one is empty.
 func ReadStateDir(dir string) (StateDir, error) {
-	s := StateDir{Records: map[string]state.Record{}, Locks: map[string]error{}}
+	s := StateDir{Records: map[string]state.Record{}, Locks: map[string]error{}, AttLocks: map[string]error{}}
 	r := state.NewReader(dir)
 	recs, err := r.Records()
 	if err != nil {
@@ -81,6 +82,8 @@ func (s *StateDir) walk(dir string) error {
 		case d.Name() == "lock":
 			s.Locks[path] = LockFree(path)
 			return nil
+		case strings.HasSuffix(d.Name(), ".lock"):
+			s.AttLocks[path] = LockFree(path)
 		}
 		rel, _ := filepath.Rel(dir, path)
 		s.Files = append(s.Files, rel)
@@ -94,11 +97,22 @@ func (s *StateDir) walk(dir string) error {
 }
 
 // Sane checks what must hold at any instant, even right after a crash:
-// every record decodes, no *.tmp, no lock held once every plugin has
-// exited.
+// every record decodes, no *.tmp, no bridge lock held once every plugin
+// has exited. (An attachment's lock may still be held by the IPAM plugin
+// of a killed call: see Quiet.)
 func (s StateDir) Sane() error {
 	errs := append([]error{}, s.Problems...)
 	for _, err := range s.Locks {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Quiet is Sane once every process of every call has exited, IPAM
+// plugins included: no lock at all is held.
+func (s StateDir) Quiet() error {
+	errs := []error{s.Sane()}
+	for _, err := range s.AttLocks {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
