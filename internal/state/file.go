@@ -79,7 +79,9 @@ func createWithLink(path string, data []byte) error {
 // and durable at staged, in the same directory, which only its one writer
 // uses: an O_TMPFILE inode is linked there once it is complete, so even a
 // crash leaves at staged a whole file (that Delete removes), never a torn
-// one.
+// one. The rename itself is not synced: a power loss that undoes it
+// leaves the old content, which is all the callers need (the claim a
+// complete record replaces serves DEL and GC as well).
 func replace(path, staged string, data []byte) error {
 	if err := stage(staged, data); err != nil {
 		return err
@@ -87,7 +89,7 @@ func replace(path, staged string, data []byte) error {
 	if err := os.Rename(staged, path); err != nil {
 		return fmt.Errorf("publish %s: %w", path, err)
 	}
-	return syncDir(filepath.Dir(path))
+	return nil
 }
 
 func stage(staged string, data []byte) error {

@@ -79,9 +79,10 @@ func (s *Store) Create(key string, r Record) error {
 	return createExclusive(recordPath(s.Dir, key), data)
 }
 
-// Publish replaces the record of key with r in one atomic, durable step:
-// a reader sees the claim or r, never a mix. Only the ADD that made the
-// claim calls it.
+// Publish replaces the record of key with r in one atomic step: a reader
+// sees the claim or r, never a mix, and so does the node after a power
+// loss (r's content is synced before it is named). Only the ADD that made
+// the claim calls it.
 func (s *Store) Publish(key string, r Record) error {
 	data, err := encode(r)
 	if err != nil {
