@@ -3,22 +3,16 @@ package arp
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
-	"runtime"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
-)
 
-const netnsDir = "/var/run/netns"
+	"github.com/tapbridge/tapbridge-cni/test/harness"
+)
 
 // ownedIPv4 is the address the fixture gives B, the host that owns it.
 var ownedIPv4 = &net.IPNet{IP: net.ParseIP("192.0.2.7"), Mask: net.CIDRMask(24, 32)}
@@ -32,18 +26,11 @@ type segment struct {
 	bIndex int // ifindex of b0 in B
 }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root to create network namespaces and open packet sockets")
-	}
-}
-
 func newSegment(t *testing.T) *segment {
 	t.Helper()
-	requireRoot(t)
+	harness.RequireRoot(t)
 	prefix := "tba-" + randomHex(t, 4)
-	s := &segment{a: newNamedNS(t, prefix+"-a"), b: newNamedNS(t, prefix+"-b")}
+	s := &segment{a: harness.TestNetns(t, prefix+"-a"), b: harness.TestNetns(t, prefix+"-b")}
 	if err := s.a.Do(func(ns.NetNS) error { return s.setUpA() }); err != nil {
 		t.Fatalf("set up netns A: %v", err)
 	}
@@ -107,48 +94,6 @@ func (s *segment) addrsOfA() ([]netlink.Addr, error) {
 		return err
 	})
 	return addrs, err
-}
-
-// newNamedNS creates a network namespace bound at /var/run/netns/name, the
-// way `ip netns add` does, and removes it when the test ends.
-func newNamedNS(t *testing.T, name string) ns.NetNS {
-	t.Helper()
-	path := filepath.Join(netnsDir, name)
-	// Registered first so that even a half-made namespace is removed.
-	t.Cleanup(func() { removeNamedNS(t, path) })
-
-	errc := make(chan error, 1)
-	go func() {
-		// NewNamed moves the calling thread into the new namespace. The
-		// thread stays locked, so it exits with this goroutine instead of
-		// going back to the scheduler in the wrong namespace.
-		runtime.LockOSThread()
-		h, err := netns.NewNamed(name)
-		if err == nil {
-			h.Close()
-		}
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("create netns %s: %v", name, err)
-	}
-	n, err := ns.GetNS(path)
-	if err != nil {
-		t.Fatalf("open netns %s: %v", name, err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
-}
-
-// removeNamedNS unmounts and deletes a namespace created by newNamedNS. The
-// kernel frees it, with its veth end, once the last reference is closed.
-func removeNamedNS(t *testing.T, path string) {
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
-		t.Errorf("unmount %s: %v", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("remove %s: %v", path, err)
-	}
 }
 
 func randomHex(t *testing.T, n int) string {

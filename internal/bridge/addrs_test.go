@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"net/netip"
-	"os"
 	"slices"
 	"testing"
 
@@ -19,9 +18,7 @@ import (
 // another device's. The IPv6 addresses are added with NODAD, so none is
 // tentative; the flag helpers are checked on them.
 func TestAddrsMatchTheLibrary(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root to create a network namespace")
-	}
+	harness.RequireRoot(t)
 	n, err := harness.NewNetns(harness.RunID("tbbr"))
 	if err != nil {
 		t.Fatal(err)

@@ -126,11 +126,9 @@ func (fn *fuzzNode) close() {
 // host-local and static. A failing input gets a fresh node, so that
 // minimisation does not run on a dirty one.
 //
-//	go test -run '^$' -fuzz '^FuzzAddDel$' -fuzztime 30s ./pkg/plugin
+//	go test -run '^$' -fuzz '^FuzzAddDel$' -fuzztime 30s ./internal/plugin
 func FuzzAddDel(f *testing.F) {
-	if os.Geteuid() != 0 {
-		f.Skip("FuzzAddDel needs root: it builds network namespaces and devices")
-	}
+	harness.RequireRoot(f)
 	if err := harness.EnsureUpstream(); err != nil {
 		f.Fatal(err)
 	}

@@ -15,6 +15,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
 var broadcastMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
@@ -260,7 +262,7 @@ func dropCount(port string) (uint64, error) {
 // a bridge port carrying the rules, and checks what reaches a peer on the
 // bridge and the node itself.
 func TestDataPath(t *testing.T) {
-	requireRoot(t)
+	harness.RequireRoot(t)
 	top := newTopology(t)
 	all := guestProbes(top.guestMAC)
 

@@ -12,6 +12,8 @@ import (
 	mnl "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
 func mustMAC(t testing.TB, s string) net.HardwareAddr {
@@ -71,7 +73,7 @@ func addDevices(names ...string) error {
 }
 
 func TestLifecycle(t *testing.T) {
-	requireRoot(t)
+	harness.RequireRoot(t)
 	h := newNS(t, randHex(t, 4), "host")
 	p := Port{Name: "tb1a2b3c4d5e6f7", MAC: mustMAC(t, "52:54:00:12:34:56"),
 		IPs: parseIPs("192.0.2.10", "2001:db8::10")}
@@ -108,7 +110,7 @@ func TestLifecycle(t *testing.T) {
 // or a crash of another tool might, and checks Verify notices and
 // Ensure/Delete cope.
 func TestRepairAndDrift(t *testing.T) {
-	requireRoot(t)
+	harness.RequireRoot(t)
 	h := newNS(t, randHex(t, 4), "host")
 	p := Port{Name: "tbdrift", MAC: mustMAC(t, "52:54:00:aa:bb:cc"),
 		IPs: parseIPs("198.51.100.7", "2001:db8:1::7")}
@@ -153,7 +155,7 @@ func TestRepairAndDrift(t *testing.T) {
 func TestValidation(t *testing.T) {
 	// Invalid ports must fail before any netlink call; the namespace only
 	// keeps a validation bug from writing to the machine's own ruleset.
-	requireRoot(t)
+	harness.RequireRoot(t)
 	h := newNS(t, randHex(t, 4), "host")
 	good := Port{Name: "tbok", MAC: mustMAC(t, "52:54:00:00:00:01")}
 	bad := map[string]Port{
@@ -272,7 +274,7 @@ func addChain(chain *nftables.Chain) error {
 // TestConcurrentEnsure runs Ensure for several ports at once, with no lock
 // between them: their tables share nothing, so each ends up whole.
 func TestConcurrentEnsure(t *testing.T) {
-	requireRoot(t)
+	harness.RequireRoot(t)
 	h := newNS(t, randHex(t, 4), "host")
 	ports := make([]Port, 8)
 	for i := range ports {

@@ -4,23 +4,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"os"
-	"runtime"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/google/nftables"
-	"github.com/vishvananda/netns"
-)
 
-// requireRoot skips tests that create network namespaces and nftables
-// objects; they never touch the machine's own namespace.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root to create network namespaces and nftables tables")
-	}
-}
+	"github.com/tapbridge/tapbridge-cni/test/harness"
+)
 
 func randHex(t testing.TB, n int) string {
 	b := make([]byte, n)
@@ -30,37 +20,11 @@ func randHex(t testing.TB, n int) string {
 	return hex.EncodeToString(b)
 }
 
-// newNS creates the named network namespace tbs-<tag>-<role> and removes it
-// when the test ends, even on failure.
+// newNS creates the named network namespace tbs-<tag>-<role> for the
+// length of the test.
 func newNS(t testing.TB, tag, role string) ns.NetNS {
 	t.Helper()
-	name := fmt.Sprintf("tbs-%s-%s", tag, role)
-	errc := make(chan error, 1)
-	go func() {
-		// NewNamed moves the calling thread into the new namespace. The
-		// thread stays locked, so the runtime discards it when this
-		// goroutine ends and it can never run other goroutines there.
-		runtime.LockOSThread()
-		h, err := netns.NewNamed(name)
-		if err == nil {
-			_ = h.Close()
-		}
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("create netns %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Errorf("delete netns %s: %v", name, err)
-		}
-	})
-	n, err := ns.GetNS("/run/netns/" + name)
-	if err != nil {
-		t.Fatalf("open netns %s: %v", name, err)
-	}
-	t.Cleanup(func() { _ = n.Close() })
-	return n
+	return harness.TestNetns(t, fmt.Sprintf("tbs-%s-%s", tag, role))
 }
 
 // in runs fn inside n and fails the test on error. fn must not call

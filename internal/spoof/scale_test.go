@@ -11,6 +11,8 @@ import (
 
 	mnl "github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
 // scalePort is the i-th of many attachments.
@@ -146,7 +148,7 @@ func ownOnly(p Port, got map[string][]change) error {
 // installed. How long the calls take with N attachments is the benchmark's
 // Scale section.
 func TestScaling(t *testing.T) {
-	requireRoot(t)
+	harness.RequireRoot(t)
 	if testing.Short() {
 		t.Skip("skipping: installs 500 ports")
 	}

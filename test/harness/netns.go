@@ -7,12 +7,17 @@ package harness
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
+	"testing"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // NetnsDir is where named namespaces live (as `ip netns` makes them).
@@ -35,6 +40,9 @@ func (n Netns) Path() string { return filepath.Join(NetnsDir, n.Name) }
 
 // NewNetns creates a named netns without moving the caller's thread.
 func NewNetns(name string) (Netns, error) {
+	if err := mountNetnsDir(); err != nil {
+		return Netns{}, err
+	}
 	errc := make(chan error, 1)
 	go func() {
 		// NewNamed switches the thread into the new netns; the thread is
@@ -50,6 +58,55 @@ func NewNetns(name string) (Netns, error) {
 		return Netns{}, fmt.Errorf("create netns %s: %w", name, err)
 	}
 	return Netns{Name: name}, nil
+}
+
+var netnsDirMount struct {
+	once sync.Once
+	err  error
+}
+
+// mountNetnsDir makes NetnsDir a shared mount point of its own, as `ip
+// netns add` does the first time it runs. A netns bound beneath a plain
+// NetnsDir is hidden the moment another process's `ip netns add` does
+// that, and can then be neither unmounted nor removed (EINVAL, EBUSY).
+func mountNetnsDir() error {
+	m := &netnsDirMount
+	m.once.Do(func() {
+		if m.err = os.MkdirAll(NetnsDir, 0o755); m.err != nil {
+			return
+		}
+		m.err = unix.Mount("", NetnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+		if errors.Is(m.err, unix.EINVAL) { // not a mount point yet
+			if m.err = unix.Mount(NetnsDir, NetnsDir, "none", unix.MS_BIND|unix.MS_REC, ""); m.err == nil {
+				m.err = unix.Mount("", NetnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+			}
+		}
+		if m.err != nil {
+			m.err = fmt.Errorf("make %s a shared mount point: %w", NetnsDir, m.err)
+		}
+	})
+	return m.err
+}
+
+// TestNetns makes a named netns that lives as long as test t (its cleanup
+// removes it, even half-made) and returns it opened.
+func TestNetns(t testing.TB, name string) ns.NetNS {
+	t.Helper()
+	n := Netns{Name: name}
+	t.Cleanup(func() {
+		if err := n.Delete(); err != nil {
+			t.Error(err)
+		}
+	})
+	if _, err := NewNetns(name); err != nil {
+		t.Fatal(err)
+	}
+	h, err := ns.GetNS(n.Path())
+	if err != nil {
+		t.Fatalf("open netns %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	return h
 }
 
 // Delete removes the netns; nil if it is already gone.
