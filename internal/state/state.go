@@ -12,6 +12,7 @@
 //
 //	attachments/<key>.json                        the record (see Record)
 //	attachments/.<key>.json                       a complete record about to replace it
+//	attachments/<key>.lock                        the attachment lock (flock), also held by its IPAM plugin
 //	bridges/<bridge>/lock                         the bridge lock (flock) and its hand-over counter
 //	bridges/<bridge>/subnets/<subnet>/users/<key> one empty file per attachment using the subnet
 //	bridges/<bridge>/subnets/<subnet>/owned       the address tapbridge added ("addr/len\n")

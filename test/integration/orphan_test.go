@@ -19,15 +19,18 @@ import (
 func TestDelWaitsForTheIPAMOfAKilledAdd(t *testing.T) {
 	f := newFixture(t)
 	pod := f.pods(1)[0]
-	gate := filepath.Join(t.TempDir(), "go")
+	gateDir := t.TempDir()
+	gate := filepath.Join(gateDir, "go")
 	started := filepath.Join(t.TempDir(), "started")
 	stub := stubIPAM(t, "gated-host-local", fmt.Sprintf(`if [ "$CNI_COMMAND" = ADD ]; then
   touch %s
-  while [ ! -e %s ]; do sleep 0.01; done
+  while [ ! -e %s ]; do
+    [ -d %s ] || exit 1 # the test is over
+    sleep 0.01
+  done
 fi
 exec %s "$@"
-`, started, gate, filepath.Join(harness.CNIBinDir(), "host-local")))
-	t.Cleanup(func() { _ = os.WriteFile(gate, nil, 0o600) }) // never leave the stub waiting
+`, started, gate, gateDir, filepath.Join(harness.CNIBinDir(), "host-local")))
 	conf := f.conf("1.1.0", set("ipam.type", "gated-host-local"))
 	path := strings.Join(append([]string{stub}, f.paths(pluginDir)...), ":")
 	a := harness.Attachment{CID: "orphan-" + f.node.ID, IfName: "net1", Network: "vmnet", Bridge: harness.BridgeName, HostAddr: "10.77.0.250/24", Pod: pod}
