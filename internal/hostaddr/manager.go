@@ -131,8 +131,8 @@ func (m *Manager) take(ctx context.Context, sub state.Subnet) error {
 var errInUse = errors.New("address in use")
 
 // tryOne probes c, records it as owned, then adds it. Only pool picks are
-// probed (~250 ms, under the bridge lock): a node's static address is the
-// admin's explicit choice for that node. IPv6 relies on the kernel's own
+// probed (under the bridge lock): a node's static address is the admin's
+// explicit choice for that node. IPv6 relies on the kernel's own
 // DAD, which runs when the address is added.
 func (m *Manager) tryOne(ctx context.Context, sub state.Subnet, c netip.Prefix) error {
 	if c.Addr().Is4() && m.Probe != nil && !m.Policy.isStatic(c.Addr()) {
