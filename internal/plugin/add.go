@@ -42,8 +42,8 @@ type attachmentView struct {
 // have made so far.
 type addOp struct {
 	attachmentView
-	lock    *state.AttachmentLock // held to the end, and by the IPAM plugin while it runs
-	pending *ipam.Pending         // IPAM ADD, running while the pod side is built
+	lock    *state.RecordLock // the claim's: held to the end, and by the IPAM plugin while it runs
+	pending *ipam.Pending     // IPAM ADD, running while the pod side is built
 	undo    undo.Stack
 }
 
@@ -145,36 +145,24 @@ func openPodNetns(path string) (ns.NetNS, error) {
 	return podNS, nil
 }
 
+// writeRecord claims the attachment: its record, created locked, is also
+// the attachment's lock, so a DEL that the runtime sends after killing
+// this ADD waits for the IPAM plugin it leaves running.
 func (op *addOp) writeRecord(context.Context) error {
-	if err := op.store.Create(op.names.Key, op.record(state.PhaseAdding)); err != nil {
-		if errors.Is(err, state.ErrExists) {
-			return fmt.Errorf("%w: container %s ifname %s is attached on this node (DEL it first)",
-				ErrExists, op.Env.ContainerID, op.Env.IfName)
-		}
+	lock, err := op.store.Create(op.names.Key, op.record(state.PhaseAdding))
+	if errors.Is(err, state.ErrExists) {
+		return fmt.Errorf("%w: container %s ifname %s is attached on this node (DEL it first)",
+			ErrExists, op.Env.ContainerID, op.Env.IfName)
+	}
+	if err != nil {
 		return err
 	}
+	op.lock = lock
 	op.undo.Push("record", func() error { return op.store.Delete(op.names.Key) })
 	return nil
 }
 
-// lockAttachment takes the attachment's lock after its claim: the claim
-// already keeps out a second ADD, the lock makes a DEL that the runtime
-// sends after killing this ADD wait for the IPAM plugin it leaves running.
-func (op *addOp) lockAttachment(context.Context) error {
-	l, err := op.store.LockAttachment(op.names.Key, op.Net.LockTimeout)
-	if err != nil {
-		return err
-	}
-	op.lock = l
-	op.undo.Push("lock", l.Remove) // with the claim, nothing of the attachment is left
-	return nil
-}
-
-func (op *addOp) unlock() {
-	if op.lock != nil {
-		op.lock.Unlock()
-	}
-}
+func (op *addOp) unlock() { op.lock.Unlock() }
 
 func (op *addOp) createVeth(context.Context) error {
 	err := link.CreateVeth(link.Veth{

@@ -29,7 +29,13 @@ func (p *Plugin) Del(ctx context.Context) error {
 		return err
 	}
 	t := teardown{id: p.id(), netns: p.Env.Netns, bridge: p.Net.Bridge, args: p.Env.Args}
-	rec, err := st.Get(attachment.For(t.id).Key)
+	key := attachment.For(t.id).Key
+	lock, err := st.LockRecord(key, p.Net.LockTimeout)
+	if err != nil && !errors.Is(err, state.ErrNotFound) {
+		return err
+	}
+	defer lock.Unlock()
+	rec, err := st.Get(key)
 	switch {
 	case err == nil:
 		t.bridge = rec.Bridge
@@ -39,41 +45,22 @@ func (p *Plugin) Del(ctx context.Context) error {
 	case !errors.Is(err, state.ErrNotFound):
 		return err
 	}
-	return p.tearDown(ctx, st, t)
+	return p.tearDown(ctx, st, t, lock)
 }
 
-// tearDown holds the attachment's lock throughout (an IPAM plugin that a
-// killed call left running holds it too, and is waited for), and removes
-// the lock file before the record, so a crash in between leaves a record
-// for the retry to find.
-func (p *Plugin) tearDown(ctx context.Context, st *state.Store, t teardown) error {
-	names := attachment.For(t.id)
-	lock, err := st.LockAttachment(names.Key, p.Net.LockTimeout)
-	if err != nil {
-		return err
-	}
-	defer lock.Unlock()
+// tearDown runs with the record's lock held (nil when there is no record),
+// which an IPAM plugin that a killed call left running holds too, and is
+// so waited for. The record goes last, so a failure keeps it for the
+// retry.
+func (p *Plugin) tearDown(ctx context.Context, st *state.Store, t teardown, lock *state.RecordLock) error {
 	if err := p.removeAttachment(ctx, st, t, lock); err != nil {
-		return errors.Join(err, dropUnrecordedLock(st, names.Key, lock))
-	}
-	if err := lock.Remove(); err != nil {
 		return err
 	}
-	return st.Delete(names.Key)
-}
-
-// dropUnrecordedLock: a failed teardown keeps the lock file with the
-// record, for the retry; without a record (a DEL of nothing) the call
-// leaves nothing behind.
-func dropUnrecordedLock(st *state.Store, key string, lock *state.AttachmentLock) error {
-	if _, err := st.Get(key); errors.Is(err, state.ErrNotFound) {
-		return lock.Remove()
-	}
-	return nil
+	return st.Delete(attachment.For(t.id).Key)
 }
 
 // removeAttachment is ADD backwards, up to its record.
-func (p *Plugin) removeAttachment(ctx context.Context, st *state.Store, t teardown, lock *state.AttachmentLock) error {
+func (p *Plugin) removeAttachment(ctx context.Context, st *state.Store, t teardown, lock *state.RecordLock) error {
 	names := attachment.For(t.id)
 	// The port's anti-spoof rules go first, so that the kernel's cleanup of
 	// them (a grace period paid when their socket closes) overlaps the

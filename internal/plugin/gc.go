@@ -30,8 +30,7 @@ func (p *Plugin) GC(ctx context.Context) error {
 	stale, err := p.staleRecords(st)
 	errs := []error{err}
 	for _, rec := range stale {
-		t := teardown{id: attachment.ID{ContainerID: rec.ContainerID, IfName: rec.IfName}, netns: rec.Netns, bridge: rec.Bridge}
-		if err := p.tearDown(ctx, st, t); err != nil {
+		if err := p.collect(ctx, st, rec); err != nil {
 			errs = append(errs, fmt.Errorf("tear down %s/%s: %w", rec.ContainerID, rec.IfName, err))
 		}
 	}
@@ -40,6 +39,21 @@ func (p *Plugin) GC(ctx context.Context) error {
 		errs = append(errs, p.ipam().GC(ctx))
 	}
 	return errors.Join(errs...)
+}
+
+// collect tears down one stale attachment under its record's lock; a
+// record that went meanwhile (a DEL got there first) leaves nothing to do.
+func (p *Plugin) collect(ctx context.Context, st *state.Store, rec state.Record) error {
+	lock, err := st.LockRecord(rec.Key, p.Net.LockTimeout)
+	if errors.Is(err, state.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	t := teardown{id: attachment.ID{ContainerID: rec.ContainerID, IfName: rec.IfName}, netns: rec.Netns, bridge: rec.Bridge}
+	return p.tearDown(ctx, st, t, lock)
 }
 
 // staleRecords lists this network's records that are not valid.

@@ -15,7 +15,6 @@ type addStep struct {
 func addSteps(op *addOp) []addStep {
 	return []addStep{
 		{"record", op.writeRecord},
-		{"lock", op.lockAttachment},
 		{"veth", op.createVeth},
 		{"ipam", op.startIPAM},
 		{"tap", op.createTap},

@@ -12,36 +12,49 @@ import (
 )
 
 // createExclusive makes path appear with data, whole and durable, or fails
-// with ErrExists. An O_TMPFILE inode has no name until linkat gives it
-// one, so a crash mid-write leaves nothing behind; where O_TMPFILE is not
-// supported a named temporary file is linked instead. The data is synced
-// before the name appears and the directory after, so a power loss never
-// brings back a name without its content, nor loses a claim an ADD acted
-// on.
-func createExclusive(path string, data []byte) error {
-	err := createWithTmpfile(path, data)
+// with ErrExists, and returns the new file open and flocked: the lock is
+// taken before the name appears, so nobody else ever holds it first. An
+// O_TMPFILE inode has no name until linkat gives it one, so a crash
+// mid-write leaves nothing behind; where O_TMPFILE is not supported a
+// named temporary file is linked instead. The data is synced before the
+// name appears and the directory after, so a power loss never brings back
+// a name without its content, nor loses a claim an ADD acted on.
+func createExclusive(path string, data []byte) (*os.File, error) {
+	f, err := createWithTmpfile(path, data)
 	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) {
-		err = createWithLink(path, data)
+		f, err = createWithLink(path, data)
 	}
 	if errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("create %s: %w", path, ErrExists)
+		return nil, fmt.Errorf("create %s: %w", path, ErrExists)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return syncDir(filepath.Dir(path))
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
-func createWithTmpfile(path string, data []byte) error {
+func createWithTmpfile(path string, data []byte) (*os.File, error) {
 	f, err := openTmpfile(filepath.Dir(path))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer f.Close()
-	if err := writeSynced(f, data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+	err = writeSynced(f, data)
+	if err == nil {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
 	}
-	return linkTmpfile(f, path)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := linkTmpfile(f, path); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 func openTmpfile(dir string) (*os.File, error) {
@@ -62,16 +75,25 @@ func linkTmpfile(f *os.File, path string) error {
 	return nil
 }
 
-func createWithLink(path string, data []byte) error {
+func createWithLink(path string, data []byte) (*os.File, error) {
 	tmp := path + ".tmp." + strconv.Itoa(os.Getpid())
-	if err := writeFileSynced(tmp, data); err != nil {
-		return err
-	}
 	defer os.Remove(tmp)
-	if err := os.Link(tmp, path); err != nil {
-		return fmt.Errorf("publish %s: %w", path, err)
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("write %s: %w", tmp, err)
 	}
-	return nil
+	err = writeSynced(f, data)
+	if err == nil {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+	}
+	if err == nil {
+		err = os.Link(tmp, path)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("publish %s: %w", path, err)
+	}
+	return f, nil
 }
 
 // replace puts data at path in one rename, so a reader sees the old
@@ -159,7 +181,11 @@ func createFile(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
 	}
-	return createExclusive(path, data)
+	f, err := createExclusive(path, data)
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // removeFile deletes a state file; nil if it is already gone.

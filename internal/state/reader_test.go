@@ -16,10 +16,10 @@ import (
 // the bridges' subnets with their users and owned address.
 func TestReaderClaimAndReady(t *testing.T) {
 	s, _ := Open(t.TempDir())
-	if err := s.Create("a", claim()); err != nil {
+	if err := createUnlocked(s, "a", claim()); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Create("b", claim()); err != nil {
+	if err := createUnlocked(s, "b", claim()); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Publish("b", ready()); err != nil {
@@ -89,7 +89,7 @@ func TestReaderSubnets(t *testing.T) {
 // instant, made to last.
 func TestReaderSkipsVanishedRecord(t *testing.T) {
 	s, _ := Open(t.TempDir())
-	if err := s.Create("a", claim()); err != nil {
+	if err := createUnlocked(s, "a", claim()); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Symlink("gone", filepath.Join(recordDir(s.Dir), "b.json")); err != nil {
@@ -135,7 +135,7 @@ func TestReaderWithConcurrentWriter(t *testing.T) {
 			}
 			key := fmt.Sprintf("k%d", i%4)
 			_ = s.Delete(key)
-			if err := s.Create(key, claim()); err != nil {
+			if err := createUnlocked(s, key, claim()); err != nil {
 				t.Error(err)
 				return
 			}

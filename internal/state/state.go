@@ -12,7 +12,7 @@
 //
 //	attachments/<key>.json                        the record (see Record)
 //	attachments/.<key>.json                       a complete record about to replace it
-//	attachments/<key>.lock                        the attachment lock (flock), also held by its IPAM plugin
+//	                                              (flocked: the attachment's lock, see RecordLock)
 //	bridges/<bridge>/lock                         the bridge lock (flock) and its hand-over counter
 //	bridges/<bridge>/subnets/<subnet>/users/<key> one empty file per attachment using the subnet
 //	bridges/<bridge>/subnets/<subnet>/owned       the address tapbridge added ("addr/len\n")
@@ -70,14 +70,19 @@ func recordKey(name string) (key string, ok bool) {
 }
 
 // Create publishes the claim of an attachment (r with PhaseAdding),
-// durably; it fails with ErrExists if the key has a record, which is what
-// makes a second ADD of a live attachment fail early.
-func (s *Store) Create(key string, r Record) error {
+// durably, and returns its lock, taken before the claim appears; it fails
+// with ErrExists if the key has a record, which is what makes a second ADD
+// of a live attachment fail early.
+func (s *Store) Create(key string, r Record) (*RecordLock, error) {
 	data, err := encode(r)
 	if err != nil {
-		return fmt.Errorf("encode record %s: %w", key, err)
+		return nil, fmt.Errorf("encode record %s: %w", key, err)
 	}
-	return createExclusive(recordPath(s.Dir, key), data)
+	f, err := createExclusive(recordPath(s.Dir, key), data)
+	if err != nil {
+		return nil, err
+	}
+	return &RecordLock{f: f}, nil
 }
 
 // Publish replaces the record of key with r in one atomic step: a reader

@@ -15,10 +15,10 @@ func TestRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := Record{Phase: PhaseAdding, ContainerID: "c", IfName: "eth0", Network: "n", Bridge: "br"}
-	if err := s.Create("k1", r); err != nil {
+	if err := createUnlocked(s, "k1", r); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Create("k1", r); !errors.Is(err, ErrExists) {
+	if err := createUnlocked(s, "k1", r); !errors.Is(err, ErrExists) {
 		t.Fatalf("second create: %v", err)
 	}
 	got, err := s.Get("k1")
@@ -49,7 +49,7 @@ func TestCreateRace(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if s.Create("k", Record{ContainerID: "c"}) == nil {
+			if createUnlocked(s, "k", Record{ContainerID: "c"}) == nil {
 				mu.Lock()
 				wins++
 				mu.Unlock()
@@ -92,7 +92,7 @@ func TestSet(t *testing.T) {
 func TestPublish(t *testing.T) {
 	s, _ := Open(t.TempDir())
 	claim := Record{Phase: PhaseAdding, ContainerID: "c", IfName: "eth0"}
-	if err := s.Create("k", claim); err != nil {
+	if err := createUnlocked(s, "k", claim); err != nil {
 		t.Fatal(err)
 	}
 	ready := claim
@@ -108,7 +108,7 @@ func TestPublish(t *testing.T) {
 	if names := dirNames(t, recordDir(s.Dir)); len(names) != 1 || names[0] != "k.json" {
 		t.Fatalf("files after publish: %v", names)
 	}
-	if err := s.Create("k", claim); !errors.Is(err, ErrExists) {
+	if err := createUnlocked(s, "k", claim); !errors.Is(err, ErrExists) {
 		t.Fatalf("claim over a ready record: %v", err)
 	}
 	// A crash after staging, before the rename.

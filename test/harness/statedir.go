@@ -26,14 +26,14 @@ type StateDir struct {
 	Records  map[string]state.Record // by attachment key; only those that decode
 	Users    []string                // host-address users, as UserOf names them
 	Locks    map[string]error        // bridge lock file → nil if free, else why it is held
-	AttLocks map[string]error        // attachment lock files, likewise: an IPAM plugin that a killed call left running holds one
+	Held     map[string]error        // record file → nil if unlocked, else why: a record is its attachment's lock, which an IPAM plugin that a killed call left running holds
 	Files    []string                // every file but the locks, relative to the dir
 	Problems []error                 // torn or stray files: what must never be there, even after a crash
 }
 
 // ReadStateDir reads the state directory; a missing one is empty.
 func ReadStateDir(dir string) (StateDir, error) {
-	s := StateDir{Records: map[string]state.Record{}, Locks: map[string]error{}, AttLocks: map[string]error{}}
+	s := StateDir{Records: map[string]state.Record{}, Locks: map[string]error{}, Held: map[string]error{}}
 	r := state.NewReader(dir)
 	recs, err := r.Records()
 	if err != nil {
@@ -82,8 +82,8 @@ func (s *StateDir) walk(dir string) error {
 		case d.Name() == "lock":
 			s.Locks[path] = LockFree(path)
 			return nil
-		case strings.HasSuffix(d.Name(), ".lock"):
-			s.AttLocks[path] = LockFree(path)
+		case strings.HasSuffix(d.Name(), ".json") && !strings.HasPrefix(d.Name(), "."):
+			s.Held[path] = LockFree(path)
 		}
 		rel, _ := filepath.Rel(dir, path)
 		s.Files = append(s.Files, rel)
@@ -98,8 +98,8 @@ func (s *StateDir) walk(dir string) error {
 
 // Sane checks what must hold at any instant, even right after a crash:
 // every record decodes, no *.tmp, no bridge lock held once every plugin
-// has exited. (An attachment's lock may still be held by the IPAM plugin
-// of a killed call: see Quiet.)
+// has exited. (A record, the attachment's lock, may still be held by the
+// IPAM plugin of a killed call: see Quiet.)
 func (s StateDir) Sane() error {
 	errs := append([]error{}, s.Problems...)
 	for _, err := range s.Locks {
@@ -112,7 +112,7 @@ func (s StateDir) Sane() error {
 // plugins included: no lock at all is held.
 func (s StateDir) Quiet() error {
 	errs := []error{s.Sane()}
-	for _, err := range s.AttLocks {
+	for _, err := range s.Held {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
