@@ -24,7 +24,11 @@ func (p *Plugin) Check(ctx context.Context) error {
 	if prev == nil || len(prev.Interfaces) == 0 {
 		return fmt.Errorf("%w for CHECK (missing or without interfaces)", ErrPrevResult)
 	}
-	op, err := p.prepareCheck(prev)
+	lease, err := p.ownLease(prev)
+	if err != nil {
+		return err
+	}
+	op, err := p.prepareCheck(lease)
 	if err != nil {
 		return err
 	}
@@ -47,6 +51,33 @@ func (p *Plugin) Check(ctx context.Context) error {
 		return p.ipam().Check(ctx, op.ipamCall())
 	}
 	return nil
+}
+
+// ownLease is the part of prevResult that this attachment's ADD made and
+// acted on: the IPs whose interface index names its pod interface
+// (CNI_IFNAME in CNI_NETNS). In a chain, prevResult also holds the IPs of
+// other plugins, for which ADD made no host address or anti-spoof rule.
+// An IP without an interface index is never ours (ADD sets the index on
+// every IP it reports, and CHECK needs 0.4.0 or later, whose results keep
+// it), so it is left out as well.
+func (p *Plugin) ownLease(prev *current.Result) (*current.Result, error) {
+	own := map[int]bool{}
+	for i, iface := range prev.Interfaces {
+		if iface != nil && iface.Name == p.Env.IfName && iface.Sandbox == p.Env.Netns {
+			own[i] = true
+		}
+	}
+	if len(own) == 0 {
+		return nil, fmt.Errorf("%w: prevResult has no interface %s in netns %s", ErrCheck, p.Env.IfName, p.Env.Netns)
+	}
+	lease := *prev
+	lease.IPs = nil
+	for _, ip := range prev.IPs {
+		if ip != nil && ip.Interface != nil && own[*ip.Interface] {
+			lease.IPs = append(lease.IPs, ip)
+		}
+	}
+	return &lease, nil
 }
 
 // prepareCheck loads what CHECK compares against: the record, the bridge,

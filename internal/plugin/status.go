@@ -14,39 +14,59 @@ import (
 // and up, the state dir is writable, the kernel has the data path's
 // features, and IPAM says it is ready.
 func (p *Plugin) Status(ctx context.Context) error {
-	checks := []func() error{
-		func() error {
-			b, err := bridge.Lookup(p.Net.Bridge)
-			if err != nil {
-				return err
-			}
-			return b.CheckUp()
-		},
-		func() error {
-			st, err := state.Open(p.Net.DataDir)
-			if err != nil {
-				return err
-			}
-			return st.Writable()
-		},
-		func() error {
-			// The failpoint lets tests see the answer for a kernel that
-			// lacks a feature, which this one cannot fake.
-			if err := failpoint.Hit("kernel-check"); err != nil {
-				return err
-			}
-			return redirect.CheckKernel()
-		},
-	}
-	for _, check := range checks {
-		if err := check(); err != nil {
-			return fmt.Errorf("%w: %w", ErrUnavailable, err)
-		}
+	if err := p.statusHere(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	if p.Net.IPAMType != "" {
 		if err := p.ipam().Status(ctx); err != nil {
 			return fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
+	}
+	return nil
+}
+
+// statusHere checks what the node itself must have: the bridge, the
+// state dir, the kernel.
+func (p *Plugin) statusHere(ctx context.Context) error {
+	b, err := bridge.Lookup(p.Net.Bridge)
+	if err != nil {
+		return err
+	}
+	if err := b.CheckUp(); err != nil {
+		return err
+	}
+	st, err := state.Open(p.Net.DataDir)
+	if err != nil {
+		return err
+	}
+	if err := st.Writable(); err != nil {
+		return err
+	}
+	return p.checkKernel(ctx, st)
+}
+
+// checkKernel probes the kernel once per boot: the probe makes a netns,
+// and runtimes call STATUS periodically. A pass is kept under the boot
+// ID; a failure is not, so a fixed kernel is seen at the next call.
+func (p *Plugin) checkKernel(ctx context.Context, st *state.Store) error {
+	// The failpoint lets tests see the answer for a kernel that lacks a
+	// feature, which this one cannot fake.
+	if err := failpoint.Hit("kernel-check"); err != nil {
+		return err
+	}
+	key, err := redirect.CheckKey()
+	if err != nil {
+		p.Log.WarnContext(ctx, "kernel check not kept", "err", err)
+		return redirect.CheckKernel()
+	}
+	if st.KernelCheck(key) {
+		return nil
+	}
+	if err := redirect.CheckKernel(); err != nil {
+		return err
+	}
+	if err := st.SaveKernelCheck(key); err != nil {
+		p.Log.WarnContext(ctx, "kernel check not kept", "err", err)
 	}
 	return nil
 }
