@@ -13,6 +13,7 @@
 //	attachments/<key>.json                        the record (see Record)
 //	attachments/.<key>.json                       a complete record about to replace it
 //	                                              (flocked: the attachment's lock, see RecordLock)
+//	kernel-check                                  STATUS's kept kernel probe (see KernelCheck)
 //	bridges/<bridge>/lock                         the bridge lock (flock) and its hand-over counter
 //	bridges/<bridge>/subnets/<subnet>/users/<key> one empty file per attachment using the subnet
 //	bridges/<bridge>/subnets/<subnet>/owned       the address tapbridge added ("addr/len\n")
