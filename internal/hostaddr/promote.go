@@ -39,13 +39,11 @@ func (m *Manager) delOwned(p netip.Prefix) error {
 	if p.Addr().Is6() {
 		return m.Bridge.DelAddr(p)
 	}
-	a, ok, err := m.findAddr(p.Addr(), func(x netip.Addr) bool { return x == p.Addr() })
+	a, ok, err := m.findOwned(p)
 	switch {
 	case err != nil || !ok:
 		return err
-	case a.Prefix != p || a.Secondary():
-		// Deleting a secondary touches no other address; one with another
-		// prefix length is not ours, and p is gone already.
+	case a.Secondary(): // deleting a secondary touches no other address
 		return m.Bridge.DelAddr(p)
 	}
 	pr, err := m.Bridge.Promotion()
@@ -56,6 +54,21 @@ func (m *Manager) delOwned(p netip.Prefix) error {
 		return m.Bridge.DelAddr(p)
 	}
 	return m.delPrimary(p, pr.Value)
+}
+
+// findOwned finds p itself, by address and prefix length (an IPv4
+// address may also be there with another length, as someone else's).
+func (m *Manager) findOwned(p netip.Prefix) (bridge.Addr, bool, error) {
+	addrs, err := m.Bridge.Addrs(family(p.Addr()))
+	if err != nil {
+		return bridge.Addr{}, false, err
+	}
+	for _, a := range addrs {
+		if a.Prefix == p {
+			return a, true, nil
+		}
+	}
+	return bridge.Addr{}, false, nil
 }
 
 // delPrimary turns promotion on around the deletion of p and puts old
