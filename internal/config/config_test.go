@@ -87,6 +87,7 @@ func TestInvalidFields(t *testing.T) {
 		{"static network address", host("static", map[string]any{"node-a": []string{"172.16.13.0/24"}}), Env{}, ErrInvalid, "hostAddress.static[node-a]"},
 		{"pool not CIDR", host("pool", []string{"nope"}), Env{}, ErrInvalid, "hostAddress.pool"},
 		{"bad probeWait", host("probeWait", "soon"), Env{}, ErrInvalid, "hostAddress.probeWait"},
+		{"probeWait beyond half of lockTimeout", host("probeWait", "5s"), Env{}, ErrInvalid, "hostAddress.probeWait"},
 		{"relative dataDir", set("dataDir", "state"), Env{}, ErrInvalid, "dataDir"},
 		{"relative logFile", set("logFile", "x.log"), Env{}, ErrInvalid, "logFile"},
 		{"bad logLevel", set("logLevel", "loud"), Env{}, ErrInvalid, "logLevel"},
@@ -183,5 +184,30 @@ func TestGCList(t *testing.T) {
 	n, err = parse(t, nil, Env{})
 	if err != nil || n.GC != nil {
 		t.Fatalf("no key: %+v %v", n.GC, err)
+	}
+}
+
+// A pool probe must fit in half of lockTimeout; without a pool nothing is
+// probed and probeWait is not bounded.
+func TestProbeWaitBound(t *testing.T) {
+	probe := func(wait, lock string, pool bool) func(map[string]any) {
+		return func(c map[string]any) {
+			h := c["hostAddress"].(map[string]any)
+			h["probeWait"] = wait
+			if !pool {
+				delete(h, "pool")
+			}
+			c["lockTimeout"] = lock
+		}
+	}
+	if _, err := parse(t, probe("4900ms", "10s", true), Env{}); err != nil {
+		t.Errorf("probeWait under half of lockTimeout: %v", err)
+	}
+	_, err := parse(t, probe("30s", "1m", true), Env{})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "lockTimeout (1m0s)") {
+		t.Errorf("probeWait of half of lockTimeout: got %v, want ErrInvalid naming both", err)
+	}
+	if _, err := parse(t, probe("1h", "10s", false), Env{}); err != nil {
+		t.Errorf("probeWait without a pool: %v", err)
 	}
 }

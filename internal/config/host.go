@@ -59,3 +59,14 @@ func parsePrefixes(field string, list []string, masked bool) ([]netip.Prefix, er
 	}
 	return out, nil
 }
+
+// checkProbeBound refuses a probe that cannot fit in the pick's bound:
+// pool probes run under the bridge lock, whose waiters give up on a
+// holder after lockTimeout, so a pick gets half of it.
+func checkProbeBound(_ *Raw, _ Env, n *Net) error {
+	if len(n.Host.Pool) == 0 || n.Host.Disabled || n.Host.ProbeWait < n.LockTimeout/2 {
+		return nil
+	}
+	return invalid("hostAddress.probeWait", "%s does not fit in half of lockTimeout (%s), which bounds the pool's probes under the bridge lock: lower it or raise lockTimeout",
+		n.Host.ProbeWait, n.LockTimeout)
+}

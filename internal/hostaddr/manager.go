@@ -29,6 +29,8 @@ type Bridge interface {
 	Addrs(family int) ([]bridge.Addr, error)
 	AddAddr(p netip.Prefix) error
 	DelAddr(p netip.Prefix) error
+	Promotion() (bridge.Promotion, error)
+	SetPromotion(value string) error
 }
 
 // Manager keeps one bridge's host addresses. Callers hold the bridge lock
@@ -37,17 +39,26 @@ type Bridge interface {
 // State holds, per subnet, the users (the reference count) and the owned
 // address (the one tapbridge added, recorded before it is added, so a
 // crash in between still lets Release remove it). An admin's address is
-// used with no owned address and is never touched.
+// used with no owned address and is never touched, nor lost when the
+// owned one goes (delOwned).
 type Manager struct {
 	Bridge Bridge // nil when the bridge is gone: state is still released
 	State  state.Bridge
 	Policy Policy
 	Probe  Prober
+	// PickTimeout bounds the pick of one address (pool probes, IPv6 DAD),
+	// which runs under the bridge lock; 0: no bound (tests).
+	PickTimeout time.Duration
+
+	restored bool // restoreSaved has run
 }
 
 // Acquire records that attachment key uses subnet and makes sure the
 // bridge has an address on it.
 func (m *Manager) Acquire(ctx context.Context, key string, subnet netip.Prefix) error {
+	if err := m.restoreSaved(); err != nil {
+		return err
+	}
 	sub := m.State.Subnet(subnet)
 	if err := sub.Users().Add(key); err != nil {
 		return err
@@ -105,7 +116,9 @@ func (m *Manager) bridgeName() string {
 	return name
 }
 
-// take picks a free candidate and adds it.
+// take picks a free candidate and adds it, within PickTimeout: the
+// others waiting for the bridge lock give up on a holder after
+// lockTimeout.
 func (m *Manager) take(ctx context.Context, sub state.Subnet) error {
 	subnet := sub.Prefix
 	cands := Candidates(m.Policy, subnet)
@@ -113,11 +126,19 @@ func (m *Manager) take(ctx context.Context, sub state.Subnet) error {
 		return fmt.Errorf("%w for subnet %s on node %q: the bridge %s has none, hostAddress.static[%q] has none in it and hostAddress.pool has no range in it",
 			ErrNoAddress, subnet, m.Policy.Node, m.bridgeName(), m.Policy.Node)
 	}
+	if m.PickTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, m.PickTimeout)
+		defer cancel()
+	}
 	var tried []string
 	for _, c := range cands {
 		err := m.tryOne(ctx, sub, c)
 		if err == nil {
 			return nil
+		}
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+			return m.pickTimedOut(subnet, append(tried, c.Addr().String()), err)
 		}
 		if !errors.Is(err, errInUse) {
 			return err
@@ -129,6 +150,11 @@ func (m *Manager) take(ctx context.Context, sub state.Subnet) error {
 }
 
 var errInUse = errors.New("address in use")
+
+func (m *Manager) pickTimedOut(subnet netip.Prefix, tried []string, err error) error {
+	return fmt.Errorf("%w for subnet %s on node %q: hostAddress.pool's candidates were not all probed within %s, half of lockTimeout, since the probes hold the bridge lock (tried %s: %w); raise lockTimeout or lower hostAddress.probeWait",
+		ErrNoAddress, subnet, m.Policy.Node, m.PickTimeout, strings.Join(tried, ", "), err)
+}
 
 // tryOne probes c, records it as owned, then adds it. Only pool picks are
 // probed (under the bridge lock): a node's static address is the admin's
@@ -148,12 +174,15 @@ func (m *Manager) tryOne(ctx context.Context, sub state.Subnet, c netip.Prefix) 
 	if err := sub.CreateOwned(c); err != nil {
 		return err
 	}
-	err := m.Bridge.AddAddr(c)
-	if err == nil && c.Addr().Is6() {
-		err = m.waitDAD(ctx, c)
+	// A failed add removes nothing: on EEXIST the address is someone
+	// else's, added since findAddr looked.
+	if err := m.Bridge.AddAddr(c); err != nil {
+		return errors.Join(err, sub.RemoveOwned())
 	}
-	if err != nil {
-		return errors.Join(err, m.Bridge.DelAddr(c), sub.RemoveOwned())
+	if c.Addr().Is6() {
+		if err := m.waitDAD(ctx, c); err != nil {
+			return errors.Join(err, m.delOwned(c), sub.RemoveOwned())
+		}
 	}
 	return nil
 }
@@ -185,6 +214,9 @@ func (m *Manager) waitDAD(ctx context.Context, p netip.Prefix) error {
 // Release drops key's use of subnet; the last user removes tapbridge's
 // address (never the admin's).
 func (m *Manager) Release(key string, subnet netip.Prefix) error {
+	if err := m.restoreSaved(); err != nil {
+		return err
+	}
 	sub := m.State.Subnet(subnet)
 	empty, err := sub.Users().Remove(key)
 	if err != nil || !empty {
@@ -199,7 +231,7 @@ func (m *Manager) dropOwned(sub state.Subnet) error {
 		return err
 	}
 	if ok && m.Bridge != nil {
-		if err := m.Bridge.DelAddr(owned); err != nil {
+		if err := m.delOwned(owned); err != nil {
 			return err
 		}
 	}
@@ -211,6 +243,9 @@ func (m *Manager) dropOwned(sub state.Subnet) error {
 // subnet's users but before removing its address: once key is no longer
 // a user, the retried DEL would otherwise leave that address for good.
 func (m *Manager) ReleaseAll(key string) error {
+	if err := m.restoreSaved(); err != nil {
+		return err
+	}
 	subnets, err := m.State.Subnets()
 	if err != nil {
 		return err
@@ -256,6 +291,9 @@ func (m *Manager) Verify(key string, subnet netip.Prefix) error {
 // e.g. after a reboot wiped the bridge). Cost grows with the node's
 // attachments, which is fine for GC and for nothing else.
 func (m *Manager) Reconcile(live func(key string) bool) error {
+	if err := m.restoreSaved(); err != nil {
+		return err
+	}
 	subnets, err := m.State.Subnets()
 	if err != nil {
 		return err

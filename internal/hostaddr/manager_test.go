@@ -3,81 +3,13 @@ package hostaddr
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
-	"github.com/tapbridge/tapbridge-cni/internal/bridge"
 	"github.com/tapbridge/tapbridge-cni/internal/state"
 )
-
-// fakeBridge answers as the kernel and *bridge.Bridge do: adding an
-// address that is there is EEXIST, removing one that is not is the
-// kernel's EADDRNOTAVAIL, which DelAddr reports as nil. IPv6 addresses in
-// dadFailed fail duplicate address detection as soon as they are added.
-type fakeBridge struct {
-	addrs     []bridge.Addr
-	dadFailed map[netip.Addr]bool
-	adds      []netip.Prefix
-	dels      []netip.Prefix
-}
-
-func (f *fakeBridge) Device() (string, int) { return "br-test", 7 }
-
-func (f *fakeBridge) Addrs(family int) ([]bridge.Addr, error) {
-	var out []bridge.Addr
-	for _, a := range f.addrs {
-		if (family == unix.AF_INET) == a.Prefix.Addr().Is4() {
-			out = append(out, a)
-		}
-	}
-	return out, nil
-}
-
-// same is the kernel's identity of an address: IPv4 by address and prefix
-// length, IPv6 by address.
-func same(a, b netip.Prefix) bool {
-	return a.Addr() == b.Addr() && (a.Addr().Is6() || a.Bits() == b.Bits())
-}
-
-func (f *fakeBridge) AddAddr(p netip.Prefix) error {
-	for _, a := range f.addrs {
-		if same(a.Prefix, p) {
-			return fmt.Errorf("add %s to br-test: %w", p, unix.EEXIST)
-		}
-	}
-	var flags uint32
-	if f.dadFailed[p.Addr()] {
-		flags = unix.IFA_F_DADFAILED | unix.IFA_F_TENTATIVE
-	}
-	f.addrs = append(f.addrs, bridge.Addr{Prefix: p, Flags: flags})
-	f.adds = append(f.adds, p)
-	return nil
-}
-
-func (f *fakeBridge) DelAddr(p netip.Prefix) error {
-	for i, a := range f.addrs {
-		if a.Prefix.Addr() == p.Addr() && a.Prefix.Bits() == p.Bits() {
-			f.addrs = append(f.addrs[:i], f.addrs[i+1:]...)
-			f.dels = append(f.dels, p)
-			return nil
-		}
-	}
-	return nil // EADDRNOTAVAIL: already gone
-}
-
-func (f *fakeBridge) has(p string) bool {
-	for _, a := range f.addrs {
-		if a.Prefix == netip.MustParsePrefix(p) {
-			return true
-		}
-	}
-	return false
-}
 
 type fixture struct {
 	t   *testing.T
@@ -92,9 +24,9 @@ func newFixture(t *testing.T, policy Policy, admin ...string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	br := &fakeBridge{}
+	br := newFakeBridge()
 	for _, a := range admin {
-		br.addrs = append(br.addrs, bridge.Addr{Prefix: netip.MustParsePrefix(a)})
+		br.add(netip.MustParsePrefix(a))
 	}
 	return &fixture{t: t, br: br, dir: dir, m: &Manager{Bridge: br, State: st.Bridge("br-test"), Policy: policy}}
 }

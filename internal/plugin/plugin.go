@@ -63,7 +63,7 @@ func (p *Plugin) policy() hostaddr.Policy {
 // hostAddrs is the bridge's host-address manager; b may be nil when the
 // bridge is gone (state is still released).
 func (p *Plugin) hostAddrs(st *state.Store, name string, b *bridge.Bridge) *hostaddr.Manager {
-	m := &hostaddr.Manager{State: st.Bridge(name), Policy: p.policy(), Probe: p.AddrInUse}
+	m := &hostaddr.Manager{State: st.Bridge(name), Policy: p.policy(), Probe: p.AddrInUse, PickTimeout: p.Net.LockTimeout / 2}
 	if b != nil { // a nil *bridge.Bridge would be a non-nil interface
 		m.Bridge = b
 	}

@@ -17,6 +17,7 @@
 //	bridges/<bridge>/lock                         the bridge lock (flock) and its hand-over counter
 //	bridges/<bridge>/subnets/<subnet>/users/<key> one empty file per attachment using the subnet
 //	bridges/<bridge>/subnets/<subnet>/owned       the address tapbridge added ("addr/len\n")
+//	bridges/<bridge>/saved/<setting>              a device setting changed for a moment, to put back (see Saved)
 //
 // where <subnet> is the prefix with "/" written "_" (10.0.0.0_24).
 package state
