@@ -62,8 +62,9 @@ func (p *Plugin) collect(ctx context.Context, st *state.Store, t teardown) error
 	if err := p.tearDown(ctx, st, t, lock); err != nil {
 		return err
 	}
-	if t.id == (attachment.ID{}) && p.Net.IPAMType != "" {
-		p.Log.WarnContext(ctx, "unreadable record torn down without its IPAM lease: its containerID and ifname are unknown, the lease is left to IPAM's GC", "record", t.names.Key)
+	if t.id == (attachment.ID{}) {
+		p.Log.WarnContext(ctx, "unreadable record torn down by its key alone: its containerID, ifname and netns are unknown, so its IPAM lease is left to IPAM's GC, and its TAP to the pod netns' removal",
+			"record", t.names.Key)
 	}
 	return nil
 }

@@ -56,6 +56,12 @@ func (r Reader) Record(key string) (Record, error) {
 	return getRecord(r.dir, key)
 }
 
+// RecordPath is the file of key's record, for an operator (or a test) to
+// inspect or repair one that is reported unreadable.
+func (r Reader) RecordPath(key string) string {
+	return recordPath(r.dir, key)
+}
+
 // Bridges lists the bridges with state, sorted.
 func (r Reader) Bridges() ([]string, error) {
 	entries, err := os.ReadDir(bridgesDir(r.dir))
