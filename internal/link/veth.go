@@ -87,3 +87,23 @@ func DeleteVeth(hostName string, ours func(net.HardwareAddr) bool) error {
 	}
 	return nil
 }
+
+// MasterOf names the bridge a link is a port of: "" when the link does
+// not exist or is no port.
+func MasterOf(name string) (string, error) {
+	l, err := netlink.LinkByName(name)
+	if errors.As(err, new(netlink.LinkNotFoundError)) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("find %s: %w", name, err)
+	}
+	if l.Attrs().MasterIndex == 0 {
+		return "", nil
+	}
+	m, err := netlink.LinkByIndex(l.Attrs().MasterIndex)
+	if err != nil {
+		return "", fmt.Errorf("find the bridge of %s: %w", name, err)
+	}
+	return m.Attrs().Name, nil
+}

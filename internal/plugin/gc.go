@@ -9,6 +9,7 @@ import (
 
 	"github.com/tapbridge/tapbridge-cni/internal/attachment"
 	"github.com/tapbridge/tapbridge-cni/internal/bridge"
+	"github.com/tapbridge/tapbridge-cni/internal/link"
 	"github.com/tapbridge/tapbridge-cni/internal/state"
 )
 
@@ -129,9 +130,24 @@ func (p *Plugin) staleUnreadable(ctx context.Context, key string, err error, val
 		if rec.Bridge != "" {
 			t.bridge = rec.Bridge
 		}
+	} else if other := p.otherBridge(key); other != "" {
+		p.Log.WarnContext(ctx, "unreadable record left alone: its host end is a port of another network's bridge", "bridge", other, "err", err)
+		return teardown{}, false
 	}
 	p.Log.WarnContext(ctx, "tearing down a stale attachment without its record", "err", err)
 	return t, true
+}
+
+// otherBridge names the bridge other than this network's that the host
+// end of key is a port of: a record that names no network is another
+// network's when its attachment is on another bridge ("" otherwise, and
+// when that cannot be told).
+func (p *Plugin) otherBridge(key string) string {
+	master, err := link.MasterOf(attachment.FromKey(key).HostIf)
+	if err != nil || master == p.Net.Bridge {
+		return ""
+	}
+	return master
 }
 
 // reconcile makes the bridge's host addresses match the live records.

@@ -216,3 +216,32 @@ func TestBadRecordCheck(t *testing.T) {
 		})
 	}
 }
+
+// Networks that share a dataDir share its records: GC of one network
+// leaves alone another's unreadable record, told by its salvaged network
+// or, when nothing of it can be read, by its host end's bridge.
+func TestBadRecordOfAnotherNetworkKept(t *testing.T) {
+	for _, d := range []damage{damages[0], damages[1]} {
+		t.Run(d.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.addBridge("br-other")
+			other := f.conf("1.1.0", set("name", "othernet"), set("bridge", "br-other"))
+			a := f.attachmentIn("badrec-other", f.pod())
+			a.Network, a.Bridge = "othernet", "br-other"
+			before := f.snapshot()
+			f.must(f.add(other, a))
+			f.damageRecord(a, d)
+
+			f.must(f.call(harness.Call{Command: "GC", Stdin: gcConf(f, nil)}))
+			if _, err := os.Stat(state.NewReader(f.stateDir()).RecordPath(a.Names().Key)); err != nil {
+				t.Errorf("GC of vmnet removed othernet's record: %v", err)
+			}
+			err := f.node.Host.Do(func() error { _, err := netlink.LinkByName(a.Names().HostIf); return err })
+			if err != nil {
+				t.Errorf("GC of vmnet removed othernet's host end: %v", err)
+			}
+			f.must(f.del(other, a))
+			f.expectClean(before)
+		})
+	}
+}
