@@ -26,7 +26,7 @@ func NewReader(dir string) Reader {
 
 // Records lists every attachment's record, sorted by key, claims included
 // (Record.Ready tells them apart). A record that cannot be decoded is an
-// error, reported after the others are read.
+// *UnreadableError (ErrUnreadable), reported after the others are read.
 func (r Reader) Records() ([]Record, error) {
 	keys, err := listKeys(r.dir)
 	if errors.Is(err, fs.ErrNotExist) {
