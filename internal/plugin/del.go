@@ -40,7 +40,7 @@ func (p *Plugin) Del(ctx context.Context) error {
 	rec, err := st.Get(t.names.Key)
 	switch {
 	case err == nil:
-		t.bridge = rec.Bridge
+		t.bridge = p.bridgeOf(rec)
 		if t.netns == "" {
 			t.netns = rec.Netns // CNI_NETNS may be unset; the TAP is still in there
 		}
@@ -53,6 +53,15 @@ func (p *Plugin) Del(ctx context.Context) error {
 		return err
 	}
 	return p.tearDown(ctx, st, t, lock)
+}
+
+// bridgeOf is the bridge a record names, or this network's for one that
+// names none.
+func (p *Plugin) bridgeOf(rec state.Record) string {
+	if rec.Bridge == "" {
+		return p.Net.Bridge
+	}
+	return rec.Bridge
 }
 
 // salvaged is what a damaged record still says of its attachment, trusted

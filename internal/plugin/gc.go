@@ -42,6 +42,7 @@ func (p *Plugin) GC(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// describe names a teardown in an error: by its attachment when known.
 func describe(t teardown) string {
 	if t.id == (attachment.ID{}) {
 		return t.names.Key
@@ -93,7 +94,7 @@ func (p *Plugin) staleRecords(ctx context.Context, st *state.Store) ([]teardown,
 			errs = append(errs, err)
 		case rec.Network == p.Net.Name && !p.Net.GC.Valid[types.GCAttachment{ContainerID: rec.ContainerID, IfName: rec.IfName}]:
 			id := attachment.ID{ContainerID: rec.ContainerID, IfName: rec.IfName}
-			stale = append(stale, teardown{names: attachment.For(id), id: id, netns: rec.Netns, bridge: rec.Bridge})
+			stale = append(stale, teardown{names: attachment.For(id), id: id, netns: rec.Netns, bridge: p.bridgeOf(rec)})
 		}
 	}
 	return stale, errors.Join(errs...)
@@ -110,44 +111,45 @@ func (p *Plugin) validKeys() map[string]bool {
 }
 
 // staleUnreadable decides about a record GC cannot read. One whose key is
-// a valid attachment's is left alone, and so is one whose salvaged
-// network is another's (that network's GC collects it). Any other is
-// stale: torn down as far as what can be trusted of it goes (the key
-// alone gives the host end; salvaged fields that hash to the key give
-// the rest), in this network's bridge unless it says otherwise.
+// a valid attachment's is left alone, and so is another network's (that
+// network's GC collects it). Any other is stale: torn down as far as what
+// can be trusted of it goes (the key alone gives the host end; salvaged
+// fields that hash to the key give the rest).
 func (p *Plugin) staleUnreadable(ctx context.Context, key string, err error, validKeys map[string]bool) (teardown, bool) {
 	if validKeys[key] {
 		p.Log.WarnContext(ctx, "unreadable record of a valid attachment left alone", "err", err)
 		return teardown{}, false
 	}
-	t := teardown{names: attachment.FromKey(key), bridge: p.Net.Bridge}
-	if rec, ok := salvaged(err); ok {
-		if rec.Network != "" && rec.Network != p.Net.Name {
-			return teardown{}, false
-		}
-		t.id = attachment.ID{ContainerID: rec.ContainerID, IfName: rec.IfName}
-		t.names, t.netns = attachment.For(t.id), rec.Netns
-		if rec.Bridge != "" {
-			t.bridge = rec.Bridge
-		}
-	} else if other := p.otherBridge(key); other != "" {
-		p.Log.WarnContext(ctx, "unreadable record left alone: its host end is a port of another network's bridge", "bridge", other, "err", err)
+	rec, trusted := salvaged(err)
+	if other := p.otherNetwork(key, rec, trusted); other != "" {
+		p.Log.WarnContext(ctx, "unreadable record of another network left alone", "network", other, "err", err)
 		return teardown{}, false
+	}
+	t := teardown{names: attachment.FromKey(key), bridge: p.Net.Bridge}
+	if trusted {
+		t.id = attachment.ID{ContainerID: rec.ContainerID, IfName: rec.IfName}
+		t.names, t.netns, t.bridge = attachment.For(t.id), rec.Netns, p.bridgeOf(rec)
 	}
 	p.Log.WarnContext(ctx, "tearing down a stale attachment without its record", "err", err)
 	return t, true
 }
 
-// otherBridge names the bridge other than this network's that the host
-// end of key is a port of: a record that names no network is another
-// network's when its attachment is on another bridge ("" otherwise, and
-// when that cannot be told).
-func (p *Plugin) otherBridge(key string) string {
+// otherNetwork names the other network (or its bridge) an unreadable
+// record belongs to: the network it still names, or, when it names none,
+// the bridge other than this network's that its host end is a port of.
+// "" when it is this network's, or when that cannot be told.
+func (p *Plugin) otherNetwork(key string, rec state.Record, trusted bool) string {
+	if trusted && rec.Network != "" {
+		if rec.Network == p.Net.Name {
+			return ""
+		}
+		return rec.Network
+	}
 	master, err := link.MasterOf(attachment.FromKey(key).HostIf)
 	if err != nil || master == p.Net.Bridge {
 		return ""
 	}
-	return master
+	return "on bridge " + master
 }
 
 // reconcile makes the bridge's host addresses match the live records.
