@@ -5,6 +5,7 @@
 package attachment
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -44,6 +45,28 @@ func For(id ID) Names {
 		Group:   group(sum),
 		GuestID: id,
 	}
+}
+
+// FromKey is what the key alone says of an attachment, for one whose
+// record cannot be read: the host end's name. Its MACs, TAP and link group
+// derive from (containerID, ifname), which the key does not reveal.
+func FromKey(key string) Names {
+	return Names{Key: key, HostIf: key}
+}
+
+// IsKeyOf reports whether key is the key of id: a record's salvaged
+// containerID and ifname are trusted only if they hash to its name.
+func IsKeyOf(key string, id ID) bool {
+	return id.ContainerID != "" && id.IfName != "" && For(id).Key == key
+}
+
+// IsHostMAC reports whether mac can be the host end's MAC: HostMAC, or,
+// when only the key is known, the form every host end's MAC has.
+func (n Names) IsHostMAC(mac net.HardwareAddr) bool {
+	if n.HostMAC != nil {
+		return bytes.Equal(mac, n.HostMAC)
+	}
+	return len(mac) == 6 && mac[0] == 0xfe
 }
 
 // TapName follows KubeVirt's tap binding: Multus is asked for "pod<hash>"

@@ -67,3 +67,25 @@ func TestMACs(t *testing.T) {
 		t.Errorf("tap MAC %s for guest %s must differ (libvirt uses 0xfa)", got, fe)
 	}
 }
+
+// What DEL and GC recognise as the plugin's: the host end's derived MAC
+// when the attachment is known, the MAC's form when only the key is, and
+// salvaged fields only when they hash to the key.
+func TestRecognise(t *testing.T) {
+	id := ID{ContainerID: "abc", IfName: "eth0"}
+	n := For(id)
+	other := For(ID{ContainerID: "abd", IfName: "eth0"})
+	if !n.IsHostMAC(n.HostMAC) || n.IsHostMAC(other.HostMAC) {
+		t.Errorf("IsHostMAC must accept exactly %s", n.HostMAC)
+	}
+	k := FromKey(n.Key)
+	if k.HostIf != n.HostIf || k.Group != 0 || k.Tap != "" {
+		t.Errorf("FromKey(%s) = %+v: only the host end is known", n.Key, k)
+	}
+	if !k.IsHostMAC(other.HostMAC) || k.IsHostMAC(net.HardwareAddr{0x02, 1, 2, 3, 4, 5}) {
+		t.Error("from the key alone, any MAC of a host end's form (fe:…) and no other is accepted")
+	}
+	if !IsKeyOf(n.Key, id) || IsKeyOf(n.Key, ID{ContainerID: "abc", IfName: "eth1"}) || IsKeyOf(For(ID{}).Key, ID{}) {
+		t.Error("IsKeyOf must hold for the attachment's own, non-empty ID only")
+	}
+}

@@ -20,6 +20,11 @@ import (
 // already exists: it is never taken over.
 var ErrNameTaken = errors.New("link name already in use")
 
+// ErrForeign is returned when a link has one of the attachment's names but
+// not what tapbridge gives its own (type, MAC, link group): it is left
+// alone, as it may be anybody's.
+var ErrForeign = errors.New("not made by tapbridge, left alone")
+
 // ErrBridgeFull is returned when the bridge has no free port number.
 var ErrBridgeFull = errors.New("bridge has no free port (the kernel allows 1023)")
 

@@ -95,8 +95,9 @@ func configureTap(fd int, t Tap) error {
 	return nil
 }
 
-// DeleteTap removes the TAP; nil if it is already gone.
-func DeleteTap(name string) error {
+// DeleteTap removes the TAP of link group group; nil if it is already
+// gone. Any other link of that name is left alone, with ErrForeign.
+func DeleteTap(name string, group uint32) error {
 	l, err := netlink.LinkByName(name)
 	if errors.As(err, new(netlink.LinkNotFoundError)) {
 		return nil
@@ -105,7 +106,10 @@ func DeleteTap(name string) error {
 		return fmt.Errorf("find tap %s: %w", name, err)
 	}
 	if _, ok := l.(*netlink.Tuntap); !ok {
-		return fmt.Errorf("delete tap %s: it is a %s", name, l.Type())
+		return fmt.Errorf("delete tap %s: it is a %s: %w", name, l.Type(), ErrForeign)
+	}
+	if g := l.Attrs().Group; g != group {
+		return fmt.Errorf("delete tap %s: its link group is %d, not %d: %w", name, g, group, ErrForeign)
 	}
 	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
 		return fmt.Errorf("delete tap %s: %w", name, err)

@@ -65,8 +65,10 @@ func vethError(p Veth, err error) error {
 }
 
 // DeleteVeth removes the pair by its host end; nil if it is already gone. The
-// kernel removes the peer with it, wherever the peer is.
-func DeleteVeth(hostName string) error {
+// kernel removes the peer with it, wherever the peer is. A link of that name
+// that is not a veth, or whose MAC ours refuses, is not tapbridge's: it is
+// left alone, with ErrForeign.
+func DeleteVeth(hostName string, ours func(net.HardwareAddr) bool) error {
 	link, err := netlink.LinkByName(hostName)
 	if errors.As(err, new(netlink.LinkNotFoundError)) {
 		return nil
@@ -75,10 +77,33 @@ func DeleteVeth(hostName string) error {
 		return fmt.Errorf("find veth %s: %w", hostName, err)
 	}
 	if _, ok := link.(*netlink.Veth); !ok {
-		return fmt.Errorf("delete veth %s: it is a %s, not a veth: %w", hostName, link.Type(), ErrNameTaken)
+		return fmt.Errorf("delete veth %s: it is a %s: %w", hostName, link.Type(), ErrForeign)
+	}
+	if mac := link.Attrs().HardwareAddr; !ours(mac) {
+		return fmt.Errorf("delete veth %s: its MAC %s is not the one tapbridge gave it: %w", hostName, mac, ErrForeign)
 	}
 	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
 		return fmt.Errorf("delete veth %s: %w", hostName, err)
 	}
 	return nil
+}
+
+// MasterOf names the bridge a link is a port of: "" when the link does
+// not exist or is no port.
+func MasterOf(name string) (string, error) {
+	l, err := netlink.LinkByName(name)
+	if errors.As(err, new(netlink.LinkNotFoundError)) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("find %s: %w", name, err)
+	}
+	if l.Attrs().MasterIndex == 0 {
+		return "", nil
+	}
+	m, err := netlink.LinkByIndex(l.Attrs().MasterIndex)
+	if err != nil {
+		return "", fmt.Errorf("find the bridge of %s: %w", name, err)
+	}
+	return m.Attrs().Name, nil
 }

@@ -173,7 +173,7 @@ func (op *addOp) createVeth(context.Context) error {
 	if err != nil {
 		return err
 	}
-	op.undo.Push("veth", func() error { return link.DeleteVeth(op.names.HostIf) })
+	op.undo.Push("veth", func() error { return link.DeleteVeth(op.names.HostIf, op.names.IsHostMAC) })
 	if op.Net.PortIsolation {
 		return op.bridge.Isolate(op.names.HostIf)
 	}
@@ -194,7 +194,7 @@ func (op *addOp) createTap(context.Context) error {
 		return err
 	}
 	op.undo.Push("tap", func() error {
-		return op.netns.Do(func(ns.NetNS) error { return link.DeleteTap(spec.Name) })
+		return op.netns.Do(func(ns.NetNS) error { return link.DeleteTap(spec.Name, spec.LinkGroup) })
 	})
 	return nil
 }

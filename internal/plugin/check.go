@@ -89,6 +89,9 @@ func (p *Plugin) prepareCheck(prev *current.Result) (*attachmentView, error) {
 		return nil, err
 	}
 	rec, err := op.store.Get(op.names.Key)
+	if errors.Is(err, state.ErrUnreadable) {
+		return nil, fmt.Errorf("%w: %w", ErrCheck, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: no record of container %s ifname %s: %w", ErrCheck, p.Env.ContainerID, p.Env.IfName, err)
 	}

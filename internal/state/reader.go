@@ -26,7 +26,7 @@ func NewReader(dir string) Reader {
 
 // Records lists every attachment's record, sorted by key, claims included
 // (Record.Ready tells them apart). A record that cannot be decoded is an
-// error, reported after the others are read.
+// *UnreadableError (ErrUnreadable), reported after the others are read.
 func (r Reader) Records() ([]Record, error) {
 	keys, err := listKeys(r.dir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -54,6 +54,12 @@ func (r Reader) Records() ([]Record, error) {
 // Record reads the record of one attachment key, or ErrNotFound.
 func (r Reader) Record(key string) (Record, error) {
 	return getRecord(r.dir, key)
+}
+
+// RecordPath is the file of key's record, for an operator (or a test) to
+// inspect or repair one that is reported unreadable.
+func (r Reader) RecordPath(key string) string {
+	return recordPath(r.dir, key)
 }
 
 // Bridges lists the bridges with state, sorted.

@@ -96,17 +96,24 @@ func encode(r Record) ([]byte, error) {
 	return append(data, '\n'), nil
 }
 
-// decode reads a record of any version this build knows.
+// decode reads a record of any version this build knows; anything else
+// is an *UnreadableError.
 func decode(key string, data []byte) (Record, error) {
 	var r Record
 	if err := json.Unmarshal(data, &r); err != nil {
-		return Record{}, fmt.Errorf("decode record %s: %w", key, err)
+		return Record{}, unreadable(key, data, err)
 	}
 	switch {
 	case r.Version == 0:
 		r.Version = 1
 	case r.Version < 0 || r.Version > Version:
-		return Record{}, fmt.Errorf("decode record %s: %w %d (this build reads up to %d)", key, ErrVersion, r.Version, Version)
+		e := unreadable(key, data, fmt.Errorf("%w %d (this build reads up to %d)", ErrVersion, r.Version, Version))
+		e.Version = r.Version
+		return Record{}, e
+	}
+	// JSON such as "null" or "{}" decodes without error into nothing.
+	if r.ContainerID == "" || r.IfName == "" {
+		return Record{}, unreadable(key, data, errors.New("no containerID or ifname"))
 	}
 	r.Key = key
 	return r, nil

@@ -15,6 +15,12 @@ import (
 // removing is one unlink, and "was that the last member?" is one rmdir
 // that the kernel refuses while the directory is not empty. Callers hold
 // the bridge lock.
+//
+// Members are not synced: they count kernel state (links, host
+// addresses) that a power loss wipes anyway, Acquire re-adds an owned
+// address whatever the count says, and GC's reconcile drops members whose
+// durable record is gone; a sync would cost every ADD and DEL a journal
+// commit for that.
 type Set struct {
 	dir string
 }

@@ -112,7 +112,11 @@ func getRecord(dir, key string) (Record, error) {
 	if err != nil {
 		return Record{}, fmt.Errorf("read record %s: %w", key, err)
 	}
-	return decode(key, data)
+	r, err := decode(key, data)
+	if e, ok := errors.AsType[*UnreadableError](err); ok {
+		e.Path = recordPath(dir, key)
+	}
+	return r, err
 }
 
 // Delete removes a record, and a staged one a crash left; nil if they are

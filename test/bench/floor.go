@@ -153,7 +153,7 @@ func (k *kernelSteps) detach(podPath, cid string) error {
 			if err := pod.Do(func(ns.NetNS) error { return link.DeleteGroup(names.Group) }); err != nil {
 				return err
 			}
-			return link.DeleteVeth(names.HostIf)
+			return link.DeleteVeth(names.HostIf, names.IsHostMAC)
 		})
 	}
 	if k.spoof {
