@@ -27,6 +27,13 @@ for p in ipam/host-local ipam/static main/bridge; do
   GOBIN="$gobin" CGO_ENABLED=0 go install "github.com/containernetworking/plugins/plugins/$p@v1.9.1"
 done
 
+# Real callers: cnitool on the libcni containerd 1.6 vendors, and on the project's.
+for v in v1.1.2 v1.3.0; do
+  [ -x "$PWD/build/cnitool/$v/cnitool" ] && continue
+  echo "install-deps: go install containernetworking/cni/cnitool@$v"
+  GOBIN="$PWD/build/cnitool/$v" CGO_ENABLED=0 go install "github.com/containernetworking/cni/cnitool@$v"
+done
+
 # Static analysis.
 tools="$PWD/build/tools"
 if [ ! -x "$tools/staticcheck" ]; then

@@ -61,3 +61,26 @@ func BuildPlugin(dir string, tags string) (string, error) {
 	}
 	return out, nil
 }
+
+// CNIToolVersions are the cnitool builds the caller tests run: on the
+// libcni that containerd 1.6 vendors (it predates CNI 1.1 and reads only
+// a conflist's cniVersion) and on the project's own libcni (which reads
+// cniVersions and runs GC and STATUS).
+var CNIToolVersions = []string{"v1.1.2", "v1.3.0"}
+
+// CNITool is the path of cnitool at version v, `go install`ed on first use
+// (install-deps.sh installs them too).
+func CNITool(v string) (string, error) {
+	dir := filepath.Join(RepoRoot(), "build", "cnitool", v)
+	path := filepath.Join(dir, "cnitool")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	pkg := "github.com/containernetworking/cni/cnitool@" + v
+	cmd := exec.Command("go", "install", pkg)
+	cmd.Env = append(os.Environ(), "GOBIN="+dir, "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go install %s: %w\n%s", pkg, err, out)
+	}
+	return path, nil
+}
