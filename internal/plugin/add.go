@@ -44,6 +44,7 @@ type addOp struct {
 	attachmentView
 	lock    *state.RecordLock // the claim's: held to the end, and by the IPAM plugin while it runs
 	pending *ipam.Pending     // IPAM ADD, running while the pod side is built
+	staged  *pendingWrite     // the complete record, written while the last steps run
 	undo    undo.Stack
 }
 

@@ -12,7 +12,9 @@ import (
 
 // The attachment's record is written twice: a claim before anything else
 // (its exclusive create is what makes a second ADD fail), and the complete
-// record as ADD's last step, which is when a reader may serve it.
+// record, made durable beside the claim as soon as the lease is known
+// (its fsync overlaps the anti-spoof and bridge steps) and put in place by
+// ADD's last step, which is when a reader may serve it.
 
 // record is what the state directory says of the attachment: the names
 // always, the IPAM result once ADD is done.
@@ -29,9 +31,42 @@ func (op *addOp) record(phase state.Phase) state.Record {
 	return r
 }
 
+// stageRecord starts writing the complete record; the record's undo
+// (Delete) removes it, once the write is over.
+func (op *addOp) stageRecord(context.Context) error {
+	rec := op.record(state.PhaseReady)
+	op.staged = newPendingWrite(func() error { return op.store.Stage(op.names.Key, rec) })
+	op.undo.Push("stage", op.staged.wait)
+	return nil
+}
+
 // publishRecord replaces the claim with the complete record, atomically.
 func (op *addOp) publishRecord(context.Context) error {
-	return op.store.Publish(op.names.Key, op.record(state.PhaseReady))
+	if err := op.staged.wait(); err != nil {
+		return err
+	}
+	return op.store.Commit(op.names.Key)
+}
+
+// pendingWrite is a write running in the background; wait returns its
+// error, as often as it is asked.
+type pendingWrite struct {
+	done chan struct{}
+	err  error
+}
+
+func newPendingWrite(write func() error) *pendingWrite {
+	w := &pendingWrite{done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		w.err = write()
+	}()
+	return w
+}
+
+func (w *pendingWrite) wait() error {
+	<-w.done
+	return w.err
 }
 
 func leaseIPs(res *current.Result) []state.IP {

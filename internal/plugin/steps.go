@@ -21,6 +21,7 @@ func addSteps(op *addOp) []addStep {
 		{"redirect", op.addRedirect},
 		{"up", op.bringUp},
 		{"lease", op.awaitLease},
+		{"stage", op.stageRecord},
 		{"spoof", op.installSpoof},
 		{"bridge-state", op.joinBridgeState},
 		{"publish", op.publishRecord},

@@ -96,24 +96,10 @@ func createWithLink(path string, data []byte) (*os.File, error) {
 	return f, nil
 }
 
-// replace puts data at path in one rename, so a reader sees the old
-// content or the new, never a mix. The new content is first made whole
-// and durable at staged, in the same directory, which only its one writer
-// uses: an O_TMPFILE inode is linked there once it is complete, so even a
-// crash leaves at staged a whole file (that Delete removes), never a torn
-// one. The rename itself is not synced: a power loss that undoes it
-// leaves the old content, which is all the callers need (the claim a
-// complete record replaces serves DEL and GC as well).
-func replace(path, staged string, data []byte) error {
-	if err := stage(staged, data); err != nil {
-		return err
-	}
-	if err := os.Rename(staged, path); err != nil {
-		return fmt.Errorf("publish %s: %w", path, err)
-	}
-	return nil
-}
-
+// stage makes data whole and durable at staged, in the record's
+// directory, which only its one writer uses: an O_TMPFILE inode is linked
+// there once it is complete and synced, so even a crash leaves at staged a
+// whole file (that Delete removes), never a torn one.
 func stage(staged string, data []byte) error {
 	if err := removeFile(staged); err != nil { // a crashed writer's
 		return err
@@ -130,6 +116,17 @@ func stage(staged string, data []byte) error {
 		return fmt.Errorf("write %s: %w", staged, err)
 	}
 	return linkTmpfile(f, staged)
+}
+
+// commit renames staged over path, so a reader sees the old content or the
+// new, never a mix. The rename itself is not synced: a power loss that
+// undoes it leaves the old content, which is all the callers need (the
+// claim a complete record replaces serves DEL and GC as well).
+func commit(staged, path string) error {
+	if err := os.Rename(staged, path); err != nil {
+		return fmt.Errorf("publish %s: %w", path, err)
+	}
+	return nil
 }
 
 func writeSynced(f *os.File, data []byte) error {

@@ -92,11 +92,27 @@ func (s *Store) Create(key string, r Record) (*RecordLock, error) {
 // loss (r's content is synced before it is named). Only the ADD that made
 // the claim calls it.
 func (s *Store) Publish(key string, r Record) error {
+	if err := s.Stage(key, r); err != nil {
+		return err
+	}
+	return s.Commit(key)
+}
+
+// Stage makes r whole and durable beside key's record, where only Commit
+// (or Delete) uses it: the slow half of Publish, which a caller can run
+// while it does other work.
+func (s *Store) Stage(key string, r Record) error {
 	data, err := encode(r)
 	if err != nil {
 		return fmt.Errorf("encode record %s: %w", key, err)
 	}
-	return replace(recordPath(s.Dir, key), stagedPath(s.Dir, key), data)
+	return stage(stagedPath(s.Dir, key), data)
+}
+
+// Commit puts the record Stage made in place of key's record, in one
+// rename.
+func (s *Store) Commit(key string) error {
+	return commit(stagedPath(s.Dir, key), recordPath(s.Dir, key))
 }
 
 // Get reads one record.
