@@ -6,6 +6,8 @@ import (
 	"net/netip"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
 // Builders of raw Ethernet frames for the data-path test. Checksums are
@@ -42,7 +44,7 @@ func ipv4(src, dst netip.Addr, proto byte, payload []byte) []byte {
 	h[8], h[9] = 64, proto
 	copy(h[12:], src.AsSlice())
 	copy(h[16:], dst.AsSlice())
-	binary.BigEndian.PutUint16(h[10:], checksum(h))
+	binary.BigEndian.PutUint16(h[10:], harness.Checksum(h))
 	return append(h, payload...)
 }
 
@@ -93,22 +95,7 @@ func checksum6(src, dst netip.Addr, proto byte, l4 []byte) uint16 {
 	pseudo := append(src.AsSlice(), dst.AsSlice()...)
 	pseudo = binary.BigEndian.AppendUint32(pseudo, uint32(len(l4)))
 	pseudo = append(pseudo, 0, 0, 0, proto)
-	return checksum(append(pseudo, l4...))
-}
-
-// checksum is the Internet checksum (RFC 1071).
-func checksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
+	return harness.Checksum(append(pseudo, l4...))
 }
 
 // solicitedNode is the solicited-node multicast group of a.

@@ -61,7 +61,7 @@ func UDP4(srcMAC, dstMAC net.HardwareAddr, src, dst net.IP, sport, dport uint16,
 	ip := []byte{0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0}
 	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(udp)))
 	ip = append(append(ip, src.To4()...), dst.To4()...)
-	binary.BigEndian.PutUint16(ip[10:], checksum(ip))
+	binary.BigEndian.PutUint16(ip[10:], Checksum(ip))
 	return append(append(ethernet(dstMAC, srcMAC, 0x0800), ip...), udp...)
 }
 
@@ -70,7 +70,7 @@ func UDP4(srcMAC, dstMAC net.HardwareAddr, src, dst net.IP, sport, dport uint16,
 func UDP6(srcMAC, dstMAC net.HardwareAddr, src, dst net.IP, sport, dport uint16, payload []byte) []byte {
 	u := udp(sport, dport, payload)
 	pseudo := append(append(append([]byte{}, src.To16()...), dst.To16()...), 0, 0, byte(len(u)>>8), byte(len(u)), 0, 0, 0, 17)
-	binary.BigEndian.PutUint16(u[6:], checksum(append(pseudo, u...)))
+	binary.BigEndian.PutUint16(u[6:], Checksum(append(pseudo, u...)))
 	ip := []byte{0x60, 0, 0, 0, 0, 0, 17, 64}
 	binary.BigEndian.PutUint16(ip[4:], uint16(len(u)))
 	ip = append(append(ip, src.To16()...), dst.To16()...)
@@ -84,7 +84,8 @@ func LinkLocal(mac net.HardwareAddr) net.IP {
 	return ip
 }
 
-func checksum(b []byte) uint16 {
+// Checksum is the Internet checksum (RFC 1071).
+func Checksum(b []byte) uint16 {
 	var sum uint32
 	for i := 0; i+1 < len(b); i += 2 {
 		sum += uint32(binary.BigEndian.Uint16(b[i:]))
