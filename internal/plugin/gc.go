@@ -146,7 +146,7 @@ func (p *Plugin) otherNetwork(key string, rec state.Record, trusted bool) string
 		return rec.Network
 	}
 	master, err := link.MasterOf(attachment.FromKey(key).HostIf)
-	if err != nil || master == p.Net.Bridge {
+	if err != nil || master == "" || master == p.Net.Bridge { // "": gone (a reboot), or no port
 		return ""
 	}
 	return "on bridge " + master

@@ -2,10 +2,12 @@ package integration
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
@@ -242,6 +244,40 @@ func TestBadRecordOfAnotherNetworkKept(t *testing.T) {
 			}
 			f.must(f.del(other, a))
 			f.expectClean(before)
+		})
+	}
+}
+
+// After a "reboot" (the pod netns gone, and the host end with it), GC
+// still collects a stale unreadable record: with no link left to tell its
+// network by, it is this network's.
+func TestBadRecordGCAfterReboot(t *testing.T) {
+	for _, d := range damages {
+		t.Run(d.name, func(t *testing.T) {
+			f := newFixture(t)
+			conf := f.conf("1.1.0")
+			pod := f.pods(1)[0]
+			stale := f.attachmentIn("badrec-reboot", pod)
+			before := f.snapshot()
+			f.must(f.add(conf, stale))
+			f.damageRecord(stale, d)
+			if err := pod.Delete(); err != nil {
+				t.Fatal(err)
+			}
+			// The kernel frees a netns, and the veth with it, a little later.
+			f.waitFor(10*time.Second, "host end gone with the pod netns", func() bool {
+				var err error
+				_ = f.node.Host.Do(func() error { _, err = netlink.LinkByName(stale.Names().HostIf); return nil })
+				return errors.As(err, new(netlink.LinkNotFoundError))
+			})
+			f.must(f.call(harness.Call{Command: "GC", Stdin: gcConf(f, nil)}))
+			if _, err := state.NewReader(f.stateDir()).Record(stale.Names().Key); !errors.Is(err, state.ErrNotFound) {
+				t.Fatalf("the stale unreadable record is still there after GC: %v", err)
+			}
+			if !d.salvaged {
+				f.dropLease(stale.CID)
+			}
+			f.expectClean(before.Without(pod.Name))
 		})
 	}
 }
