@@ -31,8 +31,9 @@ func createExclusive(path string, data []byte) (*os.File, error) {
 		return nil, err
 	}
 	if err := syncDir(filepath.Dir(path)); err != nil {
+		// Not published after all: the caller registers no undo for it.
 		f.Close()
-		return nil, err
+		return nil, errors.Join(err, removeFile(path))
 	}
 	return f, nil
 }

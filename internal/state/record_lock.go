@@ -6,8 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // RecordLock is the flock of an attachment's record: it serialises the
@@ -63,18 +61,4 @@ func (s *Store) LockRecord(key string, timeout time.Duration) (*RecordLock, erro
 		}
 		f.Close()
 	}
-}
-
-// lockedBy reports whether the record file is flocked by anyone (tests).
-func lockedBy(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
-		return true
-	}
-	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	return false
 }

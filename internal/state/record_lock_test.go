@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // A caller queued on an attachment's record while the ADD holding the
@@ -96,4 +98,18 @@ func createUnlocked(s *Store, key string, r Record) error {
 	l, err := s.Create(key, r)
 	l.Unlock()
 	return err
+}
+
+// lockedBy reports whether the record file is flocked by anyone (tests).
+func lockedBy(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+		return true
+	}
+	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return false
 }

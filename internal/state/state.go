@@ -10,9 +10,8 @@
 //
 // Layout, relative to dataDir:
 //
-//	attachments/<key>.json                        the record (see Record)
+//	attachments/<key>.json                        the record (see Record), flocked as the attachment's lock (see RecordLock)
 //	attachments/.<key>.json                       a complete record about to replace it
-//	                                              (flocked: the attachment's lock, see RecordLock)
 //	kernel-check                                  STATUS's kept kernel probe (see KernelCheck)
 //	bridges/<bridge>/lock                         the bridge lock (flock) and its hand-over counter
 //	bridges/<bridge>/subnets/<subnet>/users/<key> one empty file per attachment using the subnet
