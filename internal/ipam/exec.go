@@ -63,7 +63,8 @@ const (
 var onBusy = func() {}
 
 // execOnce runs the plugin once. A start that fails with ETXTBSY is
-// returned as is, unwrapped into a CNI error only by the caller.
+// returned as is, for ExecPlugin to try again; any other failure is a
+// CNI error, as invoke reports it.
 func (e *execer) execOnce(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	var in io.Reader = bytes.NewReader(stdin) // where memfds are refused (a seccomp filter)
@@ -84,7 +85,10 @@ func (e *execer) execOnce(ctx context.Context, path string, stdin []byte, enviro
 	c.Cancel = func() error { return unix.Kill(-c.Process.Pid, unix.SIGKILL) }
 	c.WaitDelay = waitDelay
 	if err := c.Start(); err != nil {
-		return nil, err
+		if errors.Is(err, unix.ETXTBSY) {
+			return nil, err // ExecPlugin tries again
+		}
+		return nil, pluginError(err, nil, nil)
 	}
 	if err := c.Wait(); err != nil {
 		return nil, pluginError(err, stdout.Bytes(), stderr.Bytes())

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
 )
 
 // An IPAM plugin that leaves a child holding its stdout open (here a
@@ -96,4 +98,18 @@ func busyPlugin(t *testing.T) (string, *os.File) {
 		t.Fatal(err)
 	}
 	return path, f
+}
+
+// A plugin that cannot be started at all (not executable) fails at once,
+// as a CNI error that says why, like one that ran and failed.
+func TestExecOfAnUnstartablePlugin(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "not-executable")
+	if err := os.WriteFile(path, []byte("#!/bin/sh\necho ok\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := (&execer{}).ExecPlugin(context.Background(), path, []byte("{}"), os.Environ())
+	var cniErr *types.Error
+	if !errors.As(err, &cniErr) || !strings.Contains(cniErr.Msg, "permission denied") {
+		t.Fatalf("exec of a file that is not executable: %v, want a CNI error naming the cause", err)
+	}
 }
