@@ -30,13 +30,23 @@ func loadCNIArgs(s string) (*cniArgs, error) {
 	return a, nil
 }
 
-// parseMAC applies the conventions' precedence: runtimeConfig.mac (the
-// "mac" capability) > args.cni.mac > CNI_ARGS MAC= > the config's "mac".
-func parseMAC(raw *Raw, env Env, n *Net) error {
+// parseCNIArgs reads CNI_ARGS once, for the guest MAC, the pod and the
+// requested IPs.
+func parseCNIArgs(raw *Raw, env Env, n *Net) error {
 	a, err := loadCNIArgs(env.Args)
 	if err != nil {
 		return err
 	}
+	if err := parseMAC(raw, a, n); err != nil {
+		return err
+	}
+	n.Pod = Pod{Namespace: string(a.K8S_POD_NAMESPACE), Name: string(a.K8S_POD_NAME)}
+	return checkIPs(raw, a)
+}
+
+// parseMAC applies the conventions' precedence: runtimeConfig.mac (the
+// "mac" capability) > args.cni.mac > CNI_ARGS MAC= > the config's "mac".
+func parseMAC(raw *Raw, a *cniArgs, n *Net) error {
 	candidates := []struct{ field, value string }{
 		{"runtimeConfig.mac", raw.RuntimeConfig.MAC},
 		{"args.cni.mac", raw.Args.CNI.MAC},
@@ -57,16 +67,6 @@ func parseMAC(raw *Raw, env Env, n *Net) error {
 		n.MAC = mac
 		return nil
 	}
-	return nil
-}
-
-// parsePod keeps the pod's namespace and name for the attachment's record.
-func parsePod(_ *Raw, env Env, n *Net) error {
-	a, err := loadCNIArgs(env.Args)
-	if err != nil {
-		return err
-	}
-	n.Pod = Pod{Namespace: string(a.K8S_POD_NAMESPACE), Name: string(a.K8S_POD_NAME)}
 	return nil
 }
 
@@ -98,9 +98,9 @@ func isZero(b []byte) bool {
 	return true
 }
 
-// parseIPs checks the requested IPs early; IPAM reads them itself from the
+// checkIPs checks the requested IPs early; IPAM reads them itself from the
 // same document and environment.
-func parseIPs(raw *Raw, env Env, _ *Net) error {
+func checkIPs(raw *Raw, a *cniArgs) error {
 	lists := map[string][]string{"runtimeConfig.ips": raw.RuntimeConfig.IPs, "args.cni.ips": raw.Args.CNI.IPs}
 	for field, ips := range lists {
 		for _, s := range ips {
@@ -108,10 +108,6 @@ func parseIPs(raw *Raw, env Env, _ *Net) error {
 				return invalid(field, "%q is not an IP address or CIDR", s)
 			}
 		}
-	}
-	a, err := loadCNIArgs(env.Args)
-	if err != nil {
-		return err
 	}
 	for _, s := range strings.Split(string(a.IP), ",") {
 		if s != "" && !validIPOrPrefix(strings.TrimSpace(s)) {

@@ -78,7 +78,7 @@ func Parse(stdin []byte, env Env) (*Net, error) {
 	}
 	n := &Net{Bytes: stdin, Name: raw.Name, CNIVersion: raw.CNIVersion, IPAMType: raw.IPAM.Type}
 	steps := []func(*Raw, Env, *Net) error{
-		parseBasics, parseTap, parseHost, parseTimeouts, checkProbeBound, parseLog, parseMAC, parsePod, parseIPs, parseGC, parsePrevResult,
+		parseBasics, parseTap, parseHost, parseTimeouts, checkProbeBound, parseLog, parseCNIArgs, parseGC, parsePrevResult,
 	}
 	for _, step := range steps {
 		if err := step(raw, env, n); err != nil {
