@@ -41,7 +41,12 @@ func TestEveryCallerReadsTheConfigs(t *testing.T) {
 			t.Errorf("%s: %v", where, err)
 			continue
 		}
-		if newer, _ := version.GreaterThan(v, oldestCallerVersion); newer {
+		newer, err := version.GreaterThan(v, oldestCallerVersion)
+		if err != nil {
+			t.Errorf("%s: cniVersion %q: %v", where, v, err)
+			continue
+		}
+		if newer {
 			t.Errorf("%s: cniVersion %s, which a caller on libcni before v1.2 (containerd 1.6) refuses; want at most %s", where, v, oldestCallerVersion)
 		}
 	}

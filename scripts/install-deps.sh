@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 for pair in ip:iproute2 qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio \
-            dpkg-deb:dpkg xz:xz-utils zstd:zstd flock:util-linux strace:strace; do
+            dpkg-deb:dpkg xz:xz-utils zstd:zstd flock:util-linux strace:strace /usr/bin/time:time; do
   cmd=${pair%%:*} pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

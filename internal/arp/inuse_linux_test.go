@@ -126,12 +126,15 @@ func TestInUseSimultaneousProbes(t *testing.T) {
 			start := make(chan struct{})
 			results := make([]result, 2)
 			probe := func(i int, n ns.NetNS, ifindex int) {
-				results[i].err = n.Do(func(ns.NetNS) error {
+				err := n.Do(func(ns.NetNS) error {
 					ready.Done()
 					<-start
 					results[i] = probeHere(context.Background(), ifindex, ip, opts)
 					return nil
 				})
+				if err != nil { // the probe's own error stays unless entering the netns failed
+					results[i].err = err
+				}
 			}
 			ready.Add(2)
 			done.Go(func() { probe(0, s.a, s.aIndex) })

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -55,7 +56,8 @@ func NewNetns(name string) (Netns, error) {
 		errc <- err
 	}()
 	if err := <-errc; err != nil {
-		return Netns{}, fmt.Errorf("create netns %s: %w", name, err)
+		// NewNamed leaves its file behind when the bind mount fails.
+		return Netns{}, errors.Join(fmt.Errorf("create netns %s: %w", name, err), Netns{Name: name}.Delete())
 	}
 	return Netns{Name: name}, nil
 }
@@ -109,36 +111,53 @@ func TestNetns(t testing.TB, name string) ns.NetNS {
 	return h
 }
 
-// Delete removes the netns; nil if it is already gone.
+// Delete removes the netns; nil if it is already gone, or was never made
+// (a zero Netns: its path would be NetnsDir itself, every netns's mount
+// point). A half-made one, its file there but never mounted, goes too.
 func (n Netns) Delete() error {
-	if _, err := os.Stat(n.Path()); os.IsNotExist(err) {
+	if n.Name == "" {
 		return nil
 	}
-	if err := netns.DeleteNamed(n.Name); err != nil {
+	err := unix.Unmount(n.Path(), unix.MNT_DETACH)
+	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("delete netns %s: %w", n.Name, err)
+	}
+	if err := os.Remove(n.Path()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete netns %s: %w", n.Name, err)
 	}
 	return nil
 }
 
 // Do runs fn on a locked thread inside the netns; child processes that fn
-// starts inherit the netns.
+// starts inherit the netns. An fn that ends its goroutine without
+// returning (a t.Fatal) makes Do return an error instead of hanging.
 func (n Netns) Do(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
+		returned := false
+		defer func() {
+			if !returned {
+				errc <- fmt.Errorf("in netns %s: the function ended its goroutine (t.Fatal?) instead of returning", n.Name)
+			}
+		}()
 		runtime.LockOSThread()
 		h, err := netns.GetFromPath(n.Path())
 		if err != nil {
+			returned = true
 			errc <- fmt.Errorf("open netns %s: %w", n.Name, err)
 			return
 		}
 		defer h.Close()
 		if err := netns.Set(h); err != nil {
+			returned = true
 			errc <- fmt.Errorf("enter netns %s: %w", n.Name, err)
 			return
 		}
 		// The thread stays locked and is discarded when this goroutine
 		// ends, so no other goroutine ever runs in this netns by accident.
-		errc <- fn()
+		err = fn()
+		returned = true
+		errc <- err
 	}()
 	return <-errc
 }

@@ -38,9 +38,11 @@ func (c Call) Start(env ...string) (*Proc, error) {
 }
 
 // Kill sends SIGKILL to the plugin (by PID, nothing else), reaps it, and
-// waits until every process it started (IPAM) has finished on its own,
-// so the next call does not race an orphan. It reports whether the
-// plugin was still running when killed.
+// waits until its process group is empty. It does not wait for the IPAM
+// plugin it started: that runs in a group of its own and outlives it, as
+// it does under a runtime (the next call on the attachment waits for it
+// on the record's lock; WaitContainerGone waits for it outright). It
+// reports whether the plugin was still running when killed.
 func (p *Proc) Kill() (killed bool, err error) {
 	pid := p.Cmd.Process.Pid
 	kerr := p.Cmd.Process.Kill()
@@ -55,9 +57,9 @@ func (p *Proc) Kill() (killed bool, err error) {
 	return killed, WaitGroupGone(pid, 10*time.Second)
 }
 
-// Wait waits for the plugin to exit by itself and for the processes it
-// started; limit bounds the wait (then it is killed and the error says
-// so).
+// Wait waits for the plugin to exit by itself and for its process group
+// (not its IPAM plugin: see Kill); limit bounds the wait (then it is
+// killed and the error says so).
 func (p *Proc) Wait(limit time.Duration) (rc int, err error) {
 	done := make(chan error, 1)
 	go func() { done <- p.Cmd.Wait() }()

@@ -125,34 +125,25 @@ func UserOf(bridge string, subnet netip.Prefix, key string) string {
 	return bridge + "/" + subnet.Masked().String() + "/" + key
 }
 
-func bridgeState(dir, bridge string) (state.Bridge, error) {
-	st, err := state.Open(dir)
-	if err != nil {
-		return state.Bridge{}, err
-	}
-	return st.Bridge(bridge), nil
+// bridgeState names a bridge's state without creating anything (the
+// watcher reads it every few milliseconds; state.Open would make the
+// directories).
+func bridgeState(dir, bridge string) state.Bridge {
+	return (&state.Store{Dir: dir}).Bridge(bridge)
 }
 
 // BridgeLock is the path of a bridge's lock file, made ready (its
 // directory created) for a test that holds it from outside, as an
 // operator would with flock(1).
 func BridgeLock(dir, bridge string) (string, error) {
-	b, err := bridgeState(dir, bridge)
-	if err != nil {
-		return "", err
-	}
-	path := b.LockPath()
+	path := bridgeState(dir, bridge).LockPath()
 	return path, os.MkdirAll(filepath.Dir(path), 0o700)
 }
 
 // DropUser removes one host-address user (and the emptied set), as a DEL
 // killed in the middle of the release leaves them.
 func DropUser(dir, bridge string, subnet netip.Prefix, key string) error {
-	b, err := bridgeState(dir, bridge)
-	if err != nil {
-		return err
-	}
-	_, err = b.Subnet(subnet).Users().Remove(key)
+	_, err := bridgeState(dir, bridge).Subnet(subnet).Users().Remove(key)
 	return err
 }
 
@@ -178,11 +169,7 @@ type BridgeLockFile struct {
 
 // OpenBridgeLock opens the bridge's lock file without taking it.
 func OpenBridgeLock(dir, bridge string) (*BridgeLockFile, error) {
-	b, err := bridgeState(dir, bridge)
-	if err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(b.LockPath(), os.O_RDWR, 0)
+	f, err := os.OpenFile(bridgeState(dir, bridge).LockPath(), os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -72,6 +72,16 @@ func (f *fixture) start(c harness.Call, env ...string) (*harness.Proc, error) {
 		p, err = c.Start(env...)
 		return err
 	})
+	if err == nil {
+		// A test that fails before it reaps the plugin must not leave it
+		// running while the node is torn down.
+		f.t.Cleanup(func() {
+			if p.Cmd.ProcessState == nil {
+				_ = p.Cmd.Process.Kill()
+				_ = p.Cmd.Wait()
+			}
+		})
+	}
 	return p, err
 }
 

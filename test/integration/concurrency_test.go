@@ -143,6 +143,9 @@ func TestSubnetsOnOneBridge(t *testing.T) {
 	}
 	f.expectLive(nil, pods)
 	f.expectClean(before)
+	if samples == 0 {
+		t.Error("the host-address watcher took no sample: it checked nothing")
+	}
 	t.Logf("%d counted samples of the host addresses", samples)
 }
 
