@@ -44,6 +44,14 @@
 //     802.1ad tagged frames (the guest gets no VLAN trunk), LLDP, 802.3/LLC
 //     frames such as STP BPDUs, MPLS and PPPoE.
 //
+// A port whose guest the node agent serves (Intercept) first drops, each
+// rule with its own counter, every IPv4 or IPv6 UDP frame to a DHCP server
+// port (67, 547) and every router solicitation, whatever their source: the
+// agent reads the port's frames on a packet socket, which the kernel feeds
+// before the ingress hook, and answers them, so no other DHCP server on the
+// L2 sees or answers a served guest. An Open port (spoofCheck off) keeps
+// only those rules and accepts everything else.
+//
 // An attachment without IPs (L2-only) gets only the MAC checks: the Ethernet
 // source and, for ARP, the sender MAC must be the guest MAC; ARP, IPv4 and
 // IPv6 are then accepted with any address, other ethertypes are dropped.

@@ -30,6 +30,7 @@ const (
 )
 
 const (
+	icmpv6RouterSolicit   = 133
 	icmpv6NeighborSolicit = 135
 	icmpv6NeighborAdvert  = 136
 )
@@ -41,12 +42,28 @@ var arpEthernetIPv4 = []byte{0x00, 0x01, 0x08, 0x00, 6, 4}
 // dhcpClientPorts is UDP source port 68, destination port 67.
 var dhcpClientPorts = []byte{0, 68, 0, 67}
 
+// offL4DstPort is the UDP destination port.
+const offL4DstPort = 2
+
+// Servers' UDP ports: a frame to one of them is a client's request.
+const (
+	dhcpv4ServerPort = 67
+	dhcpv6ServerPort = 547
+)
+
 // portRules returns the rules of a port chain in order: an allow-list
 // ending in a counted drop (the chain's policy drops too, but a rule's
 // counter shows how many frames were refused).
 func portRules(p Port) [][]expr.Any {
+	var rules [][]expr.Any
+	if p.Intercept {
+		rules = append(rules, interceptRules()...)
+	}
+	if p.Open {
+		return append(rules, verdict(expr.VerdictAccept))
+	}
 	mac := []byte(p.MAC)
-	rules := [][]expr.Any{dropForeignMAC(mac)}
+	rules = append(rules, dropForeignMAC(mac))
 	v4, v6 := splitIPs(p.IPs)
 	if len(v4) == 0 && len(v6) == 0 {
 		rules = append(rules, l2OnlyRules(mac)...)
@@ -56,6 +73,25 @@ func portRules(p Port) [][]expr.Any {
 		rules = append(rules, ipv6Rules(append(v6, linkLocal(p.MAC)))...)
 	}
 	return append(rules, join(counted(), verdict(expr.VerdictDrop)))
+}
+
+// interceptRules drop the requests the node agent answers: anything to a
+// DHCPv4 or DHCPv6 server port, and router solicitations. They come first,
+// whatever the source, so no request of the guest's reaches the L2 (a
+// renewal unicast to another server included), and each has its own
+// counter, apart from the spoof drops.
+func interceptRules() [][]expr.Any {
+	return [][]expr.Any{
+		join(etherType(unix.ETH_P_IP), udpDstPort(dhcpv4ServerPort), counted(), verdict(expr.VerdictDrop)),
+		join(etherType(unix.ETH_P_IPV6), udpDstPort(dhcpv6ServerPort), counted(), verdict(expr.VerdictDrop)),
+		join(etherType(unix.ETH_P_IPV6), icmpv6Type(icmpv6RouterSolicit), counted(), verdict(expr.VerdictDrop)),
+	}
+}
+
+// udpDstPort matches UDP to a destination port.
+func udpDstPort(port uint16) []expr.Any {
+	return join(l4proto(unix.IPPROTO_UDP),
+		match(expr.PayloadBaseTransportHeader, offL4DstPort, binary.BigEndian.AppendUint16(nil, port)))
 }
 
 // dropForeignMAC: ether saddr != MAC counter drop.

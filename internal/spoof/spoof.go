@@ -17,6 +17,15 @@ type Port struct {
 	Name string           // host end of the veth (a bridge port); names the table
 	MAC  net.HardwareAddr // guest MAC
 	IPs  []netip.Addr     // guest IPs (v4 and/or v6), may be empty
+
+	// Intercept drops the guest's DHCPv4, DHCPv6 and router-solicitation
+	// requests at the port: the node agent, which reads the port's frames
+	// before this chain runs, answers them, and no other server on the L2
+	// may see or answer them.
+	Intercept bool
+	// Open skips the source checks (spoofCheck off): only the intercept
+	// rules remain, and everything else is accepted. It needs Intercept.
+	Open bool
 }
 
 // Ensure installs the rules of one port, or replaces them. It is one
@@ -100,6 +109,9 @@ func (p Port) validate() error {
 		if err := checkIP(ip); err != nil {
 			return err
 		}
+	}
+	if p.Open && !p.Intercept {
+		return errors.New("a port without source checks needs no table unless it intercepts requests")
 	}
 	return nil
 }

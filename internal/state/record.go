@@ -48,6 +48,7 @@ type Record struct {
 	IPs         []IP    `json:"ips,omitempty"`
 	Routes      []Route `json:"routes,omitempty"`
 	DNS         DNS     `json:"dns,omitzero"`
+	DHCP        *DHCP   `json:"dhcp,omitempty"` // nil: the node agent does not serve this guest
 }
 
 // Pod is the Kubernetes pod of the attachment, when the runtime said
@@ -81,6 +82,14 @@ type DNS struct {
 	Domain      string       `json:"domain,omitempty"`
 	Search      []string     `json:"search,omitempty"`
 	Options     []string     `json:"options,omitempty"`
+}
+
+// DHCP says the node agent serves the guest its addresses (DHCPv4,
+// DHCPv6, router advertisements) from the record, and how. Older readers
+// ignore it, which is safe: the port's table keeps the guest's requests
+// off the L2 whoever reads the record.
+type DHCP struct {
+	LeaseTime int `json:"leaseTime"` // seconds
 }
 
 // Ready reports whether the ADD that wrote r completed.

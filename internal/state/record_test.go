@@ -45,11 +45,20 @@ func ready() Record {
 	return r
 }
 
+// served is a ready record of a network whose guests the node agent serves.
+func served() Record {
+	r := ready()
+	r.DHCP = &DHCP{LeaseTime: 3600}
+	return r
+}
+
 // The bytes on disk are the contract with readers: encoding a known
 // record must give the golden file, and the golden file must decode to
 // the record.
 func TestGoldenRecords(t *testing.T) {
-	for name, r := range map[string]Record{"record-v2-ready.json": ready(), "record-v2-claim.json": claim()} {
+	for name, r := range map[string]Record{
+		"record-v2-ready.json": ready(), "record-v2-claim.json": claim(), "record-v2-served.json": served(),
+	} {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join("testdata", name)
 			got, err := encode(r)

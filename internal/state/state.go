@@ -13,6 +13,7 @@
 //	attachments/<key>.json                        the record (see Record), flocked as the attachment's lock (see RecordLock)
 //	attachments/.<key>.json                       a complete record about to replace it
 //	kernel-check                                  STATUS's kept kernel probe (see KernelCheck)
+//	agent.lock                                    flocked by the node agent while it serves (see LockAgent)
 //	bridges/<bridge>/lock                         the bridge lock (flock) and its hand-over counter
 //	bridges/<bridge>/subnets/<subnet>/users/<key> one empty file per attachment using the subnet
 //	bridges/<bridge>/subnets/<subnet>/owned       the address tapbridge added ("addr/len\n")

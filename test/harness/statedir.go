@@ -68,7 +68,7 @@ func (s *StateDir) readUsers(r state.Reader) error {
 	return nil
 }
 
-// walk lists every file but STATUS's kept kernel check, checks every lock
+// walk lists every file but STATUS's kept kernel check and the agent's lock, checks every lock
 // is free, and flags temporary files a writer must never leave.
 func (s *StateDir) walk(dir string) error {
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
@@ -79,8 +79,8 @@ func (s *StateDir) walk(dir string) error {
 			return err
 		case d.IsDir():
 			return nil
-		case path == state.KernelCheckPath(dir):
-			return nil // STATUS's kept kernel check: a fact about the node, not a leak
+		case path == state.KernelCheckPath(dir), path == state.AgentLockPath(dir):
+			return nil // STATUS's kept kernel check, the agent's lock: facts about the node, not leaks
 		case d.Name() == "lock":
 			s.Locks[path] = LockFree(path)
 			return nil
