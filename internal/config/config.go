@@ -59,6 +59,7 @@ type Raw struct {
 	LogLevel      string           `json:"logLevel"`
 	SpoofCheck    *bool            `json:"spoofCheck,omitempty"`
 	PortIsolation bool             `json:"portIsolation"`
+	DHCP          *RawDHCP         `json:"dhcp,omitempty"`
 	LockTimeout   string           `json:"lockTimeout,omitempty"`
 	IPAMTimeout   string           `json:"ipamTimeout,omitempty"`
 	RuntimeConfig RawRuntimeConfig `json:"runtimeConfig"`

@@ -29,6 +29,7 @@ type Net struct {
 	LogLevel      slog.Level
 	SpoofCheck    bool
 	PortIsolation bool
+	DHCP          *DHCP // nil: the node agent does not serve this network's guests
 	LockTimeout   time.Duration
 	IPAMTimeout   time.Duration
 	IPAMType      string           // "" means L2 only
@@ -78,7 +79,7 @@ func Parse(stdin []byte, env Env) (*Net, error) {
 	}
 	n := &Net{Bytes: stdin, Name: raw.Name, CNIVersion: raw.CNIVersion, IPAMType: raw.IPAM.Type}
 	steps := []func(*Raw, Env, *Net) error{
-		parseBasics, parseTap, parseHost, parseTimeouts, checkProbeBound, parseLog, parseCNIArgs, parseGC, parsePrevResult,
+		parseBasics, parseTap, parseHost, parseDHCP, parseTimeouts, checkProbeBound, parseLog, parseCNIArgs, parseGC, parsePrevResult,
 	}
 	for _, step := range steps {
 		if err := step(raw, env, n); err != nil {
