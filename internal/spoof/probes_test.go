@@ -69,7 +69,9 @@ func rarpFrame(gm net.HardwareAddr, op uint16, sha, tha net.HardwareAddr) func(n
 }
 
 func arpOpFrame(gm net.HardwareAddr, op uint16, spa, tpa netip.Addr) func(net.HardwareAddr, []byte) []byte {
-	return func(d net.HardwareAddr, m []byte) []byte { return ether(d, gm, unix.ETH_P_ARP, arp(op, gm, spa, tpa, m)) }
+	return func(d net.HardwareAddr, m []byte) []byte {
+		return ether(d, gm, unix.ETH_P_ARP, arp(op, gm, spa, tpa, m))
+	}
 }
 
 func forgedProbes(gm net.HardwareAddr) []probe {
