@@ -34,11 +34,12 @@ const qemuUID = guest.DefaultUID
 // Debian 12's libvirt 9.0 has no split daemons, so libvirtd stands in for
 // virtqemud; the QEMU driver code is the same.
 type launcher struct {
-	pod    *cluster.Pod
-	dir    string
-	cmd    *exec.Cmd
-	exited chan struct{} // closed once libvirtd has been reaped
-	qemus  map[string]int
+	pod     *cluster.Pod
+	dir     string
+	cmd     *exec.Cmd
+	exited  chan struct{}  // closed once libvirtd has been reaped
+	qemus   map[string]int // QEMU's PID by domain name, while it should run
+	created []string       // every domain name virsh create was given
 }
 
 // libvirtdPath is where Debian's libvirt-daemon puts the daemon.
@@ -213,6 +214,7 @@ func (l *launcher) create(ctx context.Context, d domain) error {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		return err
 	}
+	l.created = append(l.created, d.Name)
 	if _, err := l.virsh(ctx, "create", path); err != nil {
 		return err
 	}
@@ -249,6 +251,13 @@ func (l *launcher) stop() error {
 		}
 	}
 	l.qemus = map[string]int{}
+	// A domain whose PID was never read (a failure right after virsh
+	// create): its name is unique to this launcher, so a scan is safe.
+	for _, name := range l.created {
+		for _, pid := range qemuPIDsOf(name) {
+			errs = append(errs, syscall.Kill(pid, syscall.SIGKILL))
+		}
+	}
 	select {
 	case <-l.exited:
 		return errors.Join(errs...)

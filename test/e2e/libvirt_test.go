@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -168,6 +169,8 @@ func TestLibvirtMultiQueue(t *testing.T) {
 // virtLauncherDomain copies the MAC and MTU of the pod interface
 // (pod<hash>), read from the pod netns as virt-launcher reads them, into
 // a domain on the pod's TAP. The MAC must be the guest MAC of the result.
+// The domain's name ends in the launcher's own random suffix, so that the
+// QEMUs of other runs on the machine are never mistaken for its own.
 func virtLauncherDomain(t *testing.T, l *launcher, name string, queues int, cmdline string) domain {
 	t.Helper()
 	var link netlink.Link
@@ -182,6 +185,7 @@ func virtLauncherDomain(t *testing.T, l *launcher, name string, queues int, cmdl
 	if !slices.Equal(mac, l.pod.MAC) {
 		t.Errorf("pod interface %s has MAC %s, the result says %s", l.pod.IfName, mac, l.pod.MAC)
 	}
+	name += strings.TrimPrefix(filepath.Base(l.dir), "tblibvirt")
 	return domain{Name: name, Tap: l.pod.Tap, MAC: net.HardwareAddr(mac).String(), MTU: link.Attrs().MTU,
 		Queues: queues, VCPUs: max(queues, 1), Cmdline: cmdline, Launcher: l}
 }
