@@ -33,7 +33,7 @@ func TestLibvirtLauncher(t *testing.T) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	rootBefore := rootLinks(t)
+	rootBefore := rootState(t)
 	c := newCluster(t)
 	node1, node2 := c.Node("node1"), c.Node("node2")
 	baseline := []harness.State{state(t, node1), state(t, node2)}
@@ -50,6 +50,7 @@ func TestLibvirtLauncher(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectOpenedByQEMUUser(t, l, d.Name, p.Tap, 1)
+	expectNICFromPod(t, l, d)
 	vms := bootGuests(ctx, t, c, []cluster.Guest{{Pod: peer, Ping: []netip.Addr{p.IP.Addr(), n2}}})
 	ready, err := l.waitConsole(ctx, d.Name, "TBREADY")
 	if err != nil {
@@ -88,7 +89,7 @@ func TestLibvirtLauncher(t *testing.T) {
 			t.Errorf("%s is not back to what it was:\n%s", n.Name, diff)
 		}
 	}
-	expectRootLinks(t, rootBefore)
+	expectRootState(t, rootBefore)
 	t.Logf("libvirt launcher tier: %v", time.Since(start).Round(time.Millisecond))
 }
 
@@ -103,7 +104,7 @@ func TestLibvirtMultiQueue(t *testing.T) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	rootBefore := rootLinks(t)
+	rootBefore := rootState(t)
 	c := newCluster(t)
 	node1, node2 := c.Node("node1"), c.Node("node2")
 	baseline := []harness.State{state(t, node1), state(t, node2)}
@@ -162,7 +163,7 @@ func TestLibvirtMultiQueue(t *testing.T) {
 			t.Errorf("%s is not back to what it was:\n%s", n.Name, diff)
 		}
 	}
-	expectRootLinks(t, rootBefore)
+	expectRootState(t, rootBefore)
 	t.Logf("libvirt multi-queue tier: %v", time.Since(start).Round(time.Millisecond))
 }
 
@@ -191,8 +192,9 @@ func virtLauncherDomain(t *testing.T, l *launcher, name string, queues int, cmdl
 }
 
 // expectNoLibvirtNetwork: libvirt has no network of its own (no
-// "default" network, so no virbr0 and no firewall rules), and the pod
-// netns holds just what the plugin made.
+// "default" network, so no virbr0), and the pod netns holds just what the
+// plugin made, with no nftables table (the daemon has no capability to
+// touch a firewall anywhere; this machine has no iptables binary either).
 func expectNoLibvirtNetwork(ctx context.Context, t *testing.T, l *launcher) {
 	t.Helper()
 	out, err := l.virsh(ctx, "net-list", "--all", "--name")
@@ -206,6 +208,9 @@ func expectNoLibvirtNetwork(ctx context.Context, t *testing.T, l *launcher) {
 	slices.Sort(want)
 	if got := podLinks(t, l.pod); !slices.Equal(got, want) {
 		t.Errorf("pod netns with libvirtd running holds %v, want %v", got, want)
+	}
+	if tables, err := podNftTables(l.pod.NS.Path()); err != nil || len(tables) > 0 {
+		t.Errorf("pod netns with libvirtd running has nftables tables %v (%v)", tables, err)
 	}
 }
 
@@ -266,22 +271,22 @@ func endLauncher(t *testing.T, l *launcher) {
 	}
 }
 
-func rootLinks(t *testing.T) []string {
+func rootState(t *testing.T) []string {
 	t.Helper()
-	names, err := rootNetnsLinks()
+	s, err := rootNetnsState()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return names
+	return s
 }
 
-// expectRootLinks: the machine's root netns has the links it had (libvirt
-// and the test made none there).
-func expectRootLinks(t *testing.T, before []string) {
+// expectRootState: the machine's root netns has the links and nftables
+// tables it had (libvirt and the test made none there).
+func expectRootState(t *testing.T, before []string) {
 	t.Helper()
-	after := rootLinks(t)
+	after := rootState(t)
 	if added := missing(after, before); len(added) > 0 {
-		t.Errorf("new links in the root netns: %v", added)
+		t.Errorf("new in the root netns: %v", added)
 	}
 }
 

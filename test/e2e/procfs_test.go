@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -59,6 +60,29 @@ func expectOpenedByQEMUUser(t *testing.T, l *launcher, name, tap string, queues 
 			t.Logf("qemu %d (uid %d) -netdev %s: fds %v attached to %s, opened by libvirtd as uid %d", qemu, qemuUID, arg, attached, tap, qemuUID)
 		}
 	}
+}
+
+// expectNICFromPod: QEMU's virtio-net device has the MAC and the MTU
+// (host_mtu, which the guest adopts) that the domain copied from the pod
+// interface.
+func expectNICFromPod(t *testing.T, l *launcher, d domain) {
+	t.Helper()
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", l.qemus[d.Name]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{fmt.Sprintf(`"mac":"%s"`, d.MAC), fmt.Sprintf(`"host_mtu":%d`, d.MTU)}
+	for _, arg := range strings.Split(string(cmdline), "\x00") {
+		if strings.Contains(arg, `"driver":"virtio-net-pci`) {
+			for _, w := range want {
+				if !strings.Contains(arg, w) {
+					t.Errorf("qemu's NIC %s lacks %s", arg, w)
+				}
+			}
+			return
+		}
+	}
+	t.Errorf("qemu %d has no virtio-net-pci device: %q", l.qemus[d.Name], cmdline)
 }
 
 // procStatus reads /proc/<pid>/status into key → value.
@@ -177,9 +201,10 @@ func allPIDs() []int {
 // here).
 var rootNS, rootNSErr = netns.GetFromPath("/proc/self/ns/net")
 
-// rootNetnsLinks lists the links of the root netns through a netlink
-// socket opened there, so no thread of the test moves.
-func rootNetnsLinks() ([]string, error) {
+// rootNetnsState lists the links ("link <name>") and nftables tables
+// ("nft <family> <name>") of the root netns, through netlink sockets
+// opened there, so no thread of the test moves.
+func rootNetnsState() ([]string, error) {
 	if rootNSErr != nil {
 		return nil, fmt.Errorf("open the root netns: %w", rootNSErr)
 	}
@@ -192,9 +217,37 @@ func rootNetnsLinks() ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list root netns links: %w", err)
 	}
-	names := make([]string, len(links))
-	for i, l := range links {
-		names[i] = l.Attrs().Name
+	var out []string
+	for _, l := range links {
+		out = append(out, "link "+l.Attrs().Name)
 	}
-	return names, nil
+	tables, err := nftTables(rootNS)
+	return append(out, tables...), err
+}
+
+// nftTables lists the nftables tables of a netns as "nft <family> <name>".
+func nftTables(ns netns.NsHandle) ([]string, error) {
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	tables, err := c.ListTables()
+	if err != nil {
+		return nil, fmt.Errorf("list nft tables: %w", err)
+	}
+	var out []string
+	for _, t := range tables {
+		out = append(out, fmt.Sprintf("nft %d %s", t.Family, t.Name))
+	}
+	return out, nil
+}
+
+// podNftTables lists the nftables tables of the pod netns at path.
+func podNftTables(path string) ([]string, error) {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", path, err)
+	}
+	defer ns.Close()
+	return nftTables(ns)
 }
