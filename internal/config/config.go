@@ -61,6 +61,7 @@ type Raw struct {
 	PortIsolation bool             `json:"portIsolation"`
 	LockTimeout   string           `json:"lockTimeout,omitempty"`
 	IPAMTimeout   string           `json:"ipamTimeout,omitempty"`
+	IPAMExec      bool             `json:"ipamExec"`
 	RuntimeConfig RawRuntimeConfig `json:"runtimeConfig"`
 	Args          RawArgs          `json:"args"`
 	Attachments   json.RawMessage  `json:"cni.dev/valid-attachments,omitempty"`
