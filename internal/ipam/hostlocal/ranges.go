@@ -31,12 +31,14 @@ func (r *ipRange) canonicalize() error {
 	}
 	ones, bits := r.Subnet.Mask.Size()
 	if ones > bits-2 {
+		//lint:ignore ST1005 the binary's message, word for word
 		return fmt.Errorf("Network %s too small to allocate from", (*net.IPNet)(&r.Subnet).String())
 	}
 	if len(r.Subnet.IP) != len(r.Subnet.Mask) {
 		return fmt.Errorf("IPNet IP and Mask version mismatch")
 	}
 	if network := r.Subnet.IP.Mask(r.Subnet.Mask); !r.Subnet.IP.Equal(network) {
+		//lint:ignore ST1005 the binary's message, word for word
 		return fmt.Errorf("Network has host bits set. For a subnet mask of length %d the network address is %s", ones, network.String())
 	}
 	if r.Gateway == nil {

@@ -72,6 +72,7 @@ func prevResult(stdin []byte) (*current.Result, error) {
 		return nil, fmt.Errorf("failed to load netconf: %v", err)
 	}
 	if n.RawPrevResult == nil {
+		//lint:ignore ST1005 the binary's message, word for word
 		return nil, fmt.Errorf("Required prevResult missing")
 	}
 	if err := version.ParsePrevResult(n); err != nil {
