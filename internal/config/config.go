@@ -62,6 +62,7 @@ type Raw struct {
 	DHCP          *RawDHCP         `json:"dhcp,omitempty"`
 	LockTimeout   string           `json:"lockTimeout,omitempty"`
 	IPAMTimeout   string           `json:"ipamTimeout,omitempty"`
+	IPAMExec      bool             `json:"ipamExec"`
 	RuntimeConfig RawRuntimeConfig `json:"runtimeConfig"`
 	Args          RawArgs          `json:"args"`
 	Attachments   json.RawMessage  `json:"cni.dev/valid-attachments,omitempty"`

@@ -243,3 +243,20 @@ func TestProbeWaitBound(t *testing.T) {
 		t.Errorf("probeWait without a pool: %v", err)
 	}
 }
+
+// ipamExec is off unless set: host-local and static then run in process.
+func TestIPAMExec(t *testing.T) {
+	for _, set := range []bool{false, true} {
+		n, err := parse(t, func(c map[string]any) {
+			if set {
+				c["ipamExec"] = true
+			}
+		}, Env{})
+		if err != nil || n.IPAMExec != set {
+			t.Errorf("ipamExec set %v: IPAMExec %v, err %v", set, n != nil && n.IPAMExec, err)
+		}
+	}
+	if _, err := parse(t, func(c map[string]any) { c["ipamExec"] = "yes" }, Env{}); !errors.Is(err, ErrDecode) {
+		t.Errorf("ipamExec \"yes\": %v, want a decode error", err)
+	}
+}

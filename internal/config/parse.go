@@ -33,6 +33,7 @@ type Net struct {
 	LockTimeout   time.Duration
 	IPAMTimeout   time.Duration
 	IPAMType      string           // "" means L2 only
+	IPAMExec      bool             // exec the IPAM binary even for a type run in process
 	MAC           net.HardwareAddr // the requested guest MAC; nil: derive one
 	Pod           Pod              // from CNI_ARGS; empty outside Kubernetes
 	GC            *GCList          // nil when the runtime sent no valid-attachments key
@@ -77,7 +78,7 @@ func Parse(stdin []byte, env Env) (*Net, error) {
 	if err := dec.Decode(raw); err != nil {
 		return nil, &FieldError{Field: "config", Msg: err.Error(), Kind: ErrDecode}
 	}
-	n := &Net{Bytes: stdin, Name: raw.Name, CNIVersion: raw.CNIVersion, IPAMType: raw.IPAM.Type}
+	n := &Net{Bytes: stdin, Name: raw.Name, CNIVersion: raw.CNIVersion, IPAMType: raw.IPAM.Type, IPAMExec: raw.IPAMExec}
 	steps := []func(*Raw, Env, *Net) error{
 		parseBasics, parseTap, parseHost, parseDHCP, parseTimeouts, checkProbeBound, parseLog, parseCNIArgs, parseGC, parsePrevResult,
 	}
