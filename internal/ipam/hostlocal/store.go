@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,6 +81,33 @@ func (s *store) Lock() error {
 		case <-time.After(delay):
 		}
 	}
+}
+
+// Reserve reserves ip as upstream's store does, and takes back a torn
+// reservation on the way: upstream creates the address's file, then
+// writes the owner into it, so a process killed in between leaves an
+// empty file that no DEL will ever match. In process, tapbridge's own
+// SIGKILL is that process (an exec'd host-local would have finished its
+// write). Every writer reserves under the lock we hold, so an empty file
+// seen now is a dead writer's, never one being written: it is removed
+// and the reservation tried again. Only the address being tried is
+// looked at, so the call's cost does not grow with the store.
+func (s *store) Reserve(id, ifname string, ip net.IP, rangeID string) (bool, error) {
+	ok, err := s.Store.Reserve(id, ifname, ip, rangeID)
+	if ok || err != nil || !s.reclaimTorn(ip) {
+		return ok, err
+	}
+	return s.Store.Reserve(id, ifname, ip, rangeID)
+}
+
+// reclaimTorn removes ip's file if it is empty, and says whether it did.
+func (s *store) reclaimTorn(ip net.IP) bool {
+	path := disk.GetEscapedPath(filepath.Dir(s.lock.Name()), ip.String())
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() != 0 {
+		return false
+	}
+	return os.Remove(path) == nil
 }
 
 // Unlock releases the store's lock.
