@@ -100,6 +100,35 @@ func (s *store) Reserve(id, ifname string, ip net.IP, rangeID string) (bool, err
 	return s.Store.Reserve(id, ifname, ip, rangeID)
 }
 
+// ReleaseByID releases the attachment's addresses as upstream does, then
+// removes every torn reservation (see Reserve) of the store: a DEL must
+// leave nothing of an ADD that was killed, and a torn file names no owner
+// that a DEL could match. Upstream's release already reads every file of
+// the store, so one more listing keeps the call's cost of the same order.
+func (s *store) ReleaseByID(id, ifname string) error {
+	err := s.Store.ReleaseByID(id, ifname)
+	s.sweepTorn()
+	return err
+}
+
+// sweepTorn removes the empty address files of the store (we hold its
+// lock, so none is being written).
+func (s *store) sweepTorn() {
+	dir := filepath.Dir(s.lock.Name())
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() || net.ParseIP(e.Name()) == nil {
+			continue
+		}
+		if info, err := e.Info(); err == nil && info.Size() == 0 {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
 // reclaimTorn removes ip's file if it is empty, and says whether it did.
 func (s *store) reclaimTorn(ip net.IP) bool {
 	path := disk.GetEscapedPath(filepath.Dir(s.lock.Name()), ip.String())
