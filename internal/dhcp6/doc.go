@@ -35,7 +35,8 @@
 //     of waiting for other servers (18.2.1): nothing else may answer on a
 //     served port. Rapid Commit is honoured: the Solicit gets a Reply.
 //   - IA_PD is answered with NoPrefixAvail (NoBinding on Renew/Rebind); IA_TA
-//     (deprecated by RFC 9915) is ignored.
+//     (deprecated by RFC 9915) is ignored. A Solicit with no IA_NA gets an
+//     Advertise with nothing but NoAddrsAvail and the two IDs (18.3.9).
 //   - Relay-forward messages are refused: a guest on its own port talks to the
 //     server directly, and a relay wrapper would only let it speak for other
 //     clients.

@@ -30,10 +30,11 @@ type Guest struct {
 }
 
 // address is the guest's address in the form the replies compare against,
-// and false when it has none that DHCPv6 can hand out.
+// and false when it has none that DHCPv6 can hand out (link-local and
+// multicast addresses are not IPAM's to give).
 func (g Guest) address() (netip.Addr, bool) {
 	a := g.Addr.WithZone("")
-	return a, a.Is6() && !a.Is4In6() && !a.IsUnspecified()
+	return a, a.Is6() && !a.Is4In6() && a.IsGlobalUnicast()
 }
 
 // lifetimes gives the valid (= preferred) lifetime and T1, T2 in whole

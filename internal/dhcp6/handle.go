@@ -118,6 +118,12 @@ func hasIA(msg *dhcpv6.Message) bool {
 // accepted, which costs nothing since the agent has already matched the
 // frame's port and Ethernet source to the guest, and the reply can only ever
 // carry the guest's own address.
+//
+// RFC 8415 wants one DUID per device, not per interface, so a guest with
+// two NICs on served networks may present, on the second, a DUID-LL(T)
+// made from the first NIC's MAC; it is refused here, as asked for (issue
+// 13). dhclient and dhcpcd make DUID-LLT/LL by default; systemd-networkd
+// makes DUID-EN.
 func foreignClient(id dhcpv6.DUID, mac net.HardwareAddr) bool {
 	switch d := id.(type) {
 	case *dhcpv6.DUIDLL:

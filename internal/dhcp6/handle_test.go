@@ -92,10 +92,23 @@ func TestHandleAddressExchanges(t *testing.T) {
 		}},
 		{name: "solicit own address hint", build: msgOf(S, withIA(guestIP)), typ: adv, checks: lease},
 		{name: "solicit IA_PD only", build: msgOf(S, iapd), want: dhcp6.NoIANA, typ: adv, checks: func(t *testing.T, _, r *dhcpv6.Message) {
+			// RFC 8415 18.3.9: only the status and the two IDs.
+			checkStatus(t, r, iana.StatusNoAddrsAvail)
+			if len(r.Options.Options) != 3 {
+				t.Errorf("options %s, want only client ID, server ID and status", r.Summary())
+			}
+		}},
+		{name: "request IA_PD only", build: msgOf(Q, iapd), want: dhcp6.NoIANA, typ: rep, checks: func(t *testing.T, _, r *dhcpv6.Message) {
 			checkStatus(t, r, iana.StatusNoAddrsAvail)
 			pd := r.Options.OneIAPD()
 			if pd == nil || pd.IaId != [4]byte{9, 9, 9, 9} || pd.Options.Status() == nil || pd.Options.Status().StatusCode != iana.StatusNoPrefixAvail {
 				t.Errorf("IA_PD %v, want IAID 09090909 with NoPrefixAvail", pd)
+			}
+		}},
+		{name: "rebind IA_PD", build: msgOf(RB, withIA(guestIP), iapd), typ: rep, checks: func(t *testing.T, req, r *dhcpv6.Message) {
+			lease(t, req, r)
+			if pd := r.Options.OneIAPD(); pd == nil || pd.Options.Status().StatusCode != iana.StatusNoBinding {
+				t.Errorf("IA_PD %v, want NoBinding", pd)
 			}
 		}},
 		{name: "solicit IA_NA and IA_PD", build: msgOf(S, withIA(), iapd), typ: adv, checks: func(t *testing.T, req, r *dhcpv6.Message) {
@@ -313,6 +326,9 @@ func TestHandleGuestAndServer(t *testing.T) {
 		{"no address", testServer(t), noAddr, dhcp6.NoAddress},
 		{"IPv4 address", testServer(t), v4, dhcp6.NoAddress},
 		{"IPv4-mapped address", testServer(t), mapped, dhcp6.NoAddress},
+		{"link-local address", testServer(t), withAddr("fe80::15"), dhcp6.NoAddress},
+		{"multicast address", testServer(t), withAddr("ff02::1:2"), dhcp6.NoAddress},
+		{"unspecified address", testServer(t), withAddr("::"), dhcp6.NoAddress},
 		{"server without DUID", dhcp6.Server{}, testGuest(), dhcp6.NoServerID},
 	}
 	for _, row := range rows {
@@ -335,4 +351,10 @@ func TestNewServer(t *testing.T) {
 			t.Errorf("NewServer(%q): no error", bad)
 		}
 	}
+}
+
+func withAddr(a string) dhcp6.Guest {
+	g := testGuest()
+	g.Addr = netip.MustParseAddr(a)
+	return g
 }

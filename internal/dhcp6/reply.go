@@ -47,13 +47,17 @@ func (s Server) reply(msg *dhcpv6.Message) *dhcpv6.Message {
 // client asked for Rapid Commit.
 func (s Server) advertise(g Guest, msg *dhcpv6.Message) (*dhcpv6.Message, Refusal) {
 	out := s.reply(msg)
-	if msg.GetOneOption(dhcpv6.OptionRapidCommit) != nil {
+	rapid := msg.GetOneOption(dhcpv6.OptionRapidCommit) != nil
+	if rapid {
 		dhcpv6.WithRapidCommit(out)
 	} else {
 		out.MessageType = dhcpv6.MessageTypeAdvertise
+	}
+	out, r := s.assign(g, msg, out, iana.StatusNoAddrsAvail, false)
+	if !rapid && r != NoIANA {
 		out.AddOption(dhcpv6.OptPreference(255))
 	}
-	return s.assign(g, msg, out, iana.StatusNoAddrsAvail, false)
+	return out, r
 }
 
 // assign puts the guest's address into the client's binding IA_NA, answers
@@ -61,8 +65,12 @@ func (s Server) advertise(g Guest, msg *dhcpv6.Message) (*dhcpv6.Message, Refusa
 // client's other addresses with lifetimes 0 (Renew, Rebind).
 func (s Server) assign(g Guest, msg *dhcpv6.Message, out *dhcpv6.Message, missing iana.StatusCode, withdraw bool) (*dhcpv6.Message, Refusal) {
 	addr, _ := g.address()
-	r := None
 	ias := msg.Options.IANA()
+	if len(ias) == 0 && msg.Type() == dhcpv6.MessageTypeSolicit {
+		// RFC 8415 18.3.9: nothing but the status and the two IDs.
+		return withStatus(out, missing), NoIANA
+	}
+	r := None
 	bound := binding(ias, addr)
 	for i, ia := range ias {
 		if i != bound {
