@@ -2,7 +2,6 @@ package dhcp6
 
 import (
 	"bytes"
-	"net"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 )
@@ -80,7 +79,12 @@ var rules = map[dhcpv6.MessageType]rule{
 }
 
 // admit applies the RFC's discard rules, then this server's: the message
-// must name this server when it names one, and come from the guest.
+// must name this server when it names one. The client's DUID is not held
+// against the guest's MAC: the agent has matched the frame's port and
+// Ethernet source to the guest already, the reply can only carry the
+// guest's own address, and RFC 8415 wants one DUID per device, so a guest
+// with two NICs on served networks presents, on the second, a DUID-LL(T)
+// made from the first NIC's MAC (dhclient and dhcpcd do).
 func (s Server) admit(g Guest, msg *dhcpv6.Message) Refusal {
 	rl, ok := rules[msg.Type()]
 	if !ok {
@@ -96,9 +100,6 @@ func (s Server) admit(g Guest, msg *dhcpv6.Message) Refusal {
 	if server != nil && !bytes.Equal(server.ToBytes(), s.DUID.ToBytes()) {
 		return NotForUs
 	}
-	if client != nil && foreignClient(client, g.MAC) {
-		return ForeignClient
-	}
 	return None
 }
 
@@ -110,26 +111,4 @@ func hasIA(msg *dhcpv6.Message) bool {
 	return msg.GetOneOption(dhcpv6.OptionIANA) != nil ||
 		msg.GetOneOption(dhcpv6.OptionIATA) != nil ||
 		msg.GetOneOption(dhcpv6.OptionIAPD) != nil
-}
-
-// foreignClient is true for a DUID built from a link-layer address other
-// than the guest's. DUID-EN, DUID-UUID and unknown DUID types carry no
-// link-layer address, so there is nothing to check them against: they are
-// accepted, which costs nothing since the agent has already matched the
-// frame's port and Ethernet source to the guest, and the reply can only ever
-// carry the guest's own address.
-//
-// RFC 8415 wants one DUID per device, not per interface, so a guest with
-// two NICs on served networks may present, on the second, a DUID-LL(T)
-// made from the first NIC's MAC; it is refused here, as asked for (issue
-// 13). dhclient and dhcpcd make DUID-LLT/LL by default; systemd-networkd
-// makes DUID-EN.
-func foreignClient(id dhcpv6.DUID, mac net.HardwareAddr) bool {
-	switch d := id.(type) {
-	case *dhcpv6.DUIDLL:
-		return !bytes.Equal(d.LinkLayerAddr, mac)
-	case *dhcpv6.DUIDLLT:
-		return !bytes.Equal(d.LinkLayerAddr, mac)
-	}
-	return false
 }

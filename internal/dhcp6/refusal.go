@@ -32,9 +32,6 @@ const (
 	Invalid
 	// NotForUs: the message names another server's DUID.
 	NotForUs
-	// ForeignClient: the client ID is a DUID-LL or DUID-LLT whose link-layer
-	// address is not the guest's MAC.
-	ForeignClient
 	// ForeignAddress: the client named an address that is not the guest's;
 	// a reply was sent (see the package comment).
 	ForeignAddress
@@ -57,7 +54,6 @@ var refusalNames = [numRefusals]string{
 	UnsupportedType: "unsupported-type",
 	Invalid:         "invalid",
 	NotForUs:        "not-for-us",
-	ForeignClient:   "foreign-client",
 	ForeignAddress:  "foreign-address",
 	NoIANA:          "no-ia-na",
 	Declined:        "declined",

@@ -12,7 +12,7 @@ import (
 func TestReasons(t *testing.T) {
 	rs := dhcp6.Reasons()
 	want := []string{"oversized", "no-address", "no-server-id", "malformed", "relayed", "unsupported-type",
-		"invalid", "not-for-us", "foreign-client", "foreign-address", "no-ia-na", "declined"}
+		"invalid", "not-for-us", "foreign-address", "no-ia-na", "declined"}
 	var got []string
 	for _, r := range rs {
 		got = append(got, r.String())
