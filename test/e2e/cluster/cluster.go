@@ -160,6 +160,11 @@ func setUpSwitch() error {
 // ("port-<node>") enslaved to the switch bridge and the node end (Uplink)
 // moved into the node netns. It runs in the switch netns.
 func cable(node harness.Netns, nodeName string) func() error {
+	return cableAs(node, nodeName, Uplink)
+}
+
+// cableAs is cable with the far end named end.
+func cableAs(node harness.Netns, nodeName, end string) func() error {
 	return func() error {
 		target, err := netns.GetFromPath(node.Path())
 		if err != nil {
@@ -171,8 +176,8 @@ func cable(node harness.Netns, nodeName string) func() error {
 			return err
 		}
 		v := &netlink.Veth{
-			LinkAttrs:     netlink.LinkAttrs{Name: "port-" + nodeName, MasterIndex: sw.Attrs().Index},
-			PeerName:      Uplink,
+			LinkAttrs:     netlink.LinkAttrs{Name: SwitchPort(nodeName), MasterIndex: sw.Attrs().Index},
+			PeerName:      end,
 			PeerNamespace: netlink.NsFd(int(target)),
 		}
 		if err := netlink.LinkAdd(v); err != nil {

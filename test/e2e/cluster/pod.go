@@ -35,6 +35,16 @@ type Pod struct {
 	HostIf string           // the host end of the veth, from the result
 	MAC    net.HardwareAddr // the guest MAC (on IfName), from the result
 	IP     netip.Prefix     // the guest's address, from the result
+
+	opts PodOptions
+}
+
+// PodOptions are what a runtime passes for a pod besides its names: the
+// capability arguments Multus takes from the pod's network selection
+// (KubeVirt's macAddress, or KubeMacPool's pick, as "mac"; "ips").
+type PodOptions struct {
+	MAC net.HardwareAddr // runtimeConfig.mac; the network needs the mac capability
+	IPs []netip.Prefix   // runtimeConfig.ips; the network needs the ips capability
 }
 
 // IfNameFor is KubeVirt's name for the pod interface of a network:
@@ -47,6 +57,11 @@ func IfNameFor(network string) string {
 // AddPod makes a pod netns and runs ADD for it on network through libcni.
 // On failure the netns is removed again.
 func (n *Node) AddPod(ctx context.Context, network, name string) (*Pod, error) {
+	return n.AddPodWith(ctx, network, name, PodOptions{})
+}
+
+// AddPodWith is AddPod with capability arguments.
+func (n *Node) AddPodWith(ctx context.Context, network, name string, o PodOptions) (*Pod, error) {
 	n.mu.Lock()
 	n.seq++
 	seq := n.seq
@@ -57,7 +72,7 @@ func (n *Node) AddPod(ctx context.Context, network, name string) (*Pod, error) {
 	}
 	cid := make([]byte, 32)
 	_, _ = rand.Read(cid)
-	p := &Pod{Name: name, Node: n, Network: network, NS: ns, ContainerID: hex.EncodeToString(cid), IfName: IfNameFor(network)}
+	p := &Pod{Name: name, Node: n, Network: network, NS: ns, ContainerID: hex.EncodeToString(cid), IfName: IfNameFor(network), opts: o}
 	if err := p.add(ctx); err != nil {
 		return nil, errors.Join(fmt.Errorf("add pod %s on %s: %w", name, n.Name, err), ns.Delete())
 	}
@@ -65,10 +80,22 @@ func (n *Node) AddPod(ctx context.Context, network, name string) (*Pod, error) {
 }
 
 func (p *Pod) runtimeConf() *libcni.RuntimeConf {
-	return &libcni.RuntimeConf{
+	rc := &libcni.RuntimeConf{
 		ContainerID: p.ContainerID, NetNS: p.NS.Path(), IfName: p.IfName,
-		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", "virt-launcher-" + p.Name}},
+		Args:           [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", "virt-launcher-" + p.Name}},
+		CapabilityArgs: map[string]any{},
 	}
+	if p.opts.MAC != nil {
+		rc.CapabilityArgs["mac"] = p.opts.MAC.String()
+	}
+	if len(p.opts.IPs) > 0 {
+		ips := make([]string, len(p.opts.IPs))
+		for i, ip := range p.opts.IPs {
+			ips[i] = ip.String()
+		}
+		rc.CapabilityArgs["ips"] = ips
+	}
+	return rc
 }
 
 func (p *Pod) attachment() types.GCAttachment {
@@ -167,4 +194,11 @@ func (p *Pod) ForgetCache() error {
 		return fmt.Errorf("forget cached result of %s: %w", p.Name, err)
 	}
 	return nil
+}
+
+// Attachment is the pod's attachment as the harness's Live check expects
+// it; hostAddr is the node's address on the pod's subnet ("" for none)
+// and noIPAM says the network's IPAM keeps no host-local lease.
+func (p *Pod) Attachment(network, hostAddr string, noIPAM bool) harness.Attachment {
+	return harness.Attachment{CID: p.ContainerID, IfName: p.IfName, Network: network, Bridge: HostBridge, HostAddr: hostAddr, Pod: p.NS, NoIPAM: noIPAM}
 }

@@ -12,7 +12,16 @@ import (
 // nft tables, the addresses on br-ext, the IPAM leases and the plugin's
 // records.
 func (n *Node) State() (harness.State, error) {
-	s, err := harness.Read(harness.Scope{Host: n.NS, Bridges: []string{HostBridge}, StateDir: n.StateDir(), IPAMDir: n.IPAMDir()})
+	return n.StateWith()
+}
+
+// StateWith is State that also reads the pods' netns (those still there).
+func (n *Node) StateWith(pods ...*Pod) (harness.State, error) {
+	sc := harness.Scope{Host: n.NS, Bridges: []string{HostBridge}, StateDir: n.StateDir(), IPAMDir: n.IPAMDir()}
+	for _, p := range pods {
+		sc.Pods = append(sc.Pods, p.NS)
+	}
+	s, err := harness.Read(sc)
 	if err != nil {
 		return s, fmt.Errorf("read state of %s: %w", n.Name, err)
 	}

@@ -19,6 +19,7 @@ type Guest struct {
 	TCP     []netip.Addr  // tb.tcp, on EchoPort
 	Retry   time.Duration // tb.retry: how long each failing probe is retried
 	Wait    time.Duration // tb.wait: pause between TBREADY and the first probe
+	Watch   netip.Addr    // tb.watch: pinged 10 times a second once the probes are done
 	Queues  int           // >1 needs a network with tap.multiQueue
 	Console io.Writer     // optional copy of the serial console
 }
@@ -38,6 +39,9 @@ func (g Guest) Cmdline() string {
 	}
 	if len(g.TCP) > 0 {
 		args = append(args, "tb.tcp="+joinAddrs(g.TCP, fmt.Sprintf(":%d", EchoPort)))
+	}
+	if g.Watch.IsValid() {
+		args = append(args, "tb.watch="+g.Watch.String())
 	}
 	return strings.Join(args, " ")
 }

@@ -11,7 +11,11 @@
 //     subnet), and boots a QEMU guest on each pod's TAP;
 //  4. prints the topology and a connectivity matrix: every VM and every
 //     node host address to every other, with ICMP and TCP;
-//  5. DELs everything and shows each node back to what it was.
+//  5. live-migrates a fifth VM (MAC and address pinned) from node1 to
+//     node2 while a peer on the switch, both nodes and vm3 ping it and a
+//     TCP connection to it stays open, and prints the downtime they saw
+//     (migrate.go);
+//  6. DELs everything and shows each node back to what it was.
 //
 // Nothing is done in the machine's root network namespace. Ctrl-C at any
 // point stops the guests and removes every namespace and file it made.
@@ -43,6 +47,10 @@ type demo struct {
 	vms      map[*cluster.Pod]*cluster.VM
 	baseline map[string]harness.State
 	failed   int // applicable pairs of the matrix that did not answer
+
+	pinned         string        // key of vmnet3's pinned variant (migrate.go)
+	migGuest       cluster.Guest // how the migrating VM was booted
+	node1BeforeMig harness.State // node1 before the migrating VM came
 }
 
 func main() {
@@ -89,6 +97,7 @@ func (d *demo) run(ctx context.Context) error {
 		{"attach the VM pods", d.attach},
 		{"boot the guests", d.boot},
 		{"probe", d.probe},
+		{"live migration", d.migrate},
 		{"delete the pods", d.deleteAll},
 	}
 	for _, s := range steps {
@@ -202,6 +211,16 @@ func (d *demo) delPod(ctx context.Context, p *cluster.Pod) error {
 		return nil // already deleted
 	}
 	return errors.Join(p.Del(ctx), p.Remove())
+}
+
+// forget drops a pod that is gone from the ones teardown deletes.
+func (d *demo) forget(p *cluster.Pod) {
+	for i, q := range d.pods {
+		if q == p {
+			d.pods = append(d.pods[:i], d.pods[i+1:]...)
+			return
+		}
+	}
 }
 
 func leftNetns(id string) []string {

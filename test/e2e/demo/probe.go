@@ -72,6 +72,9 @@ func (d *demo) boot(ctx context.Context) error {
 		if i < 2 {
 			g.Wait = 12 * time.Second
 		}
+		if e.name == watcherVM {
+			g.Watch = migIP.Addr() // for the migration step, from its probes' end on
+		}
 		guests = append(guests, g)
 	}
 	d.say("booting %d guests with QEMU (TCG), 2 at a time, each on its pod's TAP inside the pod netns", len(guests))

@@ -27,6 +27,7 @@
 //	tb.wait=secs          sleep before probing
 //	tb.retry=secs         retry each failing probe for that long (default 30)
 //	tb.hold=1             stay up after the probes instead of powering off
+//	tb.watch=ip           after the probes, ping ip 10 times a second for good
 //	tb.port=7777          port of the TCP echo responder
 //
 // Serial console lines the guest prints (see init.sh):
@@ -36,6 +37,8 @@
 //	TBPROBE ping <ip> ok rtt=<avg ms> | fail
 //	TBPROBE tcp <ip:port> ok | fail
 //	TBDONE                                      all probes finished
+//	TBWATCH <ip>                                continuous ping started (tb.watch);
+//	                                            busybox prints its replies as they come
 //	TBHOLD                                      staying up (tb.hold=1)
 //	TBERROR <what>                              something in /init failed
 //

@@ -109,6 +109,14 @@ for t in $(echo "$TB_ping" | tr , ' '); do probe_ping "$t"; done
 for t in $(echo "$TB_tcp" | tr , ' '); do probe_tcp "$t"; done
 say TBDONE
 
+# A continuous ping (10 a second) to tb.watch, its replies on the console
+# as busybox prints them ("64 bytes from <ip>: seq=N ..."), for as long as
+# the guest runs: how a test watches an outage from inside a guest.
+if [ -n "$TB_watch" ]; then
+	say "TBWATCH $TB_watch"
+	ping -i 0.1 "$TB_watch" &
+fi
+
 if [ "$TB_hold" = 1 ]; then
 	say TBHOLD
 	while :; do sleep 3600; done

@@ -36,13 +36,27 @@ type BootOptions struct {
 	Cmdline   string           // extra kernel arguments, typically tb.* (see the package doc)
 	Console   io.Writer        // optional copy of the serial output, line by line
 	MemoryMB  int              // default DefaultMemoryMB
+	// Incoming starts QEMU waiting for a live migration on a unix socket
+	// (VM.MigrationURI) instead of booting: the options must then equal
+	// those of the VM that will migrate in (image, Cmdline, MAC, CPUs,
+	// MemoryMB, Queues), as KubeVirt's target domain equals its source.
+	Incoming bool
 }
+
+// Machine and CPU model of every guest, named rather than left to QEMU's
+// defaults so that a migration's source and target are alike by
+// construction.
+const (
+	machineType = "pc"
+	cpuModel    = "qemu64"
+)
 
 // VM is a running QEMU guest.
 type VM struct {
-	cmd    *exec.Cmd
-	con    *console
-	tmpDir string
+	cmd      *exec.Cmd
+	con      *console
+	tmpDir   string // owned by the guest's uid: QEMU makes its sockets there
+	incoming bool
 
 	exited  chan struct{} // closed once QEMU has been reaped and tmpDir removed
 	waitErr error         // QEMU's exit status, valid once exited is closed
@@ -66,7 +80,7 @@ func Boot(ctx context.Context, opts BootOptions) (*VM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find qemu (see InstallDeps): %w", err)
 	}
-	tmpDir, kernel, initrd, err := stageImage(opts.Image)
+	tmpDir, kernel, initrd, err := stageImage(opts.Image, opts.UID, opts.GID)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +90,7 @@ func Boot(ctx context.Context, opts BootOptions) (*VM, error) {
 		return nil, fmt.Errorf("create console pipe: %w", err)
 	}
 
-	cmd := exec.Command(qemu, qemuArgs(opts, kernel, initrd)...)
+	cmd := exec.Command(qemu, qemuArgs(opts, tmpDir, kernel, initrd)...)
 	cmd.Dir = tmpDir
 	cmd.Stdout, cmd.Stderr = pw, pw
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -86,7 +100,7 @@ func Boot(ctx context.Context, opts BootOptions) (*VM, error) {
 		Pdeathsig: syscall.SIGKILL,
 		Setpgid:   true,
 	}
-	vm := &VM{cmd: cmd, tmpDir: tmpDir, exited: make(chan struct{})}
+	vm := &VM{cmd: cmd, tmpDir: tmpDir, incoming: opts.Incoming, exited: make(chan struct{})}
 	vm.con = newConsole(pr, opts.Console)
 
 	started := make(chan error, 1)
@@ -136,14 +150,19 @@ func (o BootOptions) withDefaults() (BootOptions, error) {
 }
 
 // stageImage copies the image into a fresh world-readable temp dir:
-// QEMU runs as uid 107, which may not be able to reach the cache.
-func stageImage(img Image) (dir, kernel, initrd string, err error) {
+// QEMU runs as uid 107, which may not be able to reach the cache. The dir
+// belongs to that uid, so QEMU can create its QMP and migration sockets
+// in it.
+func stageImage(img Image, uid, gid int) (dir, kernel, initrd string, err error) {
 	dir, err = os.MkdirTemp("", "tbguest-")
 	if err != nil {
 		return "", "", "", fmt.Errorf("create guest dir: %w", err)
 	}
 	kernel, initrd = filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initrd.img")
 	err = os.Chmod(dir, 0o755)
+	if err == nil {
+		err = os.Chown(dir, uid, gid)
+	}
 	if err == nil {
 		err = copyFile(img.Kernel, kernel, 0o644)
 	}
@@ -160,8 +179,10 @@ func stageImage(img Image) (dir, kernel, initrd string, err error) {
 // qemuArgs builds the QEMU command line. The TAP fds arrive as 3, 4, …
 // (cmd.ExtraFiles). vhost is off because /dev/vhost-net needs privileges
 // QEMU does not have here, and romfile= skips the iPXE option ROM, which
-// a direct kernel boot does not use.
-func qemuArgs(o BootOptions, kernel, initrd string) []string {
+// a direct kernel boot does not use. virtio-net negotiates GUEST_ANNOUNCE
+// by default, so after a migration QEMU both sends its RARP announce and
+// asks the guest for gratuitous ARP.
+func qemuArgs(o BootOptions, dir, kernel, initrd string) []string {
 	netdev := "tap,id=n0,vhost=off,fd=3"
 	device := "virtio-net-pci,netdev=n0,romfile=,mac=" + o.MAC.String()
 	if o.Queues > 1 {
@@ -173,8 +194,10 @@ func qemuArgs(o BootOptions, kernel, initrd string) []string {
 		// One vector per rx and tx queue, plus config and control.
 		device += fmt.Sprintf(",mq=on,vectors=%d", 2*o.Queues+2)
 	}
-	return []string{
+	args := []string{
 		"-name", "tbguest-" + o.TapName,
+		"-machine", machineType,
+		"-cpu", cpuModel,
 		"-accel", "tcg",
 		"-nographic", "-nodefaults", "-no-reboot",
 		"-m", strconv.Itoa(o.MemoryMB),
@@ -185,8 +208,17 @@ func qemuArgs(o BootOptions, kernel, initrd string) []string {
 		"-serial", "stdio",
 		"-netdev", netdev,
 		"-device", device,
+		"-qmp", "unix:" + qmpPath(dir) + ",server=on,wait=off",
 	}
+	if o.Incoming {
+		args = append(args, "-incoming", migrationURI(dir))
+	}
+	return args
 }
+
+func qmpPath(dir string) string { return filepath.Join(dir, "qmp.sock") }
+
+func migrationURI(dir string) string { return "unix:" + filepath.Join(dir, "migrate.sock") }
 
 // run starts QEMU and reaps it, on a thread that stays in the pod netns
 // for QEMU's whole life (see lockThreadInNetNS and Pdeathsig).
