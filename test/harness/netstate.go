@@ -17,6 +17,7 @@ type Kernel struct {
 	Addrs  map[string][]netip.Prefix // global addresses of each bridge asked for
 	Routes []string                  // IPv4 main table, host only
 	Nft    map[string]int            // "family table" → number of chains, host only
+	FDB    map[string][]string       // static forwarding entries of each bridge asked for, host only
 }
 
 // Link is one network device.
@@ -61,6 +62,12 @@ func readKernel(host bool, bridges []string) (Kernel, error) {
 			return k, err
 		}
 	}
+	k.FDB = map[string][]string{}
+	for _, b := range bridges {
+		if k.FDB[b], err = staticFDB(b, names); err != nil {
+			return k, err
+		}
+	}
 	if k.Routes, err = routes(names); err != nil {
 		return k, err
 	}
@@ -89,6 +96,38 @@ func BridgeAddrs(name string) ([]netip.Prefix, error) {
 		out = append(out, netip.PrefixFrom(ip.Unmap(), ones))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out, nil
+}
+
+// staticFDB lists the static and permanent forwarding entries of a
+// bridge and its ports ("MAC dev"), sorted: what `bridge fdb show br B`
+// prints without the learned entries and the multicast ones (the
+// device's own group list, not forwarding state). A port's own address is a
+// permanent entry that goes with the port, so a leaked entry is one that
+// outlives its attachment.
+func staticFDB(bridge string, names map[int]string) ([]string, error) {
+	br, err := netlink.LinkByName(bridge)
+	if err != nil {
+		return nil, fmt.Errorf("bridge %s: %w", bridge, err)
+	}
+	neighs, err := netlink.NeighList(0, unix.AF_BRIDGE)
+	if err != nil {
+		return nil, fmt.Errorf("list fdb of %s: %w", bridge, err)
+	}
+	var out []string
+	for _, n := range neighs {
+		if n.MasterIndex != br.Attrs().Index && n.LinkIndex != br.Attrs().Index {
+			continue
+		}
+		if n.State&(unix.NUD_PERMANENT|unix.NUD_NOARP) == 0 {
+			continue // learned
+		}
+		if len(n.HardwareAddr) > 0 && n.HardwareAddr[0]&1 != 0 {
+			continue // the device's multicast list, which its own IPv6 joins in its own time
+		}
+		out = append(out, fmt.Sprintf("%s %s", n.HardwareAddr, names[n.LinkIndex]))
+	}
+	sort.Strings(out)
 	return out, nil
 }
 

@@ -107,6 +107,9 @@ func (s State) flat() map[string][]string {
 			m["addrs "+b] = append(m["addrs "+b], a.String())
 		}
 	}
+	for b, entries := range s.Host.FDB {
+		m["fdb "+b] = entries
+	}
 	m["routes"] = s.Host.Routes
 	for t, n := range s.Host.Nft {
 		m["nft"] = append(m["nft"], fmt.Sprintf("%s(%d chains)", t, n))
