@@ -19,12 +19,17 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# Upstream plugins the tests run (IPAM) and compare against (bridge).
+# Upstream plugins the tests run (IPAM) and compare against (bridge), at
+# the version go.mod pins: the plugin runs host-local and static in process
+# from that module, and the tests compare it with these binaries. One that
+# is there but of another version is installed again.
 gobin="$PWD/build/cni-bin"
+plugins_version=$(go list -m -f '{{.Version}}' github.com/containernetworking/plugins)
 for p in ipam/host-local ipam/static main/bridge; do
-  [ -x "$gobin/$(basename $p)" ] && continue
-  echo "install-deps: go install containernetworking/plugins/$p@v1.9.1"
-  GOBIN="$gobin" CGO_ENABLED=0 go install "github.com/containernetworking/plugins/plugins/$p@v1.9.1"
+  bin="$gobin/$(basename $p)"
+  [ -x "$bin" ] && go version -m "$bin" 2>/dev/null | grep -q "^[[:space:]]*mod[[:space:]].*[[:space:]]$plugins_version\b" && continue
+  echo "install-deps: go install containernetworking/plugins/$p@$plugins_version"
+  GOBIN="$gobin" CGO_ENABLED=0 go install "github.com/containernetworking/plugins/plugins/$p@$plugins_version"
 done
 
 # Real callers: cnitool on the libcni containerd 1.6 vendors, and on the project's.
@@ -40,3 +45,4 @@ if [ ! -x "$tools/staticcheck" ]; then
   echo "install-deps: go install staticcheck"
   GOBIN="$tools" go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 fi
+./scripts/deps/libvirt.sh

@@ -59,8 +59,10 @@ type Raw struct {
 	LogLevel      string           `json:"logLevel"`
 	SpoofCheck    *bool            `json:"spoofCheck,omitempty"`
 	PortIsolation bool             `json:"portIsolation"`
+	DHCP          *RawDHCP         `json:"dhcp,omitempty"`
 	LockTimeout   string           `json:"lockTimeout,omitempty"`
 	IPAMTimeout   string           `json:"ipamTimeout,omitempty"`
+	IPAMExec      bool             `json:"ipamExec"`
 	RuntimeConfig RawRuntimeConfig `json:"runtimeConfig"`
 	Args          RawArgs          `json:"args"`
 	Attachments   json.RawMessage  `json:"cni.dev/valid-attachments,omitempty"`

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func base() map[string]any {
@@ -96,6 +98,14 @@ func TestInvalidFields(t *testing.T) {
 		{"bad ipamTimeout", set("ipamTimeout", "2h"), Env{}, ErrInvalid, "ipamTimeout"},
 		{"GC list not a list", set("cni.dev/valid-attachments", "all"), Env{}, ErrDecode, "cni.dev/valid-attachments"},
 		{"GC entry without ifname", set("cni.dev/valid-attachments", []any{map[string]any{"containerID": "x"}}), Env{}, ErrInvalid, "cni.dev/valid-attachments"},
+		{"dhcp without ipam", func(c map[string]any) {
+			delete(c, "ipam")
+			c["dhcp"] = map[string]any{"enabled": true}
+		}, Env{}, ErrInvalid, "dhcp.enabled"},
+		{"dhcp lease too short", set("dhcp", map[string]any{"enabled": true, "leaseTime": "30s"}), Env{}, ErrInvalid, "dhcp.leaseTime"},
+		{"dhcp lease not whole seconds", set("dhcp", map[string]any{"enabled": true, "leaseTime": "90.5s"}), Env{}, ErrInvalid, "dhcp.leaseTime"},
+		{"dhcp lease bad while off", set("dhcp", map[string]any{"leaseTime": "forever"}), Env{}, ErrInvalid, "dhcp.leaseTime"},
+		{"dhcp not an object", set("dhcp", true), Env{}, ErrDecode, "config"},
 		{"bad prevResult", set("prevResult", map[string]any{"cniVersion": "1.1.0", "ips": "x"}), Env{}, ErrDecode, "prevResult"},
 	}
 	for _, c := range cases {
@@ -106,6 +116,28 @@ func TestInvalidFields(t *testing.T) {
 				t.Fatalf("err = %v (%#v), want kind %v on field %q", err, fe, c.kind, c.field)
 			}
 		})
+	}
+}
+
+func TestDHCP(t *testing.T) {
+	cases := map[string]struct {
+		dhcp any
+		want *DHCP
+	}{
+		"absent":            {nil, nil},
+		"off":               {map[string]any{"enabled": false, "leaseTime": "2h"}, nil},
+		"on, default lease": {map[string]any{"enabled": true}, &DHCP{LeaseTime: DefaultLeaseTime}},
+		"on, lease":         {map[string]any{"enabled": true, "leaseTime": "10m"}, &DHCP{LeaseTime: 10 * time.Minute}},
+	}
+	for name, c := range cases {
+		n, err := parse(t, func(m map[string]any) {
+			if c.dhcp != nil {
+				m["dhcp"] = c.dhcp
+			}
+		}, Env{})
+		if err != nil || !reflect.DeepEqual(n.DHCP, c.want) {
+			t.Errorf("%s: DHCP = %+v (%v), want %+v", name, n.DHCP, err, c.want)
+		}
 	}
 }
 
@@ -209,5 +241,22 @@ func TestProbeWaitBound(t *testing.T) {
 	}
 	if _, err := parse(t, probe("1h", "10s", false), Env{}); err != nil {
 		t.Errorf("probeWait without a pool: %v", err)
+	}
+}
+
+// ipamExec is off unless set: host-local and static then run in process.
+func TestIPAMExec(t *testing.T) {
+	for _, set := range []bool{false, true} {
+		n, err := parse(t, func(c map[string]any) {
+			if set {
+				c["ipamExec"] = true
+			}
+		}, Env{})
+		if err != nil || n.IPAMExec != set {
+			t.Errorf("ipamExec set %v: IPAMExec %v, err %v", set, n != nil && n.IPAMExec, err)
+		}
+	}
+	if _, err := parse(t, func(c map[string]any) { c["ipamExec"] = "yes" }, Env{}); !errors.Is(err, ErrDecode) {
+		t.Errorf("ipamExec \"yes\": %v, want a decode error", err)
 	}
 }

@@ -29,9 +29,11 @@ type Net struct {
 	LogLevel      slog.Level
 	SpoofCheck    bool
 	PortIsolation bool
+	DHCP          *DHCP // nil: the node agent does not serve this network's guests
 	LockTimeout   time.Duration
 	IPAMTimeout   time.Duration
 	IPAMType      string           // "" means L2 only
+	IPAMExec      bool             // exec the IPAM binary even for a type run in process
 	MAC           net.HardwareAddr // the requested guest MAC; nil: derive one
 	Pod           Pod              // from CNI_ARGS; empty outside Kubernetes
 	GC            *GCList          // nil when the runtime sent no valid-attachments key
@@ -76,9 +78,9 @@ func Parse(stdin []byte, env Env) (*Net, error) {
 	if err := dec.Decode(raw); err != nil {
 		return nil, &FieldError{Field: "config", Msg: err.Error(), Kind: ErrDecode}
 	}
-	n := &Net{Bytes: stdin, Name: raw.Name, CNIVersion: raw.CNIVersion, IPAMType: raw.IPAM.Type}
+	n := &Net{Bytes: stdin, Name: raw.Name, CNIVersion: raw.CNIVersion, IPAMType: raw.IPAM.Type, IPAMExec: raw.IPAMExec}
 	steps := []func(*Raw, Env, *Net) error{
-		parseBasics, parseTap, parseHost, parseTimeouts, checkProbeBound, parseLog, parseCNIArgs, parseGC, parsePrevResult,
+		parseBasics, parseTap, parseHost, parseDHCP, parseTimeouts, checkProbeBound, parseLog, parseCNIArgs, parseGC, parsePrevResult,
 	}
 	for _, step := range steps {
 		if err := step(raw, env, n); err != nil {

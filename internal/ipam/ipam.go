@@ -2,6 +2,12 @@
 // network configuration tapbridge received, so IPAM reads the conventions
 // (runtimeConfig.ips, args.cni.ips, CNI_ARGS IP=) itself, and it bounds
 // every call with a timeout: a hung IPAM must not hang the runtime.
+//
+// host-local and static run in this process (inprocess.go), on the upstream
+// packages at the version go.mod pins, through the same invoke calls as an
+// exec'd plugin: only the invoke.Exec differs, so results and errors take
+// the same path. Any other type, or any type when Plugin.Exec is set, is
+// exec'd from CNI_PATH (exec.go).
 package ipam
 
 import (
@@ -25,6 +31,7 @@ type Plugin struct {
 	Config  []byte // the network configuration, as received
 	Path    string // CNI_PATH
 	Timeout time.Duration
+	Exec    bool // exec the binary even for a type run in process
 }
 
 // Call identifies the attachment an IPAM call is about.
@@ -33,8 +40,9 @@ type Call struct {
 	IfName      string
 	Netns       string
 	Args        string // CNI_ARGS
-	// Hold is inherited by the IPAM process and so stays open while it
-	// runs, even past the caller's death: the attachment's lock.
+	// Hold is inherited by an exec'd IPAM process and so stays open while
+	// it runs, even past the caller's death: the attachment's lock. (An
+	// IPAM run in process dies with the caller, so needs no such hold.)
 	Hold *os.File
 }
 
@@ -42,11 +50,11 @@ type Call struct {
 func (p Plugin) Add(ctx context.Context, c Call) (*current.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.Timeout)
 	defer cancel()
-	path, err := p.find()
+	path, runner, err := p.runner(c)
 	if err != nil {
 		return nil, err
 	}
-	r, err := invoke.ExecPluginWithResult(ctx, path, p.Config, p.args("ADD", c), &execer{hold: c.Hold})
+	r, err := invoke.ExecPluginWithResult(ctx, path, p.Config, p.args("ADD", c), runner)
 	if err != nil {
 		return nil, p.wrap(ctx, "ADD", err)
 	}
@@ -97,14 +105,31 @@ func (p Plugin) GC(ctx context.Context) error { return p.run(ctx, "GC", Call{}) 
 func (p Plugin) run(ctx context.Context, cmd string, c Call) error {
 	ctx, cancel := context.WithTimeout(ctx, p.Timeout)
 	defer cancel()
-	path, err := p.find()
+	path, runner, err := p.runner(c)
 	if err != nil {
 		return err
 	}
-	if err := invoke.ExecPluginWithoutResult(ctx, path, p.Config, p.args(cmd, c), &execer{hold: c.Hold}); err != nil {
+	if err := invoke.ExecPluginWithoutResult(ctx, path, p.Config, p.args(cmd, c), runner); err != nil {
 		return p.wrap(ctx, cmd, err)
 	}
 	return nil
+}
+
+// InProcess reports whether calls run in this process rather than exec
+// a binary.
+func (p Plugin) InProcess() bool { return !p.Exec && inProcess[p.Type] != nil }
+
+// runner is how the call runs: in this process for a type carried here
+// (unless the config forces the exec), else the binary found in CNI_PATH.
+func (p Plugin) runner(c Call) (string, invoke.Exec, error) {
+	if p.InProcess() {
+		return p.Type, &inprocess{cmds: inProcess[p.Type]}, nil
+	}
+	path, err := p.find()
+	if err != nil {
+		return "", nil, err
+	}
+	return path, &execer{hold: c.Hold}, nil
 }
 
 func (p Plugin) find() (string, error) {

@@ -140,7 +140,7 @@ func (op *attachmentView) checkHostAddrs() error {
 }
 
 func (op *attachmentView) checkSpoof() error {
-	if !op.Net.SpoofCheck {
+	if !op.hasPortTable() {
 		return nil
 	}
 	return spoof.Verify(op.spoofPort())

@@ -52,7 +52,7 @@ func (p *Plugin) id() attachment.ID {
 }
 
 func (p *Plugin) ipam() ipam.Plugin {
-	return ipam.Plugin{Type: p.Net.IPAMType, Config: p.Net.Bytes, Path: p.Env.Path, Timeout: p.Net.IPAMTimeout}
+	return ipam.Plugin{Type: p.Net.IPAMType, Config: p.Net.Bytes, Path: p.Env.Path, Timeout: p.Net.IPAMTimeout, Exec: p.Net.IPAMExec}
 }
 
 func (p *Plugin) policy() hostaddr.Policy {

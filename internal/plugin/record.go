@@ -25,6 +25,9 @@ func (op *addOp) record(phase state.Phase) state.Record {
 		Tap: op.names.Tap, MAC: op.guestMAC.String(), MTU: op.mtu,
 		Pod: state.Pod{Namespace: op.Net.Pod.Namespace, Name: op.Net.Pod.Name},
 	}
+	if op.Net.DHCP != nil {
+		r.DHCP = &state.DHCP{LeaseTime: int(op.Net.DHCP.LeaseTime.Seconds())}
+	}
 	if phase == state.PhaseReady && op.lease != nil {
 		r.IPs, r.Routes, r.DNS = leaseIPs(op.lease), leaseRoutes(op.lease), leaseDNS(op.lease)
 	}

@@ -17,6 +17,9 @@ func (p *Plugin) Status(ctx context.Context) error {
 	if err := p.statusHere(ctx); err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
+	if err := p.checkAgent(); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
 	if p.Net.IPAMType != "" {
 		if err := p.ipam().Status(ctx); err != nil {
 			return fmt.Errorf("%w: %w", ErrUnavailable, err)
@@ -43,6 +46,24 @@ func (p *Plugin) statusHere(ctx context.Context) error {
 		return err
 	}
 	return p.checkKernel(ctx, st)
+}
+
+// checkAgent: the guests of a served network get their addresses only
+// from the node agent, which holds the state directory's agent lock while
+// it runs (the two find each other through dataDir, nothing else).
+func (p *Plugin) checkAgent() error {
+	if p.Net.DHCP == nil {
+		return nil
+	}
+	running, err := state.NewReader(p.Net.DataDir).AgentRunning()
+	if err != nil {
+		return err
+	}
+	if !running {
+		return fmt.Errorf("network %q has dhcp enabled but no tapbridge-agent serves %s: its guests would get no address (is the agent's DaemonSet running with this dataDir?)",
+			p.Net.Name, p.Net.DataDir)
+	}
+	return nil
 }
 
 // checkKernel probes the kernel once per boot: the probe makes a netns,

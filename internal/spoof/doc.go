@@ -26,6 +26,9 @@
 // Everything not listed here is dropped (and counted):
 //
 //   - Ethernet source must be the guest MAC; checked first.
+//   - RARP request-reverse (operation 3, Ethernet/IPv4) whose sender and
+//     target hardware addresses are the guest MAC: QEMU's announce-self
+//     after a live migration, which tells the switches the MAC moved.
 //   - ARP for Ethernet/IPv4 only (htype 1, ptype 0x0800, hlen 6, plen 4)
 //     whose sender MAC is the guest MAC and whose sender IP is one of the
 //     guest's IPv4 addresses. ARP probes (sender IP 0.0.0.0, RFC 5227) are

@@ -37,6 +37,18 @@ func arp(op uint16, sha net.HardwareAddr, spa, tpa netip.Addr, trailer []byte) [
 	return append(b, trailer...) // Ethernet padding carries the marker
 }
 
+// rarp is a RARP message as QEMU's announce-self builds it: protocol
+// addresses zero, then the marker in the padding.
+func rarp(op uint16, sha, tha net.HardwareAddr, trailer []byte) []byte {
+	b := []byte{0x00, 0x01, 0x08, 0x00, 6, 4}
+	b = binary.BigEndian.AppendUint16(b, op)
+	b = append(b, sha...)
+	b = append(b, 0, 0, 0, 0)
+	b = append(b, tha...)
+	b = append(b, 0, 0, 0, 0)
+	return append(b, trailer...)
+}
+
 func ipv4(src, dst netip.Addr, proto byte, payload []byte) []byte {
 	h := make([]byte, 20)
 	h[0] = 0x45

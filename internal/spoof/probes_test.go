@@ -55,6 +55,22 @@ func honestProbes(gm net.HardwareAddr) []probe {
 		{"DAD NS from :: for guest IP", true, ndFrame(gm, zero6, icmpv6NeighborSolicit, guest6, nil)},
 		{"NA for guest IP", true, ndFrame(gm, guest6, icmpv6NeighborAdvert, guest6, nil)},
 		{"NA for link-local from link-local", true, ndFrame(gm, ll, icmpv6NeighborAdvert, ll, nil)},
+		{"RARP announce (QEMU after migration)", true, rarpFrame(gm, 3, gm, gm)},
+		{"gratuitous ARP request", true, arpFrame(gm, gm, guest4, guest4, nil)},
+		{"gratuitous ARP reply", true, arpOpFrame(gm, 2, guest4, guest4)},
+		{"unsolicited NA for guest IP to all nodes", true, ndFrame(gm, guest6, icmpv6NeighborAdvert, guest6, nil)},
+	}
+}
+
+// rarpFrame: RARP from gm's Ethernet source with the given operation and
+// hardware addresses.
+func rarpFrame(gm net.HardwareAddr, op uint16, sha, tha net.HardwareAddr) func(net.HardwareAddr, []byte) []byte {
+	return func(d net.HardwareAddr, m []byte) []byte { return ether(d, gm, unix.ETH_P_RARP, rarp(op, sha, tha, m)) }
+}
+
+func arpOpFrame(gm net.HardwareAddr, op uint16, spa, tpa netip.Addr) func(net.HardwareAddr, []byte) []byte {
+	return func(d net.HardwareAddr, m []byte) []byte {
+		return ether(d, gm, unix.ETH_P_ARP, arp(op, gm, spa, tpa, m))
 	}
 }
 
@@ -83,6 +99,12 @@ func forgedProbes(gm net.HardwareAddr) []probe {
 		{"802.1Q tagged IPv4", false, taggedFrame(gm, unix.ETH_P_8021Q)},
 		{"802.1ad tagged IPv4", false, taggedFrame(gm, unix.ETH_P_8021AD)},
 		{"802.3/LLC frame (STP BPDU)", false, rawFrame(gm, 0, []byte{0x42, 0x42, 0x03, 0, 0, 0})},
+		{"RARP with a foreign sender MAC", false, rarpFrame(gm, 3, foreignMAC, gm)},
+		{"RARP with a foreign target MAC", false, rarpFrame(gm, 3, gm, foreignMAC)},
+		{"RARP reply-reverse", false, rarpFrame(gm, 4, gm, gm)},
+		{"RARP from a foreign source MAC", false, func(d net.HardwareAddr, m []byte) []byte {
+			return ether(d, foreignMAC, unix.ETH_P_RARP, rarp(3, foreignMAC, foreignMAC, m))
+		}},
 	}
 }
 
@@ -93,6 +115,8 @@ func l2OnlyProbes(gm net.HardwareAddr) []probe {
 			return ether(d, gm, unix.ETH_P_IP, ipv4(forged4, host4, unix.IPPROTO_UDP, udp4(1, 9, m)))
 		}},
 		{"ARP from any address", true, arpFrame(gm, gm, forged4, host4, nil)},
+		{"RARP announce", true, rarpFrame(gm, 3, gm, gm)},
+		{"RARP with a foreign sender MAC", false, rarpFrame(gm, 3, foreignMAC, gm)},
 		{"IPv6 from any address", true, udp6Frame(gm, forged6, gateway6)},
 		{"forged source MAC", false, arpFrame(foreignMAC, foreignMAC, forged4, host4, nil)},
 		{"ARP with forged sender MAC", false, arpFrame(gm, foreignMAC, forged4, host4, nil)},

@@ -18,8 +18,10 @@ const (
 	offEtherType = 12
 
 	offARPHeader = 0  // htype, ptype, hlen, plen
+	offARPOp     = 6  // operation
 	offARPSHA    = 8  // sender hardware address
 	offARPSPA    = 14 // sender protocol address
+	offARPTHA    = 18 // target hardware address
 
 	offIPv4Src = 12
 	offIPv6Src = 8
@@ -38,6 +40,10 @@ const (
 // arpEthernetIPv4 is htype 1 (Ethernet), ptype 0x0800, hlen 6, plen 4.
 // Requiring it keeps the sender fields at the offsets the rules check.
 var arpEthernetIPv4 = []byte{0x00, 0x01, 0x08, 0x00, 6, 4}
+
+// rarpRequestReverse is RARP's operation 3 (RFC 903), the one QEMU's
+// announce-self sends after a migration.
+var rarpRequestReverse = []byte{0, 3}
 
 // dhcpClientPorts is UDP source port 68, destination port 67.
 var dhcpClientPorts = []byte{0, 68, 0, 67}
@@ -72,6 +78,9 @@ func portRules(p Port) [][]expr.Any {
 		rules = append(rules, ipv4Rules(v4)...)
 		rules = append(rules, ipv6Rules(append(v6, linkLocal(p.MAC)))...)
 	}
+	// Last of the allow-list: a migration's announce is rare, the guest's
+	// ordinary traffic should not pay for a test it never matches.
+	rules = append(rules, rarpAnnounce(mac))
 	return append(rules, join(counted(), verdict(expr.VerdictDrop)))
 }
 
@@ -99,6 +108,22 @@ func dropForeignMAC(mac []byte) []expr.Any {
 	return join(
 		[]expr.Any{load(expr.PayloadBaseLLHeader, offEtherSrc, 6), cmp(expr.CmpOpNeq, mac)},
 		counted(), verdict(expr.VerdictDrop))
+}
+
+// rarpAnnounce accepts the frame QEMU sends from the guest MAC once a
+// migrated VM runs on its new host, so the switches learn where the MAC
+// went: a RARP request-reverse whose sender and target hardware addresses
+// are both the guest MAC (its protocol addresses are zero). It claims no
+// IP address, so it needs no IP check; a RARP of any other shape or MAC is
+// dropped with the other ethertypes.
+func rarpAnnounce(mac []byte) []expr.Any {
+	return join(
+		etherType(unix.ETH_P_RARP),
+		match(expr.PayloadBaseNetworkHeader, offARPHeader, arpEthernetIPv4),
+		match(expr.PayloadBaseNetworkHeader, offARPOp, rarpRequestReverse),
+		match(expr.PayloadBaseNetworkHeader, offARPSHA, mac),
+		match(expr.PayloadBaseNetworkHeader, offARPTHA, mac),
+		verdict(expr.VerdictAccept))
 }
 
 // l2OnlyRules accepts ARP from the guest MAC and any IPv4 or IPv6.

@@ -6,12 +6,35 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
+	"strings"
 	"sync"
 )
 
 // UpstreamVersion is the containernetworking/plugins release the tests and
-// the benchmark run against.
-const UpstreamVersion = "v1.9.1"
+// the benchmark run against: the one go.mod pins (and the plugin runs
+// host-local and static from), read from the build.
+var UpstreamVersion = pinnedVersion("github.com/containernetworking/plugins")
+
+// pinnedVersion is module's version in go.mod: from the build's own
+// record when it has one (go run, go build), else (a test binary has
+// none) from `go list -m` in the module.
+func pinnedVersion(module string) string {
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range info.Deps {
+			if d.Path == module {
+				return d.Version
+			}
+		}
+	}
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Version}}", module)
+	cmd.Dir = RepoRoot()
+	out, err := cmd.Output()
+	if err != nil {
+		panic(fmt.Sprintf("harness: version of %s in go.mod: %v", module, err))
+	}
+	return strings.TrimSpace(string(out))
+}
 
 // RepoRoot is the module root (found from this file's location).
 func RepoRoot() string {

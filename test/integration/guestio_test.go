@@ -27,6 +27,7 @@ type guestVM struct {
 	ip  net.IP
 	tap string
 	fd  *os.File
+	res []byte // ADD's result, for a CHECK
 }
 
 // attachVM runs ADD for a on conf and opens its TAP as uid/gid 107, the
@@ -41,7 +42,7 @@ func (f *fixture) attachVM(conf []byte, a harness.Attachment) *guestVM {
 	if err := json.Unmarshal(out.Stdout, &res); err != nil || len(res.Interfaces) != 3 || len(res.IPs) != 1 {
 		f.t.Fatalf("ADD result %s: %v", out.Stdout, err)
 	}
-	vm := &guestVM{att: a, tap: res.Interfaces[2].Name}
+	vm := &guestVM{att: a, tap: res.Interfaces[2].Name, res: out.Stdout}
 	vm.mac, _ = net.ParseMAC(res.Interfaces[1].Mac)
 	ip, _, _ := net.ParseCIDR(res.IPs[0].Address)
 	vm.ip = ip.To4()

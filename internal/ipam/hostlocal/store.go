@@ -1,0 +1,104 @@
+package hostlocal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/plugins/plugins/ipam/host-local/backend"
+	"github.com/containernetworking/plugins/plugins/ipam/host-local/backend/disk"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultDataDir is where the binary keeps its store when the config
+// names none (backend/disk's default, which that package does not export).
+const DefaultDataDir = "/var/lib/cni/networks"
+
+// store is upstream's disk store (its files, written by its code) with a
+// lock that gives up when the call's context ends. The lock is the same
+// flock on <dataDir>/<network>/lock that the binary takes, on a
+// descriptor of our own: flock excludes every other open of the file, in
+// this process and in any other, so an exec'd host-local and this one
+// allocate from one store in turn. The binary blocks on the lock for
+// good; here ipamTimeout bounds the wait, as it bounds an exec'd IPAM.
+type store struct {
+	*disk.Store
+	ctx  context.Context
+	lock *os.File
+}
+
+var _ backend.Store = (*store)(nil)
+
+// openStore opens the network's store, making its directory and lock
+// file as the binary does (disk.New). disk.New also opens the lock with
+// a descriptor that is not close-on-exec; it is closed at once, so no
+// process tapbridge starts meanwhile can inherit it.
+func openStore(ctx context.Context, conf *ipamConf) (*store, error) {
+	d, err := disk.New(conf.name, conf.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.Close(); err != nil {
+		return nil, err
+	}
+	dir := conf.DataDir
+	if dir == "" {
+		dir = DefaultDataDir
+	}
+	lock, err := os.Open(filepath.Join(dir, conf.name, "lock"))
+	if err != nil {
+		return nil, err
+	}
+	return &store{Store: d, ctx: ctx, lock: lock}, nil
+}
+
+// Back-off between tries of a lock another call holds: an allocation
+// holds it for well under a millisecond.
+const (
+	lockRetry    = 200 * time.Microsecond
+	maxLockRetry = 10 * time.Millisecond
+)
+
+// Lock takes the store's lock, trying until the call's context ends.
+func (s *store) Lock() error {
+	fd := int(s.lock.Fd())
+	for delay := lockRetry; ; delay = min(2*delay, maxLockRetry) {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("lock %s: %w", s.lock.Name(), err)
+		}
+		select {
+		case <-s.ctx.Done():
+			return fmt.Errorf("lock %s: %w", s.lock.Name(), s.ctx.Err())
+		case <-time.After(delay):
+		}
+	}
+}
+
+// Unlock releases the store's lock.
+func (s *store) Unlock() error { return unix.Flock(int(s.lock.Fd()), unix.LOCK_UN) }
+
+// Close releases the lock if held and closes it.
+func (s *store) Close() error { return s.lock.Close() }
+
+// holds reports whether the store has an address of the attachment: one
+// whose file names the container and interface, or, as files written by
+// releases before the interface was recorded, the container alone.
+func (s *store) holds(id, ifname string) (bool, error) {
+	if err := s.Lock(); err != nil {
+		return false, err
+	}
+	defer s.Unlock()
+	found, err := s.FindByKey(strings.TrimSpace(id) + disk.LineBreak + ifname)
+	if !found && err == nil {
+		found, _ = s.FindByKey(strings.TrimSpace(id))
+	}
+	return found, nil
+}
