@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -15,6 +16,7 @@ type socket struct {
 	f       *os.File
 	rc      syscall.RawConn
 	ifindex int
+	closed  atomic.Bool
 }
 
 // htons of ETH_P_ALL: the protocol of a packet socket is in network order.
@@ -64,12 +66,17 @@ func setUp(fd, ifindex int) error {
 }
 
 // read reads one frame into buf. n is the frame's real length, larger
-// than len(buf) when it did not fit.
+// than len(buf) when it did not fit. It returns os.ErrClosed once close
+// was called.
 func (s *socket) read(buf []byte) (n int, err error) {
 	rerr := s.rc.Read(func(fd uintptr) bool {
 		n, _, err = unix.Recvfrom(int(fd), buf, unix.MSG_TRUNC)
 		return !errors.Is(err, unix.EAGAIN)
 	})
+	if s.closed.Load() {
+		// RawConn reports a closed file with an error of its own.
+		return 0, os.ErrClosed
+	}
 	if rerr != nil {
 		return 0, rerr
 	}
@@ -92,4 +99,7 @@ func (s *socket) write(frame []byte) error {
 }
 
 // close ends every read in progress (with os.ErrClosed).
-func (s *socket) close() error { return s.f.Close() }
+func (s *socket) close() error {
+	s.closed.Store(true)
+	return s.f.Close()
+}
