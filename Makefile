@@ -54,11 +54,14 @@ bench: deps build
 
 # Bounded fuzzing: the config loader, ADD then DEL on fuzzed configs
 # in a throwaway node (the node must be as it was after every input), and
-# the agent's DHCPv4 request handler.
+# the agent's DHCPv4 and DHCPv6 handlers and router-solicitation check on
+# guest input.
 fuzz-short:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
 	$(GO) test -run '^$$' -fuzz '^FuzzAddDel$$' -fuzztime $(FUZZTIME) ./internal/plugin
 	$(GO) test -run '^$$' -fuzz '^FuzzHandle$$' -fuzztime $(FUZZTIME) ./internal/dhcp4
+	$(GO) test -run '^$$' -fuzz '^FuzzHandle$$' -fuzztime $(FUZZTIME) ./internal/dhcp6
+	$(GO) test -run '^$$' -fuzz '^FuzzSolicitation$$' -fuzztime $(FUZZTIME) ./internal/ra
 
 # Long churn and SIGKILL runs (short versions of both are in `make test`).
 soak: build

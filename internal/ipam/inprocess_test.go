@@ -443,3 +443,46 @@ func TestHostLocalInProcessLockTimeout(t *testing.T) {
 		t.Fatalf("store after a timed-out ADD: %v", f)
 	}
 }
+
+// A reservation torn by a kill (the address's file made, its owner not yet
+// written) is taken back when the allocator reaches the address, and by
+// any DEL; a file with an owner is never touched.
+func TestHostLocalInProcessReclaimsTornReservation(t *testing.T) {
+	store := t.TempDir()
+	base := hostLocal("1.0.0", []map[string]any{r4("10.9.0.0/24", "10.9.0.10", "10.9.0.12")})
+	base["ipam"].(map[string]any)["dataDir"] = store
+	conf, _ := json.Marshal(base)
+	dir := filepath.Join(store, "vmnet")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "10.9.0.10"), nil, 0o644); err != nil { // torn
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "10.9.0.11"), []byte("other\neth0"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := Plugin{Type: "host-local", Config: conf, Timeout: 5 * time.Second}
+	res, err := p.Add(context.Background(), Call{ContainerID: "c", IfName: "eth0", Netns: "/var/run/netns/none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.IPs[0].Address.IP.String(); got != "10.9.0.10" {
+		t.Fatalf("ADD got %s, want the torn reservation's 10.9.0.10", got)
+	}
+	// DEL of any attachment takes back every torn reservation: a DEL after
+	// a killed ADD must leave nothing, and a torn file names no owner.
+	if err := os.WriteFile(filepath.Join(dir, "10.9.0.12"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Del(context.Background(), Call{ContainerID: "gone", IfName: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	f := files(t, store)
+	if _, ok := f["vmnet/10.9.0.12"]; ok {
+		t.Errorf("DEL left the torn reservation of 10.9.0.12: %v", f)
+	}
+	if !strings.HasSuffix(f["vmnet/10.9.0.10"], `"c\r\neth0"`) || !strings.HasSuffix(f["vmnet/10.9.0.11"], `"other\neth0"`) {
+		t.Fatalf("store: %v", f)
+	}
+}

@@ -94,9 +94,9 @@ func build(dir, binary, tags string) (string, error) {
 	return out, nil
 }
 
-// CNIToolVersions are the cnitool builds the caller tests run: on the
-// libcni that containerd 1.6 vendors (it predates CNI 1.1 and reads only
-// a conflist's cniVersion) and on the project's own libcni (which reads
+// CNIToolVersions are the cnitool builds the caller tests run: on libcni
+// v1.1.2, containerd 1.7's (1.6 has v1.1.1, which reads configs the same
+// way: both predate CNI 1.1 and read only a conflist's cniVersion) and on the project's own libcni (which reads
 // cniVersions and runs GC and STATUS).
 var CNIToolVersions = []string{"v1.1.2", "v1.3.0"}
 

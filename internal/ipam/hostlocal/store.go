@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,6 +81,62 @@ func (s *store) Lock() error {
 		case <-time.After(delay):
 		}
 	}
+}
+
+// Reserve reserves ip as upstream's store does, and takes back a torn
+// reservation on the way: upstream creates the address's file, then
+// writes the owner into it, so a process killed in between leaves an
+// empty file that no DEL will ever match. In process, tapbridge's own
+// SIGKILL is that process (an exec'd host-local would have finished its
+// write). Every writer reserves under the lock we hold, so an empty file
+// seen now is a dead writer's, never one being written: it is removed
+// and the reservation tried again. Only the address being tried is
+// looked at, so the call's cost does not grow with the store.
+func (s *store) Reserve(id, ifname string, ip net.IP, rangeID string) (bool, error) {
+	ok, err := s.Store.Reserve(id, ifname, ip, rangeID)
+	if ok || err != nil || !s.reclaimTorn(ip) {
+		return ok, err
+	}
+	return s.Store.Reserve(id, ifname, ip, rangeID)
+}
+
+// ReleaseByID releases the attachment's addresses as upstream does, then
+// removes every torn reservation (see Reserve) of the store: a DEL must
+// leave nothing of an ADD that was killed, and a torn file names no owner
+// that a DEL could match. Upstream's release already reads every file of
+// the store, so one more listing keeps the call's cost of the same order.
+func (s *store) ReleaseByID(id, ifname string) error {
+	err := s.Store.ReleaseByID(id, ifname)
+	s.sweepTorn()
+	return err
+}
+
+// sweepTorn removes the empty address files of the store (we hold its
+// lock, so none is being written).
+func (s *store) sweepTorn() {
+	dir := filepath.Dir(s.lock.Name())
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() || net.ParseIP(e.Name()) == nil {
+			continue
+		}
+		if info, err := e.Info(); err == nil && info.Size() == 0 {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// reclaimTorn removes ip's file if it is empty, and says whether it did.
+func (s *store) reclaimTorn(ip net.IP) bool {
+	path := disk.GetEscapedPath(filepath.Dir(s.lock.Name()), ip.String())
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() != 0 {
+		return false
+	}
+	return os.Remove(path) == nil
 }
 
 // Unlock releases the store's lock.
