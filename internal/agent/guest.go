@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/tapbridge/tapbridge-cni/internal/dhcp4"
+	"github.com/tapbridge/tapbridge-cni/internal/dhcp6"
+	"github.com/tapbridge/tapbridge-cni/internal/ra"
 	"github.com/tapbridge/tapbridge-cni/internal/state"
 )
 
@@ -41,6 +43,39 @@ func dhcp4Guest(rec state.Record, mac net.HardwareAddr) (dhcp4.Guest, bool) {
 		}
 	}
 	return g, true
+}
+
+// ipv6Of is the guest's first IPv6 address from IPAM and its gateway.
+func ipv6Of(rec state.Record) (state.IP, bool) {
+	for _, ip := range rec.IPs {
+		if a := ip.Address.Addr(); a.Is6() && !a.Is4In6() {
+			return ip, true
+		}
+	}
+	return state.IP{}, false
+}
+
+// dhcp6Guest is what DHCPv6 gives rec's guest: its IPv6 address, DNS and
+// search list, for as long as the DHCPv4 lease.
+func dhcp6Guest(rec state.Record, mac net.HardwareAddr, ip state.IP) dhcp6.Guest {
+	return dhcp6.Guest{
+		MAC:      mac,
+		Addr:     ip.Address.Addr(),
+		DNS:      rec.DNS.Nameservers,
+		Search:   rec.DNS.Search,
+		Lifetime: time.Duration(rec.DHCP.LeaseTime) * time.Second,
+	}
+}
+
+// raParams is what the port advertises: the guest's prefix on-link, a
+// default router only when IPAM named an IPv6 gateway, and the MTU when
+// IPv6 can use it.
+func raParams(rec state.Record, ip state.IP, src net.HardwareAddr) ra.Params {
+	p := ra.Params{Prefix: ip.Address.Masked(), Router: ip.Gateway.IsValid(), SourceMAC: src}
+	if rec.MTU >= ra.MinMTU && rec.MTU <= ra.MaxMTU {
+		p.MTU = rec.MTU
+	}
+	return p
 }
 
 // prefixes converts what netlink lists.

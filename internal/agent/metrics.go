@@ -4,6 +4,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tapbridge/tapbridge-cni/internal/dhcp4"
+	"github.com/tapbridge/tapbridge-cni/internal/dhcp6"
+	"github.com/tapbridge/tapbridge-cni/internal/ra"
 	"github.com/tapbridge/tapbridge-cni/internal/spoof"
 )
 
@@ -22,7 +24,7 @@ const (
 	refusedRateLimited = "rate-limited" // the port's budget is spent
 	refusedMalformed   = "malformed"    // headers that do not add up
 	refusedOversized   = "oversized"    // larger than any request (maxFrame)
-	refusedUnserved    = "unserved"     // no handler for the protocol in this build, or no address of its family
+	refusedUnserved    = "unserved"     // the guest has no address of the protocol's family
 )
 
 // metrics are the agent's counters, exported under tapbridge_agent_*.
@@ -67,6 +69,12 @@ func newMetrics(reg prometheus.Registerer, ports func() []portLabels) *metrics {
 func (m *metrics) zero() {
 	for _, r := range dhcp4.Refusals() {
 		m.refusals.WithLabelValues(protoDHCP4, r.String())
+	}
+	for _, r := range dhcp6.Reasons() {
+		m.refusals.WithLabelValues(protoDHCP6, r.String())
+	}
+	for _, r := range ra.Reasons() {
+		m.refusals.WithLabelValues(protoRA, r.String())
 	}
 	for _, p := range []string{protoDHCP4, protoDHCP6, protoRA} {
 		for _, r := range []string{refusedForeignMAC, refusedRateLimited, refusedMalformed, refusedUnserved} {

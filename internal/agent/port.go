@@ -6,15 +6,24 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/tapbridge/tapbridge-cni/internal/dhcp4"
+	"github.com/tapbridge/tapbridge-cni/internal/dhcp6"
 	"github.com/tapbridge/tapbridge-cni/internal/frame"
+	"github.com/tapbridge/tapbridge-cni/internal/ra"
 	"github.com/tapbridge/tapbridge-cni/internal/state"
 )
+
+// reannounceEvery is how often the unsolicited advertisement is repeated:
+// half of ra.MaxInterval, so the router lifetime (three MaxIntervals) and
+// the prefix's survive several lost advertisements.
+const reannounceEvery = ra.MaxInterval / 2
 
 // maxFrame bounds what a port reads of one frame. A DHCP request is a few
 // hundred bytes (clients must accept 576-byte messages, RFC 2131); larger
@@ -35,6 +44,10 @@ type port struct {
 	m        *metrics
 	log      *slog.Logger
 	done     chan struct{} // closed when the reader has returned
+
+	mu      sync.Mutex
+	timer   *time.Timer // the next unsolicited announcement; guarded by mu
+	stopped bool        // guarded by mu
 }
 
 // startPort starts serving rec: everything it needs is looked up first,
@@ -67,48 +80,97 @@ func startPort(key string, rec state.Record, m *metrics, log *slog.Logger) (*por
 	return p, nil
 }
 
-// addServices makes the handler of each family the guest has an address
-// of. The node's side of the guest's L2 is the bridge: its MAC is the
-// source of every reply, its addresses the candidates for server id.
+// addServices makes the handlers of each family the guest has an
+// address of. The node's side of the guest's L2 is the bridge: its MAC is
+// the source of every reply, its addresses the candidates for the
+// server's address.
 func (p *port) addServices(rec state.Record, guest net.HardwareAddr) error {
 	br, err := netlink.LinkByName(rec.Bridge)
 	if err != nil {
 		return fmt.Errorf("find bridge %s: %w", rec.Bridge, err)
 	}
-	if g, ok := dhcp4Guest(rec, guest); ok {
-		addrs, err := netlink.AddrList(br, netlink.FAMILY_V4)
-		if err != nil {
-			return fmt.Errorf("list addresses of bridge %s: %w", rec.Bridge, err)
-		}
-		var nets []*net.IPNet
-		for _, a := range addrs {
-			nets = append(nets, a.IPNet)
-		}
-		id, ok := dhcp4.ChooseServerID(g, prefixes(nets))
-		if !ok {
-			return fmt.Errorf("no server identifier for %s: its subnet has no other address", g.Addr)
-		}
-		h, err := dhcp4.NewHandler(g, id)
-		if err != nil {
-			return err
-		}
-		p.services[protoDHCP4] = &dhcp4Service{h: h, src: br.Attrs().HardwareAddr, log: p.log}
+	addrs, err := netlink.AddrList(br, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("list addresses of bridge %s: %w", rec.Bridge, err)
 	}
-	// IPv6 (dhcp6, ra) plugs in here as two more services.
+	var nets []*net.IPNet
+	for _, a := range addrs {
+		nets = append(nets, a.IPNet)
+	}
+	mac := br.Attrs().HardwareAddr
+	if err := p.addDHCP4(rec, guest, mac, prefixes(nets)); err != nil {
+		return err
+	}
+	return p.addIPv6(rec, guest, mac, prefixes(nets))
+}
+
+func (p *port) addDHCP4(rec state.Record, guest, src net.HardwareAddr, hostAddrs []netip.Prefix) error {
+	g, ok := dhcp4Guest(rec, guest)
+	if !ok {
+		return nil
+	}
+	id, ok := dhcp4.ChooseServerID(g, hostAddrs)
+	if !ok {
+		return fmt.Errorf("no server identifier for %s: its subnet has no other address", g.Addr)
+	}
+	h, err := dhcp4.NewHandler(g, id)
+	if err != nil {
+		return err
+	}
+	p.services[protoDHCP4] = &dhcp4Service{h: h, src: src, log: p.log}
 	return nil
 }
 
-// announce sends what the services send unasked when serving starts.
+// addIPv6 serves DHCPv6 and router advertisements, from the node's
+// link-local address on the bridge.
+func (p *port) addIPv6(rec state.Record, guest, src net.HardwareAddr, hostAddrs []netip.Prefix) error {
+	ip, ok := ipv6Of(rec)
+	if !ok {
+		return nil
+	}
+	srcIP := linkLocal(hostAddrs, src)
+	srv, err := dhcp6.NewServer(src)
+	if err != nil {
+		return err
+	}
+	p.services[protoDHCP6] = &dhcp6Service{srv: srv, guest: dhcp6Guest(rec, guest, ip), src: src, srcIP: srcIP}
+	adv, err := newRAService(raParams(rec, ip, src), srcIP)
+	if err != nil {
+		return err
+	}
+	p.services[protoRA] = adv
+	return nil
+}
+
+// announce sends what the services send unasked when serving starts,
+// and again every reannounceEvery until the port stops.
 func (p *port) announce() {
+	announced := false
 	for proto, s := range p.services {
 		if st, ok := s.(starter); ok {
 			p.send(proto, st.start())
+			announced = true
 		}
+	}
+	if !announced {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.stopped {
+		p.timer = time.AfterFunc(reannounceEvery, p.announce)
 	}
 }
 
-// stop closes the socket and waits for the reader.
+// stop closes the socket and waits for the reader. An announcement under
+// way may still try the closed socket: that send fails and is logged.
 func (p *port) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	p.mu.Unlock()
 	_ = p.sock.close()
 	<-p.done
 }
@@ -186,7 +248,7 @@ func protocolOf(p frame.Packet, err error) string {
 		return protoFrame
 	case p.Proto == frame.ProtoUDP && p.IPDst.Is4() && p.DstPort == dhcp4.ServerPort:
 		return protoDHCP4
-	case p.Proto == frame.ProtoUDP && p.IPDst.Is6() && p.DstPort == 547:
+	case p.Proto == frame.ProtoUDP && p.IPDst.Is6() && p.DstPort == dhcp6ServerPort:
 		return protoDHCP6
 	case p.Proto == frame.ProtoICMPv6 && p.Payload[0] == 133:
 		return protoRA

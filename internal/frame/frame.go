@@ -39,6 +39,7 @@ type Packet struct {
 	IPSrc    netip.Addr
 	IPDst    netip.Addr
 	Proto    uint8  // ProtoUDP or ProtoICMPv6
+	HopLimit uint8  // IPv6 only (neighbour discovery requires 255)
 	SrcPort  uint16 // UDP only
 	DstPort  uint16 // UDP only
 	Payload  []byte // the UDP payload, or the whole ICMPv6 message
@@ -100,6 +101,7 @@ func parseIPv6(p Packet, b []byte) (Packet, error) {
 	p.IPSrc = netip.AddrFrom16([16]byte(b[8:24]))
 	p.IPDst = netip.AddrFrom16([16]byte(b[24:40]))
 	p.Proto = b[6]
+	p.HopLimit = b[7]
 	body := b[ipv6Len : ipv6Len+n]
 	switch p.Proto {
 	case ProtoUDP:
