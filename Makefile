@@ -4,6 +4,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.Version=$(VERSION)
 BIN     := bin/tapbridge-cni
+AGENT   := bin/tapbridge-agent
 FUZZTIME ?= 30s
 SOAKTIME ?= 3m
 
@@ -13,6 +14,7 @@ all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/tapbridge-cni
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(AGENT) ./cmd/tapbridge-agent
 
 deps:
 	./scripts/install-deps.sh
@@ -52,10 +54,12 @@ bench: deps build
 
 # Bounded fuzzing: the config loader, ADD then DEL on fuzzed configs
 # in a throwaway node (the node must be as it was after every input), and
-# the agent's DHCPv6 handler and router-solicitation check on guest input.
+# the agent's DHCPv4 and DHCPv6 handlers and router-solicitation check on
+# guest input.
 fuzz-short:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
 	$(GO) test -run '^$$' -fuzz '^FuzzAddDel$$' -fuzztime $(FUZZTIME) ./internal/plugin
+	$(GO) test -run '^$$' -fuzz '^FuzzHandle$$' -fuzztime $(FUZZTIME) ./internal/dhcp4
 	$(GO) test -run '^$$' -fuzz '^FuzzHandle$$' -fuzztime $(FUZZTIME) ./internal/dhcp6
 	$(GO) test -run '^$$' -fuzz '^FuzzSolicitation$$' -fuzztime $(FUZZTIME) ./internal/ra
 

@@ -139,3 +139,13 @@ func (r Reader) HandOvers(bridge string) (uint64, error) {
 	defer f.Close()
 	return handOvers(f), nil
 }
+
+// RecordsDir is the directory of the records, for a reader that watches
+// it (inotify) instead of listing it again and again. A record is
+// published by a rename into it and removed by an unlink; its claim
+// appears by a link. KeyOf names the attachment of an entry.
+func (r Reader) RecordsDir() string { return recordDir(r.dir) }
+
+// KeyOf is the attachment key of an entry of RecordsDir; ok is false for
+// anything else (a record being staged, a stray file).
+func KeyOf(name string) (key string, ok bool) { return recordKey(name) }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +34,21 @@ func (c Call) Start(env ...string) (*Proc, error) {
 	p.Cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.Cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", c.Binary, err)
+	}
+	return p, nil
+}
+
+// Start launches a long-running binary (the node agent) with args in the
+// calling thread's netns, in a process group of its own, with stdout and
+// stderr going to out (which must be safe for concurrent use if the test
+// reads it while the process runs), and returns at once.
+func Start(out io.Writer, binary string, args ...string) (*Proc, error) {
+	p := &Proc{Cmd: exec.Command(binary, args...)}
+	p.Cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	p.Cmd.Stdout, p.Cmd.Stderr = out, out
+	p.Cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.Cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", binary, err)
 	}
 	return p, nil
 }

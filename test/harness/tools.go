@@ -71,16 +71,25 @@ func EnsureUpstream() error {
 // BuildPlugin builds tapbridge-cni (with the given build tags) into dir
 // and returns its path.
 func BuildPlugin(dir string, tags string) (string, error) {
-	out := filepath.Join(dir, "tapbridge-cni")
+	return build(dir, "tapbridge-cni", tags)
+}
+
+// BuildAgent builds tapbridge-agent into dir and returns its path.
+func BuildAgent(dir string) (string, error) {
+	return build(dir, "tapbridge-agent", "")
+}
+
+func build(dir, binary, tags string) (string, error) {
+	out := filepath.Join(dir, binary)
 	args := []string{"build", "-o", out}
 	if tags != "" {
 		args = append(args, "-tags", tags)
 	}
-	cmd := exec.Command("go", append(args, "./cmd/tapbridge-cni")...)
+	cmd := exec.Command("go", append(args, "./cmd/"+binary)...)
 	cmd.Dir = RepoRoot()
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build tapbridge-cni: %w\n%s", err, b)
+		return "", fmt.Errorf("build %s: %w\n%s", binary, err, b)
 	}
 	return out, nil
 }

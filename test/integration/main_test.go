@@ -13,6 +13,7 @@ import (
 var (
 	pluginDir     string // holds tapbridge-cni (release build)
 	failpointsDir string // holds tapbridge-cni built with -tags failpoints
+	agentBin      string // tapbridge-agent
 )
 
 func TestMain(m *testing.M) {
@@ -21,7 +22,11 @@ func TestMain(m *testing.M) {
 		if _, err := harness.BuildPlugin(pluginDir, ""); err != nil {
 			return err
 		}
-		_, err := harness.BuildPlugin(failpointsDir, "failpoints")
+		if _, err := harness.BuildPlugin(failpointsDir, "failpoints"); err != nil {
+			return err
+		}
+		var err error
+		agentBin, err = harness.BuildAgent(filepath.Join(tmp, "agent"))
 		return err
 	})
 }

@@ -1,0 +1,192 @@
+// Package agent is the node agent's core: it watches the plugin's records
+// in dataDir and serves the guest of every ready record of a served
+// network on its own host port (a packet socket per port, see port), until
+// the record goes. It keeps no state of its own: the records are the
+// truth, read again in full at start and whenever inotify lost events.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"sort"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tapbridge/tapbridge-cni/internal/state"
+)
+
+// Options configures an Agent.
+type Options struct {
+	Dir      string // the plugin's dataDir
+	Log      *slog.Logger
+	Registry prometheus.Registerer // where the agent's metrics go
+}
+
+// Agent serves the guests of one dataDir. Its ports live in the calling
+// process's network namespace, the node's (hostNetwork).
+type Agent struct {
+	reader state.Reader
+	dir    string
+	log    *slog.Logger
+	m      *metrics
+	mu     sync.Mutex
+	ports  map[string]*port // by attachment key; guarded by mu (the metrics collector reads it)
+}
+
+// New makes an agent; Run starts it.
+func New(o Options) *Agent {
+	a := &Agent{reader: state.NewReader(o.Dir), dir: o.Dir, log: o.Log, ports: map[string]*port{}}
+	a.m = newMetrics(o.Registry, a.portLabels)
+	return a
+}
+
+// Run serves until ctx is done (nil then) or the records directory can no
+// longer be watched, and stops serving every port before it returns.
+func (a *Agent) Run(ctx context.Context) error {
+	// The plugin makes the layout on its first ADD; the agent may come
+	// first, and needs the directory to watch it.
+	if _, err := state.Open(a.dir); err != nil {
+		return err
+	}
+	w, err := newWatcher(a.reader.RecordsDir())
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = w.close() })
+	defer stop()
+	defer a.stopAll()
+	// Watch first, then read everything: a record published in between
+	// is seen twice, which serve tolerates, rather than never.
+	a.resync()
+	buf := make([]byte, 64*1024)
+	for {
+		changes, err := w.read(buf)
+		if ctx.Err() != nil {
+			return nil
+		}
+		a.apply(changes)
+		if err != nil {
+			_ = w.close()
+			return fmt.Errorf("watch records: %w", err)
+		}
+	}
+}
+
+func (a *Agent) apply(changes []change) {
+	for _, c := range changes {
+		if c.overflow {
+			a.log.Warn("inotify queue overflowed: reading every record again")
+			a.resync()
+			continue
+		}
+		if key, ok := state.KeyOf(c.name); ok {
+			a.update(key)
+		}
+	}
+}
+
+// resync makes the served set match the records on disk.
+func (a *Agent) resync() {
+	recs, err := a.reader.Records()
+	if err != nil {
+		// Unreadable records are reported; the others are served.
+		a.log.Error("read records", "err", err)
+	}
+	want := map[string]state.Record{}
+	for _, r := range recs {
+		if servable(r) {
+			want[r.Key] = r
+		}
+	}
+	for _, key := range a.servedKeys() {
+		if _, ok := want[key]; !ok {
+			a.unserve(key)
+		}
+	}
+	for key, r := range want {
+		a.serve(key, r)
+	}
+}
+
+// update brings one attachment's port in line with its record.
+func (a *Agent) update(key string) {
+	rec, err := a.reader.Record(key)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		a.unserve(key)
+	case err != nil:
+		a.log.Error("read record", "attachment", key, "err", err)
+		a.unserve(key)
+	case !servable(rec):
+		a.unserve(key)
+	default:
+		a.serve(key, rec)
+	}
+}
+
+// serve starts serving rec, unless its port already serves exactly rec.
+func (a *Agent) serve(key string, rec state.Record) {
+	a.mu.Lock()
+	old := a.ports[key]
+	a.mu.Unlock()
+	if old != nil && reflect.DeepEqual(old.rec, rec) {
+		return
+	}
+	if old != nil {
+		a.unserve(key)
+	}
+	p, err := startPort(key, rec, a.m, a.log)
+	if err != nil {
+		a.m.portErrors.Inc()
+		a.log.Error("serve attachment", "attachment", key, "port", rec.HostIf, "err", err)
+		return
+	}
+	a.mu.Lock()
+	a.ports[key] = p
+	a.m.served.Set(float64(len(a.ports)))
+	a.mu.Unlock()
+	p.log.Info("serving")
+}
+
+func (a *Agent) unserve(key string) {
+	a.mu.Lock()
+	p := a.ports[key]
+	delete(a.ports, key)
+	a.m.served.Set(float64(len(a.ports)))
+	a.mu.Unlock()
+	if p != nil {
+		p.stop()
+		p.log.Info("stopped serving")
+	}
+}
+
+func (a *Agent) stopAll() {
+	for _, key := range a.servedKeys() {
+		a.unserve(key)
+	}
+}
+
+func (a *Agent) servedKeys() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	keys := make([]string, 0, len(a.ports))
+	for k := range a.ports {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func (a *Agent) portLabels() []portLabels {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]portLabels, 0, len(a.ports))
+	for _, p := range a.ports {
+		out = append(out, p.labels)
+	}
+	return out
+}

@@ -1,0 +1,128 @@
+package agent
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tapbridge/tapbridge-cni/internal/dhcp4"
+	"github.com/tapbridge/tapbridge-cni/internal/dhcp6"
+	"github.com/tapbridge/tapbridge-cni/internal/ra"
+	"github.com/tapbridge/tapbridge-cni/internal/spoof"
+)
+
+// Protocol labels. "frame" is a frame the agent could not attribute to a
+// protocol (truncated, oversized).
+const (
+	protoDHCP4 = "dhcp4"
+	protoDHCP6 = "dhcp6"
+	protoRA    = "ra"
+	protoFrame = "frame"
+)
+
+// Refusals the agent makes itself, before a protocol handler sees a frame.
+const (
+	refusedForeignMAC  = "foreign-mac"  // Ethernet source is not the guest MAC
+	refusedRateLimited = "rate-limited" // the port's budget is spent
+	refusedMalformed   = "malformed"    // headers that do not add up
+	refusedOversized   = "oversized"    // larger than any request (maxFrame)
+	refusedUnserved    = "unserved"     // the guest has no address of the protocol's family
+)
+
+// metrics are the agent's counters, exported under tapbridge_agent_*.
+type metrics struct {
+	served     prometheus.Gauge
+	requests   *prometheus.CounterVec // protocol, type
+	replies    *prometheus.CounterVec // protocol, type
+	refusals   *prometheus.CounterVec // protocol, reason
+	portErrors prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, ports func() []portLabels) *metrics {
+	m := &metrics{
+		served: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tapbridge_agent_attachments_served",
+			Help: "Attachments whose guest the agent serves now.",
+		}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tapbridge_agent_requests_total",
+			Help: "Requests read from guests, by protocol and message type.",
+		}, []string{"protocol", "type"}),
+		replies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tapbridge_agent_replies_total",
+			Help: "Replies sent to guests, by protocol and message type.",
+		}, []string{"protocol", "type"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tapbridge_agent_refusals_total",
+			Help: "Requests not served as asked, by protocol and reason.",
+		}, []string{"protocol", "reason"}),
+		portErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tapbridge_agent_port_errors_total",
+			Help: "Attachments the agent failed to start serving (see the logs).",
+		}),
+	}
+	reg.MustRegister(m.served, m.requests, m.replies, m.refusals, m.portErrors, &spoofCollector{ports: ports})
+	m.zero()
+	return m
+}
+
+// zero exports every refusal reason at 0, so a rate() works from the
+// first scrape and an alert can tell "none" from "never seen".
+func (m *metrics) zero() {
+	for _, r := range dhcp4.Refusals() {
+		m.refusals.WithLabelValues(protoDHCP4, r.String())
+	}
+	for _, r := range dhcp6.Reasons() {
+		m.refusals.WithLabelValues(protoDHCP6, r.String())
+	}
+	for _, r := range ra.Reasons() {
+		m.refusals.WithLabelValues(protoRA, r.String())
+	}
+	for _, p := range []string{protoDHCP4, protoDHCP6, protoRA} {
+		for _, r := range []string{refusedForeignMAC, refusedRateLimited, refusedMalformed, refusedUnserved} {
+			m.refusals.WithLabelValues(p, r)
+		}
+	}
+	m.refusals.WithLabelValues(protoFrame, refusedMalformed)
+	m.refusals.WithLabelValues(protoFrame, refusedOversized)
+}
+
+func (m *metrics) refused(protocol, reason string) {
+	m.refusals.WithLabelValues(protocol, reason).Inc()
+}
+
+// portLabels names a served port in the per-port series.
+type portLabels struct {
+	port, namespace, pod string
+}
+
+var (
+	spoofDroppedDesc = prometheus.NewDesc("tapbridge_port_spoof_dropped_total",
+		"Frames a served port's anti-spoofing table dropped.", []string{"port", "namespace", "pod"}, nil)
+	interceptedDesc = prometheus.NewDesc("tapbridge_port_intercepted_total",
+		"DHCP and router-solicitation frames a served port's table kept off the L2 (the agent reads them first).",
+		[]string{"port", "namespace", "pod"}, nil)
+)
+
+// spoofCollector reads each served port's nftables counters at scrape
+// time: they live in the kernel, so copying them on a timer would only
+// make them stale.
+type spoofCollector struct {
+	ports func() []portLabels
+}
+
+func (c *spoofCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- spoofDroppedDesc
+	ch <- interceptedDesc
+}
+
+func (c *spoofCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range c.ports() {
+		n, err := spoof.ReadCounts(p.port)
+		if err != nil {
+			// A port without a table (spoofCheck off and nothing
+			// intercepted, or going away) has no series.
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(spoofDroppedDesc, prometheus.CounterValue, float64(n.Dropped), p.port, p.namespace, p.pod)
+		ch <- prometheus.MustNewConstMetric(interceptedDesc, prometheus.CounterValue, float64(n.Intercepted), p.port, p.namespace, p.pod)
+	}
+}

@@ -1,0 +1,197 @@
+package integration
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/tapbridge/tapbridge-cni/internal/frame"
+	"github.com/tapbridge/tapbridge-cni/internal/state"
+	"github.com/tapbridge/tapbridge-cni/test/harness"
+)
+
+// servedConf is a network the agent serves, with everything DHCPv4 can
+// carry: a gateway, a route, DNS from a resolv.conf, an MTU.
+func (f *fixture) servedConf() []byte {
+	f.t.Helper()
+	resolv := filepath.Join(f.dir, "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver 10.77.0.53\ndomain vm.example\nsearch vm.example example\n"), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+	return f.conf("1.1.0",
+		set("dhcp", map[string]any{"enabled": true, "leaseTime": "2m"}),
+		set("mtu", 1400),
+		set("ipam.ranges", [][]map[string]any{{{"subnet": "10.77.0.0/24", "rangeStart": "10.77.0.10", "rangeEnd": "10.77.0.200", "gateway": "10.77.0.1"}}}),
+		set("ipam.routes", []map[string]any{{"dst": "192.168.50.0/24", "gw": "10.77.0.9"}}),
+		set("ipam.resolvConf", resolv),
+	)
+}
+
+// TestAgentDHCPv4 runs the agent as the DaemonSet would and busybox udhcpc
+// as the guest, through the TAP: the guest gets exactly its IPAM address
+// and options, nothing reaches the L2, a renewal is answered by a
+// restarted agent after a SIGKILL, a foreign chaddr is refused and
+// counted, DEL stops the serving, and the node is left as it was.
+func TestAgentDHCPv4(t *testing.T) {
+	f := newFixture(t)
+	conf := f.servedConf()
+	agent := f.startAgent()
+	if running, err := state.NewReader(f.stateDir()).AgentRunning(); err != nil || !running {
+		t.Fatalf("agent lock not held while the agent runs: %v %v", running, err)
+	}
+	before := f.snapshot()
+
+	a := harness.Attachment{CID: "agent-" + f.node.ID, IfName: "net1", Network: "vmnet", Bridge: harness.BridgeName, HostAddr: "10.77.0.250/24", Pod: f.pod()}
+	vm := f.attachVM(conf, a)
+	added := time.Now()
+	key := a.Names().Key
+	served := agent.waitLog(t, "serving", key, 10*time.Second)
+	f.logLatency(key, added, served.Time)
+	if got := f.waitMetric("tapbridge_agent_attachments_served", func(v float64) bool { return v == 1 }, 5*time.Second); got != 1 {
+		t.Fatalf("attachments served %v", got)
+	}
+
+	peer := captureOn(t, f.node.Peer, "p0")
+	g := f.guestHost(vm)
+	client := f.startUdhcpc(g)
+	bound := client.wait(t, "bound", 1, 30*time.Second)
+	want := fmt.Sprintf("bound ip=%s mask=24 subnet=255.255.255.0 router=10.77.0.1 dns=10.77.0.53 domain=vm.example search=vm.example example mtu=1400 "+
+		"staticroutes=192.168.50.0/24 10.77.0.9 0.0.0.0/0 10.77.0.1 lease=120 serverid=10.77.0.250", vm.ip)
+	if bound != want {
+		t.Errorf("udhcpc got\n  %s\nwant\n  %s", bound, want)
+	}
+	t.Logf("udhcpc: %s", bound)
+
+	// Nothing of the exchange reached the L2, though the port's table saw it.
+	m := f.scrape()
+	port := fmt.Sprintf(`{namespace="",pod="",port=%q}`, a.Names().HostIf)
+	if v := metric(m, "tapbridge_port_intercepted_total"+port); v < 2 {
+		t.Errorf("intercepted %v frames, want the DISCOVER and the REQUEST at least", v)
+	}
+	for _, s := range []string{`tapbridge_agent_replies_total{protocol="dhcp4",type="offer"}`, `tapbridge_agent_replies_total{protocol="dhcp4",type="ack"}`} {
+		if v := metric(m, s); v < 1 {
+			t.Errorf("%s = %v", s, v)
+		}
+	}
+	peer.stop()
+	if n := peer.dhcpFrom(vm.mac); n != 0 {
+		t.Errorf("a DHCP server on the L2 (the peer) saw %d of the guest's requests", n)
+	}
+
+	// SIGKILL, restart, renew: the new agent answers from the records.
+	if _, err := agent.proc.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	agent = f.startAgent()
+	agent.waitLog(t, "serving", key, 10*time.Second)
+	client.signal(t, syscall.SIGUSR1)
+	renew := client.wait(t, "renew", 1, 20*time.Second)
+	if renew != "renew"+strings.TrimPrefix(want, "bound") {
+		t.Errorf("renewal after the restart: %s", renew)
+	}
+	t.Logf("udhcpc: %s", renew)
+	f.waitMetric(`tapbridge_agent_replies_total{protocol="dhcp4",type="ack"}`, func(v float64) bool { return v >= 1 }, 5*time.Second)
+
+	f.refusesForeign(g, vm)
+
+	// DEL: the agent lets the port go.
+	client.signal(t, syscall.SIGKILL)
+	g.stop()
+	f.must(f.del(conf, a))
+	agent.waitLog(t, "stopped serving", key, 5*time.Second)
+	f.waitMetric("tapbridge_agent_attachments_served", func(v float64) bool { return v == 0 }, 5*time.Second)
+
+	if err := agent.proc.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if rc, err := agent.proc.Wait(10 * time.Second); rc != 0 || err != nil {
+		t.Fatalf("agent exit on SIGTERM: rc %d, %v", rc, err)
+	}
+	f.expectClean(before)
+}
+
+// refusesForeign sends, from the guest's eth0, a DISCOVER for another
+// chaddr and one from another Ethernet source: both refused, counted by
+// reason, and answered by nothing.
+func (f *fixture) refusesForeign(g *guestHost, vm *guestVM) {
+	f.t.Helper()
+	other := net.HardwareAddr{0x02, 0xde, 0xad, 0xbe, 0xef, 0x01}
+	offers := metric(f.scrape(), `tapbridge_agent_replies_total{protocol="dhcp4",type="offer"}`)
+	disc, err := dhcpv4.NewDiscovery(other)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	h := frame.Header{Src: vm.mac, Dst: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, IPSrc: netip.MustParseAddr("0.0.0.0"), IPDst: netip.MustParseAddr("255.255.255.255")}
+	in := injectOn(f.t, g.ns, "eth0")
+	if err := in.send(frame.UDP4(h, 68, 67, disc.ToBytes())); err != nil {
+		f.t.Fatal(err)
+	}
+	f.waitMetric(`tapbridge_agent_refusals_total{protocol="dhcp4",reason="foreign-chaddr"}`, func(v float64) bool { return v == 1 }, 5*time.Second)
+
+	own, err := dhcpv4.NewDiscovery(vm.mac)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	h.Src = other
+	if err := in.send(frame.UDP4(h, 68, 67, own.ToBytes())); err != nil {
+		f.t.Fatal(err)
+	}
+	f.waitMetric(`tapbridge_agent_refusals_total{protocol="dhcp4",reason="foreign-mac"}`, func(v float64) bool { return v == 1 }, 5*time.Second)
+	if now := metric(f.scrape(), `tapbridge_agent_replies_total{protocol="dhcp4",type="offer"}`); now != offers {
+		f.t.Errorf("offers went from %v to %v: a foreign request was answered", offers, now)
+	}
+}
+
+// logLatency reports how soon the agent served the new attachment: from
+// its record's mtime (staged just before the rename that publishes it,
+// so an upper bound) and from ADD's return (a lower bound).
+func (f *fixture) logLatency(key string, added, served time.Time) {
+	f.t.Helper()
+	fi, err := os.Stat(state.NewReader(f.stateDir()).RecordPath(key))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	fromRecord := served.Sub(fi.ModTime())
+	f.t.Logf("latency: new attachment served %.1f ms after its record was written, %.1f ms after ADD returned (negative: before)",
+		ms(fromRecord), ms(served.Sub(added)))
+	// 100 ms is the goal; the margin is for this shared, loaded machine.
+	if fromRecord > 500*time.Millisecond {
+		f.t.Errorf("served %s after the record was written: the issue asks for 100 ms", fromRecord)
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// TestAgentSecondInstance: a second agent on the same dataDir fails at
+// start, saying why, and leaves the first one serving.
+func TestAgentSecondInstance(t *testing.T) {
+	f := newFixture(t)
+	first := f.startAgent()
+	var out lockedBuffer
+	var second *harness.Proc
+	err := f.node.Host.Do(func() (err error) {
+		second, err = harness.Start(&out, agentBin, "-data-dir", f.stateDir(), "-metrics-addr", "")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := second.Wait(10 * time.Second)
+	if err != nil || rc != 1 || !strings.Contains(out.String(), "another tapbridge-agent serves this state directory") {
+		t.Errorf("second agent: rc %d, %v, output %s", rc, err, out.String())
+	}
+	if first.proc.Cmd.ProcessState != nil {
+		t.Fatal("the first agent exited")
+	}
+	if running, err := state.NewReader(f.stateDir()).AgentRunning(); err != nil || !running {
+		t.Errorf("agent lock after the second start: %v %v", running, err)
+	}
+}
