@@ -67,11 +67,10 @@ func dhcp6Guest(rec state.Record, mac net.HardwareAddr, ip state.IP) dhcp6.Guest
 	}
 }
 
-// raParams is what the port advertises: the guest's prefix on-link, a
-// default router only when IPAM named an IPv6 gateway, and the MTU when
-// IPv6 can use it.
+// raParams is what the port advertises: the guest's prefix on-link and
+// the MTU when IPv6 can use it; never a default router (see package ra).
 func raParams(rec state.Record, ip state.IP, src net.HardwareAddr) ra.Params {
-	p := ra.Params{Prefix: ip.Address.Masked(), Router: ip.Gateway.IsValid(), SourceMAC: src}
+	p := ra.Params{Prefix: ip.Address.Masked(), SourceMAC: src}
 	if rec.MTU >= ra.MinMTU && rec.MTU <= ra.MaxMTU {
 		p.MTU = rec.MTU
 	}

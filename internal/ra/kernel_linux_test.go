@@ -27,7 +27,7 @@ import (
 // socket on p0 doing the agent's part. The kernel's own router
 // solicitation must pass IsSolicitation and ValidChecksum; our
 // advertisement, framed and checksummed as the agent will, must be taken:
-// the prefix on-link, the default route, the MTU, and no SLAAC address.
+// the prefix on-link and the MTU, and no default route and no SLAAC address.
 // One with a wrong checksum must be dropped, or the check proves nothing.
 func TestKernelGuest(t *testing.T) {
 	harness.RequireRoot(t)
@@ -129,7 +129,7 @@ func awaitSolicitation(sock int, within time.Duration) error {
 // advertise sends a corrupted and then a good advertisement from p0 and
 // checks what g0's stack made of each.
 func advertise(sock, ifindex int, g0 netlink.Link) error {
-	msg, err := ra.Advertisement(ra.Params{Prefix: subnet, Router: true, MTU: 1400, SourceMAC: portMAC})
+	msg, err := ra.Advertisement(ra.Params{Prefix: subnet, MTU: 1400, SourceMAC: portMAC})
 	if err != nil {
 		return err
 	}
@@ -163,9 +163,10 @@ func advertise(sock, ifindex int, g0 netlink.Link) error {
 	return waitFor(5*time.Second, func() error { return learned(g0, routerLL) })
 }
 
-// learned is nil once g0 has the on-link prefix route and the default
-// route from the advertisement, its IPv6 MTU is 1400, and it has made no
-// address in the prefix.
+// learned is nil once g0 has the on-link prefix route from the
+// advertisement and its IPv6 MTU is 1400, and as long as it has no default
+// route through the node (which does not forward) and has made no address
+// in the prefix.
 func learned(g0 netlink.Link, router netip.Addr) error {
 	routes, err := netlink.RouteList(g0, unix.AF_INET6)
 	if err != nil {
@@ -179,8 +180,8 @@ func learned(g0 netlink.Link, router netip.Addr) error {
 		onLink = onLink || r.Dst != nil && r.Dst.String() == subnet.String() && r.Gw == nil
 		dflt = dflt || r.Protocol == unix.RTPROT_RA && (r.Dst == nil || r.Dst.String() == "::/0") && r.Gw.Equal(net.IP(router.AsSlice()))
 	}
-	if !onLink || !dflt {
-		return fmt.Errorf("routes from RA: on-link %s %v, default via %s %v", subnet, onLink, router, dflt)
+	if !onLink || dflt {
+		return fmt.Errorf("routes from RA: on-link %s %v (want true), default via %s %v (want false)", subnet, onLink, router, dflt)
 	}
 	mtu, err := os.ReadFile("/proc/sys/net/ipv6/conf/g0/mtu")
 	if err != nil || strings.TrimSpace(string(mtu)) != "1400" {

@@ -12,6 +12,13 @@
 // for DNS. L=1 lets the guest reach the rest of its subnet on-link, as the
 // flat L2 requires, even when there is no router.
 //
+// The router lifetime is always 0: the node is not a router (tapbridge
+// never forwards), and a guest routes off-link traffic through an RA's
+// source address, the node's link-local, never through the gateway IPAM
+// names. The guest's IPv6 default route comes from the L2's own router,
+// whose periodic advertisements reach it through the bridge as on a
+// classic host (only the guest's solicitations are kept off the L2).
+//
 // Bytes from Advertisement carry ICMPv6 checksum 0: the checksum covers the
 // IPv6 pseudo-header, which only the framing knows. The framing fills it with
 // Checksum (and checks a solicitation's with ValidChecksum) before sending.
@@ -32,13 +39,9 @@ import (
 const (
 	// HopLimit is the Cur Hop Limit the guest is told to use.
 	HopLimit = 64
-	// RouterLifetime is advertised when IPAM gave an IPv6 gateway: three
-	// times MaxInterval, RFC 4861's default ratio, so two lost
-	// advertisements do not cost the guest its default route.
-	RouterLifetime = 1800 * time.Second
-	// MaxInterval is how often at most the agent must repeat the
-	// unsolicited advertisement (RFC 4861's default MaxRtrAdvInterval),
-	// or the router lifetime runs out.
+	// MaxInterval is how often at most the agent repeats the unsolicited
+	// advertisement (RFC 4861's default MaxRtrAdvInterval), well inside
+	// PrefixLifetime.
 	MaxInterval = 600 * time.Second
 	// PrefixLifetime is the on-link prefix's valid lifetime: a day, so a
 	// stopped agent does not take the subnet's on-link route away from a
@@ -55,7 +58,6 @@ const (
 // Params is what one guest port advertises.
 type Params struct {
 	Prefix    netip.Prefix     // the guest's IPv6 subnet from IPAM, on-link, A=0
-	Router    bool             // IPAM gave an IPv6 gateway: router lifetime RouterLifetime, else 0
 	MTU       int              // MTU option when > 0; MinMTU..MaxMTU
 	SourceMAC net.HardwareAddr // the port's MAC, for the source link-layer address option
 }
@@ -98,15 +100,11 @@ func advertisement(p Params) (*ndp.RouterAdvertisement, error) {
 	if p.MTU > 0 {
 		opts = append(opts, ndp.NewMTU(uint32(p.MTU)))
 	}
-	var lifetime time.Duration
-	if p.Router {
-		lifetime = RouterLifetime
-	}
 	return &ndp.RouterAdvertisement{
 		CurrentHopLimit:      HopLimit,
 		ManagedConfiguration: true,
 		OtherConfiguration:   true,
-		RouterLifetime:       lifetime,
+		RouterLifetime:       0, // see the package comment
 		Options:              opts,
 	}, nil
 }

@@ -19,7 +19,7 @@ var (
 )
 
 func params() ra.Params {
-	return ra.Params{Prefix: subnet, Router: true, MTU: 1500, SourceMAC: portMAC}
+	return ra.Params{Prefix: subnet, MTU: 1500, SourceMAC: portMAC}
 }
 
 // decode parses an advertisement with ndp and checks what every one of
@@ -82,13 +82,12 @@ func TestAdvertisement(t *testing.T) {
 		prefix   netip.Prefix
 		mtu      uint32 // 0: no option
 	}{
-		{"router", func(*ra.Params) {}, ra.RouterLifetime, subnet, 1500},
-		{"no router", func(p *ra.Params) { p.Router = false }, 0, subnet, 1500},
-		{"no MTU", func(p *ra.Params) { p.MTU = 0 }, ra.RouterLifetime, subnet, 0},
-		{"minimum MTU", func(p *ra.Params) { p.MTU = ra.MinMTU }, ra.RouterLifetime, subnet, 1280},
-		{"jumbo MTU", func(p *ra.Params) { p.MTU = ra.MaxMTU }, ra.RouterLifetime, subnet, 65535},
-		{"host bits masked", func(p *ra.Params) { p.Prefix = netip.MustParsePrefix("fd00:13::15/64") }, ra.RouterLifetime, subnet, 1500},
-		{"long prefix", func(p *ra.Params) { p.Prefix = netip.MustParsePrefix("2001:db8:1:2:3::/80") }, ra.RouterLifetime, netip.MustParsePrefix("2001:db8:1:2:3::/80"), 1500},
+		{"defaults", func(*ra.Params) {}, 0, subnet, 1500},
+		{"no MTU", func(p *ra.Params) { p.MTU = 0 }, 0, subnet, 0},
+		{"minimum MTU", func(p *ra.Params) { p.MTU = ra.MinMTU }, 0, subnet, 1280},
+		{"jumbo MTU", func(p *ra.Params) { p.MTU = ra.MaxMTU }, 0, subnet, 65535},
+		{"host bits masked", func(p *ra.Params) { p.Prefix = netip.MustParsePrefix("fd00:13::15/64") }, 0, subnet, 1500},
+		{"long prefix", func(p *ra.Params) { p.Prefix = netip.MustParsePrefix("2001:db8:1:2:3::/80") }, 0, netip.MustParsePrefix("2001:db8:1:2:3::/80"), 1500},
 	}
 	for _, row := range rows {
 		t.Run(row.name, func(t *testing.T) {
