@@ -101,7 +101,7 @@ func startContainerd(t *testing.T, node *harness.Node, fl flavor, conflist []byt
 	defer logf.Close()
 	c.unshare = exec.Command("unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--mount-proc", "--kill-child",
 		"--", "/bin/sh", "-c", launcher, "launcher", filepath.Join(fl.binDir, "containerd"), "--config", c.configPath())
-	c.unshare.Env = []string{"PATH=" + fl.binDir + ":/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR=" + c.dir}
+	c.unshare.Env = []string{"PATH=" + fl.binDir + ":" + runcDir() + ":/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR=" + c.dir}
 	c.unshare.Stdout, c.unshare.Stderr = logf, logf
 	if err := node.Host.Do(c.unshare.Start); err != nil {
 		t.Fatalf("start %s: %v", fl.name, err)
@@ -144,6 +144,7 @@ func (c *containerd) writeConfig(conflist []byte) error {
 	var cfg bytes.Buffer
 	err := template.Must(template.New("config").Parse(c.flavor.config)).Execute(&cfg, map[string]string{
 		"Dir": c.dir, "Sock": c.sock(), "BinDir": c.binDir(), "ConfDir": c.confDir(), "Image": pauseImage,
+		"Runc": filepath.Join(runcDir(), "runc"),
 	})
 	if err != nil {
 		return err

@@ -5,17 +5,25 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 
 	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
-// The versions the tier runs; scripts/deps/cri.sh installs the same.
+// The versions the tier runs, as scripts/deps/cri.sh installs them under
+// build/cri: Debian's containerd and runc (unpacked from the packages),
+// containerd 2.x and crictl from the module proxy.
 const (
 	crictlVersion      = "v1.37.0"
 	containerd2Version = "v2.4.2"
 )
+
+func buildCRIDir() string    { return filepath.Join(harness.RepoRoot(), "build", "cri") }
+func debianDir() string      { return filepath.Join(buildCRIDir(), "debian") }
+func containerd2Dir() string { return filepath.Join(buildCRIDir(), "containerd-"+containerd2Version) }
+func crictlPath() string     { return filepath.Join(buildCRIDir(), "crictl") }
+
+// runcDir holds Debian's runc, which both flavors run.
+func runcDir() string { return filepath.Join(debianDir(), "usr", "sbin") }
 
 // flavor is one containerd the tier runs: where its binaries are
 // (containerd, containerd-shim-runc-v2, ctr), its config, and the
@@ -24,88 +32,54 @@ const (
 type flavor struct {
 	name       string
 	binDir     string
-	ensure     func() error // installs the binaries if they are missing
-	config     string       // text/template: .Dir .Sock .BinDir .ConfDir .Image
+	config     string // text/template: .Dir .Sock .BinDir .ConfDir .Image .Runc
 	cniVersion string
 }
 
 func flavors() []flavor {
 	return []flavor{
 		{
-			name: "containerd 1.6 (Debian)", binDir: "/usr/bin", ensure: debianContainerd,
+			name: "containerd 1.6 (Debian)", binDir: filepath.Join(debianDir(), "usr", "bin"),
 			config: config16, cniVersion: "1.0.0", // libcni v1.1.1 reads only cniVersion
 		},
 		{
-			name: "containerd " + containerd2Version, binDir: containerd2Dir(), ensure: buildContainerd2,
+			name: "containerd " + containerd2Version, binDir: containerd2Dir(),
 			config: config2, cniVersion: "1.1.0", // libcni v1.3.1 takes the highest of cniVersions
 		},
 	}
 }
 
-// debianContainerd checks that Debian's containerd and runc are there
-// (scripts/deps/cri.sh installs them; `make test` runs it first).
-func debianContainerd() error {
-	for _, b := range []string{"/usr/bin/containerd", "/usr/bin/containerd-shim-runc-v2", "/usr/bin/ctr", "/usr/sbin/runc"} {
-		if _, err := os.Stat(b); err != nil {
-			if _, err2 := exec.LookPath(filepath.Base(b)); err2 != nil {
-				return fmt.Errorf("%s is missing: run scripts/deps/cri.sh (Debian packages containerd and runc)", b)
-			}
-		}
-	}
-	return nil
-}
-
-func containerd2Dir() string {
-	return filepath.Join(buildCRIDir(), "containerd-"+containerd2Version)
-}
-
-var containerd2Once sync.Once
-var containerd2Err error
-
-// buildContainerd2 builds containerd 2.x, its runc shim and ctr from the
-// module proxy (static, without the btrfs, devmapper and zfs snapshotters,
-// which need cgo), once, into build/.
-func buildContainerd2() error {
-	containerd2Once.Do(func() {
-		var pkgs []string
-		for _, b := range []string{"containerd", "containerd-shim-runc-v2", "ctr"} {
-			if _, err := os.Stat(filepath.Join(containerd2Dir(), b)); err != nil {
-				pkgs = append(pkgs, "github.com/containerd/containerd/v2/cmd/"+b+"@"+containerd2Version)
-			}
-		}
-		if len(pkgs) > 0 {
-			containerd2Err = goInstall(containerd2Dir(), append([]string{"-tags", "no_btrfs,no_devmapper,no_zfs"}, pkgs...)...)
-		}
-	})
-	return containerd2Err
-}
-
-func buildCRIDir() string { return filepath.Join(harness.RepoRoot(), "build", "cri") }
-
-// crictlPath is crictl from the module proxy (ensureTools installs it).
-func crictlPath() string { return filepath.Join(buildCRIDir(), "crictl") }
-
-// ensureTools installs what every flavor needs if it is missing: crictl
-// and the loopback plugin (scripts/deps/cri.sh installs both too).
+// ensureTools runs scripts/deps/cri.sh (as `make test` does before any
+// test) when something the tier runs is missing, and says what is still
+// missing after it.
 func ensureTools() error {
-	if _, err := os.Stat(crictlPath()); err != nil {
-		if err := goInstall(buildCRIDir(), "sigs.k8s.io/cri-tools/cmd/crictl@"+crictlVersion); err != nil {
-			return err
+	need := []string{crictlPath(), filepath.Join(runcDir(), "runc"), filepath.Join(harness.CNIBinDir(), "loopback")}
+	for _, fl := range flavors() {
+		for _, b := range []string{"containerd", "containerd-shim-runc-v2", "ctr"} {
+			need = append(need, filepath.Join(fl.binDir, b))
 		}
 	}
-	if _, err := os.Stat(filepath.Join(harness.CNIBinDir(), "loopback")); err != nil {
-		return goInstall(harness.CNIBinDir(), "github.com/containernetworking/plugins/plugins/main/loopback@"+harness.UpstreamVersion)
+	if missing(need) == nil {
+		return nil
+	}
+	cmd := exec.Command(filepath.Join(harness.RepoRoot(), "scripts", "deps", "cri.sh"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("scripts/deps/cri.sh: %w\n%s", err, out)
+	}
+	if m := missing(need); m != nil {
+		return fmt.Errorf("missing after scripts/deps/cri.sh: %v", m)
 	}
 	return nil
 }
 
-func goInstall(gobin string, args ...string) error {
-	cmd := exec.Command("go", append([]string{"install"}, args...)...)
-	cmd.Env = append(os.Environ(), "GOBIN="+gobin, "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go install %s: %w\n%s", strings.Join(args, " "), err, out)
+func missing(paths []string) []string {
+	var m []string
+	for _, p := range paths {
+		if _, err := os.Stat(p); err != nil {
+			m = append(m, p)
+		}
 	}
-	return nil
+	return m
 }
 
 // config16 is containerd 1.6's config (version 2): everything it keeps
@@ -134,6 +108,8 @@ state = "{{.Dir}}/state"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = "{{.Runc}}"
 `
 
 // config2 is the same for containerd 2.x (config version 3), with NRI off
@@ -158,6 +134,10 @@ state = "{{.Dir}}/state"
       sandbox = "{{.Image}}"
   [plugins.'io.containerd.cri.v1.runtime']
     restrict_oom_score_adj = true
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = 'io.containerd.runc.v2'
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        BinaryName = "{{.Runc}}"
     [plugins.'io.containerd.cri.v1.runtime'.cni]
       bin_dirs = ["{{.BinDir}}"]
       conf_dir = "{{.ConfDir}}"
