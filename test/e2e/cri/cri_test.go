@@ -261,13 +261,20 @@ func checkTapOwner(t *testing.T, pod harness.Netns, tap string, uid uint32) {
 		}
 		tt, ok := l.(*netlink.Tuntap)
 		if !ok || tt.Mode != netlink.TUNTAP_MODE_TAP || tt.Owner != uid {
-			return fmt.Errorf("the sandbox's %s is %s %+v, want a TAP owned by %d", tap, l.Type(), l, uid)
+			return fmt.Errorf("the sandbox's %s is a %s (%v), want a TAP owned by %d", tap, l.Type(), tunOwner(l), uid)
 		}
 		return nil
 	})
 	if err != nil {
 		t.Error(err)
 	}
+}
+
+func tunOwner(l netlink.Link) string {
+	if tt, ok := l.(*netlink.Tuntap); ok {
+		return fmt.Sprintf("mode %v, owner %d", tt.Mode, tt.Owner)
+	}
+	return "not a tun device"
 }
 
 // cachedVersion is the cniVersion of the result libcni cached for the

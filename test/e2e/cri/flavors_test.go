@@ -83,10 +83,11 @@ func missing(paths []string) []string {
 }
 
 // config16 is containerd 1.6's config (version 2): everything it keeps
-// under the test's dir; the CRI with the pause image, the CNI dirs, and
-// restrict_oom_score_adj (the test runs containerd with the oom_score_adj
-// it has, and the CRI would otherwise give the sandbox a lower one, which
-// needs CAP_SYS_RESOURCE in a way this machine's sandboxes refuse).
+// under the test's dir; the CRI with the pause image, the CNI dirs, runc
+// by path, and restrict_oom_score_adj: the CRI gives a sandbox
+// oom_score_adj -998, and lowering it needs CAP_SYS_RESOURCE, which this
+// machine's bounding set lacks (runc then fails with "can't get final
+// child's PID from pipe: EOF"); restricted, the sandbox keeps containerd's.
 const config16 = `version = 2
 root = "{{.Dir}}/root"
 state = "{{.Dir}}/state"
