@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -83,15 +84,13 @@ mount -t tmpfs -o mode=0755 tapbridge-cri-run /run
 mount -t tmpfs -o mode=0755 tapbridge-cri-varlib /var/lib
 exec "$@"`
 
-// start writes the config and starts containerd in the node's host netns,
-// then waits until its CRI reports the runtime and the network ready (the
-// conflist is in conf_dir before containerd starts: containerd 1.6 loads
-// a conflist that appears later only when the file is written in place,
-// not when it is renamed there, as installers do).
-func startContainerd(t *testing.T, node *harness.Node, fl flavor, conflist []byte, cgroupParent string) *containerd {
+// startContainerd writes the config and starts containerd in the node's
+// host netns with an empty conf_dir, as on a node whose CNI installer has
+// not run yet, and waits until its CRI reports the runtime ready.
+func startContainerd(t *testing.T, node *harness.Node, fl flavor, cgroupParent string) *containerd {
 	t.Helper()
 	c := &containerd{t: t, flavor: fl, dir: t.TempDir(), exited: make(chan error, 1)}
-	if err := c.writeConfig(conflist); err != nil {
+	if err := c.writeConfig(); err != nil {
 		t.Fatal(err)
 	}
 	logf, err := os.Create(c.logPath())
@@ -111,16 +110,16 @@ func startContainerd(t *testing.T, node *harness.Node, fl flavor, conflist []byt
 	if err := c.findPid(); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.waitReady(60 * time.Second); err != nil {
+	if err := c.waitReady(60*time.Second, "RuntimeReady"); err != nil {
 		t.Fatal(err)
 	}
 	return c
 }
 
-// writeConfig writes containerd's config, the conflist (in place) and
-// the CNI bin dir: tapbridge-cni, host-local and loopback (containerd's
-// CRI sets up the pod's lo with it before any network of conf_dir).
-func (c *containerd) writeConfig(conflist []byte) error {
+// writeConfig writes containerd's config and the CNI bin dir:
+// tapbridge-cni, host-local and loopback (containerd's CRI sets up the
+// pod's lo with it before any network of conf_dir).
+func (c *containerd) writeConfig() error {
 	for _, d := range []string{c.confDir(), c.binDir(), filepath.Join(c.dir, "pods")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
@@ -137,9 +136,6 @@ func (c *containerd) writeConfig(conflist []byte) error {
 		if err := os.Symlink(src, filepath.Join(c.binDir(), name)); err != nil {
 			return err
 		}
-	}
-	if err := os.WriteFile(filepath.Join(c.confDir(), "10-vmnet.conflist"), conflist, 0o644); err != nil {
-		return err
 	}
 	var cfg bytes.Buffer
 	err := template.Must(template.New("config").Parse(c.flavor.config)).Execute(&cfg, map[string]string{
@@ -178,8 +174,21 @@ func (c *containerd) findPid() error {
 	return fmt.Errorf("containerd did not start within 10s:\n%s", c.logTail())
 }
 
-// waitReady waits until `crictl info` says RuntimeReady and NetworkReady.
-func (c *containerd) waitReady(limit time.Duration) error {
+// installConflist writes the conflist into conf_dir in place, as a CNI
+// installer does once containerd runs, and waits for NetworkReady.
+// containerd (1.6.20 and 2.4.2 alike) reloads conf_dir on a write, a
+// rename or a removal in it, and ignores a create: a file written
+// elsewhere and renamed into conf_dir is not seen until something else
+// happens there (tried: NetworkReady never came within 30 s).
+func (c *containerd) installConflist(conflist []byte) error {
+	if err := os.WriteFile(filepath.Join(c.confDir(), "10-vmnet.conflist"), conflist, 0o644); err != nil {
+		return err
+	}
+	return c.waitReady(30*time.Second, "RuntimeReady", "NetworkReady")
+}
+
+// waitReady waits until `crictl info` reports every one of conds.
+func (c *containerd) waitReady(limit time.Duration, conds ...string) error {
 	var last string
 	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		select {
@@ -207,12 +216,12 @@ func (c *containerd) waitReady(limit time.Duration) error {
 		}
 		ready := 0
 		for _, cond := range info.Status.Conditions {
-			if cond.Status && (cond.Type == "RuntimeReady" || cond.Type == "NetworkReady") {
+			if cond.Status && slices.Contains(conds, cond.Type) {
 				ready++
 			}
 			last = fmt.Sprintf("%s %s", last, cond.Message)
 		}
-		if ready == 2 {
+		if ready == len(conds) {
 			return nil
 		}
 		last = out

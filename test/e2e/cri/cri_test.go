@@ -67,8 +67,11 @@ func runSandbox(t *testing.T, fl flavor) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { keepLog(t, filepath.Join(dir, "plugin.log")) })
-	c := startContainerd(t, node, fl, conf, cgroupParent)
+	c := startContainerd(t, node, fl, cgroupParent)
 	t.Logf("%s", version(t, c))
+	if err := c.installConflist(conf); err != nil {
+		t.Fatal(err)
+	}
 	if out, err := c.ctr("images", "import", pauseTar); err != nil {
 		t.Fatalf("import the pause image: %v\n%s", err, out)
 	}
