@@ -46,8 +46,11 @@ if [ ! -x "$dir/crictl" ]; then
 fi
 
 c2="$dir/containerd-$CONTAINERD2_VERSION"
+pkgs=()
 for b in containerd containerd-shim-runc-v2 ctr; do
-  [ -x "$c2/$b" ] && continue
-  echo "install-deps: go install containerd/v2/cmd/$b@$CONTAINERD2_VERSION"
-  GOBIN="$c2" CGO_ENABLED=0 go install -tags no_btrfs,no_devmapper,no_zfs "github.com/containerd/containerd/v2/cmd/$b@$CONTAINERD2_VERSION"
+  [ -x "$c2/$b" ] || pkgs+=("github.com/containerd/containerd/v2/cmd/$b@$CONTAINERD2_VERSION")
 done
+if [ ${#pkgs[@]} -gt 0 ]; then # one go install: the three share most packages
+  echo "install-deps: go install containerd/v2 (containerd, containerd-shim-runc-v2, ctr)@$CONTAINERD2_VERSION"
+  GOBIN="$c2" CGO_ENABLED=0 go install -tags no_btrfs,no_devmapper,no_zfs "${pkgs[@]}"
+fi
