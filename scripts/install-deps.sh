@@ -46,3 +46,4 @@ if [ ! -x "$tools/staticcheck" ]; then
   GOBIN="$tools" go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 fi
 ./scripts/deps/libvirt.sh
+./scripts/deps/cri.sh
