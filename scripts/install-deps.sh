@@ -19,20 +19,20 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# Upstream plugins the tests run (IPAM) and compare against (bridge), at
+# Upstream plugins the tests run (IPAM; loopback for containerd's CRI) and compare against (bridge), at
 # the version go.mod pins: the plugin runs host-local and static in process
 # from that module, and the tests compare it with these binaries. One that
 # is there but of another version is installed again.
 gobin="$PWD/build/cni-bin"
 plugins_version=$(go list -m -f '{{.Version}}' github.com/containernetworking/plugins)
-for p in ipam/host-local ipam/static main/bridge; do
+for p in ipam/host-local ipam/static main/bridge main/loopback; do
   bin="$gobin/$(basename $p)"
   [ -x "$bin" ] && go version -m "$bin" 2>/dev/null | grep -q "^[[:space:]]*mod[[:space:]].*[[:space:]]$plugins_version\b" && continue
   echo "install-deps: go install containernetworking/plugins/$p@$plugins_version"
   GOBIN="$gobin" CGO_ENABLED=0 go install "github.com/containernetworking/plugins/plugins/$p@$plugins_version"
 done
 
-# Real callers: cnitool on the libcni containerd 1.6 vendors, and on the project's.
+# Real callers: cnitool on containerd 1.7's libcni (1.6's v1.1.1 reads configs the same way), and on the project's.
 for v in v1.1.2 v1.3.0; do
   [ -x "$PWD/build/cnitool/$v/cnitool" ] && continue
   echo "install-deps: go install containernetworking/cni/cnitool@$v"

@@ -7,15 +7,14 @@
 #     tests run their own);
 #   - crictl from the module proxy;
 #   - containerd 2.x (daemon, runc shim, ctr) built from the module proxy,
-#     static, without the snapshotters that need cgo;
-# and the upstream `loopback` plugin into build/cni-bin (containerd's CRI
-# sets up every pod's lo with it).
+#     static, without the snapshotters that need cgo.
+# (The upstream `loopback` plugin, which containerd's CRI runs for every
+# pod's lo, is installed with the other upstream plugins by install-deps.sh.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 CRICTL_VERSION=v1.37.0
 CONTAINERD2_VERSION=v2.4.2
-PLUGINS_VERSION=v1.9.1
 dir="$PWD/build/cri"
 mkdir -p "$dir"
 
@@ -33,11 +32,6 @@ if [ ! -x "$debian/usr/bin/containerd" ] || [ ! -x "$debian/usr/sbin/runc" ]; th
   for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$debian.new"; done
   rm -rf "$debian"
   mv "$debian.new" "$debian"
-fi
-
-if [ ! -x "$PWD/build/cni-bin/loopback" ]; then
-  echo "install-deps: go install containernetworking/plugins/main/loopback@$PLUGINS_VERSION"
-  GOBIN="$PWD/build/cni-bin" CGO_ENABLED=0 go install "github.com/containernetworking/plugins/plugins/main/loopback@$PLUGINS_VERSION"
 fi
 
 if [ ! -x "$dir/crictl" ]; then
