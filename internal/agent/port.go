@@ -21,8 +21,9 @@ import (
 )
 
 // reannounceEvery is how often the unsolicited advertisement is repeated:
-// half of ra.MaxInterval, so the router lifetime (three MaxIntervals) and
-// the prefix's survive several lost advertisements.
+// half of ra.MaxInterval, so a guest that missed one (or rebooted without
+// soliciting) learns its on-link prefix and the M/O flags soon, and the
+// prefix's lifetime survives many lost advertisements.
 const reannounceEvery = ra.MaxInterval / 2
 
 // maxFrame bounds what a port reads of one frame. A DHCP request is a few
