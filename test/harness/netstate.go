@@ -100,7 +100,7 @@ func BridgeAddrs(name string) ([]netip.Prefix, error) {
 }
 
 // staticFDB lists the static and permanent forwarding entries of a
-// bridge and its ports ("MAC dev"), sorted: what `bridge fdb show br B`
+// bridge's ports ("MAC dev"), sorted: what `bridge fdb show br B`
 // prints without the learned entries and the multicast ones (the
 // device's own group list, not forwarding state). A port's own address is a
 // permanent entry that goes with the port, so a leaked entry is one that
@@ -116,7 +116,10 @@ func staticFDB(bridge string, names map[int]string) ([]string, error) {
 	}
 	var out []string
 	for _, n := range neighs {
-		if n.MasterIndex != br.Attrs().Index && n.LinkIndex != br.Attrs().Index {
+		if n.MasterIndex != br.Attrs().Index || n.LinkIndex == br.Attrs().Index {
+			// Not a port's, or the bridge's own address: a bridge without
+			// a fixed MAC takes its ports' as they come and go, and its
+			// own entry follows (the bridge's MAC is checked elsewhere).
 			continue
 		}
 		if n.State&(unix.NUD_PERMANENT|unix.NUD_NOARP) == 0 {
