@@ -47,8 +47,11 @@ func (l *linkLocals) setEUI(key string, mac net.HardwareAddr) {
 }
 
 // load reads what the port's set holds; a port whose table has no set
-// (not made yet, or going) holds nothing.
+// (not made yet, or going) holds nothing. It reads under the lock, so a
+// claim learned meanwhile is never overwritten by an older read.
 func (l *linkLocals) load(key, port string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	got, err := spoof.Learned(port)
 	if errors.Is(err, spoof.ErrNoLearnedSet) {
 		got, err = nil, nil
@@ -56,8 +59,6 @@ func (l *linkLocals) load(key, port string) error {
 	if err != nil {
 		return err
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if len(got) == 0 {
 		l.del(l.learned, key)
 		return nil
