@@ -1,8 +1,10 @@
 // Command tapbridge-agent is the node agent: it serves the guests of the
-// tapbridge attachments on this node their IPAM addresses (DHCPv4) on
-// their own host ports, and exports metrics. It runs in the node's network
-// namespace (a DaemonSet with hostNetwork), one per dataDir, and keeps no
-// state of its own: the plugin's records are the truth.
+// tapbridge attachments on this node their IPAM addresses (DHCPv4,
+// DHCPv6, router advertisements) on their own host ports, learns the IPv6
+// link-locals they claim into their ports' tables (learnLinkLocal), and
+// exports metrics. It runs in the node's network namespace (a DaemonSet
+// with hostNetwork), one per dataDir, and keeps no state of its own: the
+// plugin's records and the ports' tables are the truth.
 package main
 
 import (

@@ -1,8 +1,10 @@
 // Package agent is the node agent's core: it watches the plugin's records
-// in dataDir and serves the guest of every ready record of a served
-// network on its own host port (a packet socket per port, see port), until
-// the record goes. It keeps no state of its own: the records are the
-// truth, read again in full at start and whenever inotify lost events.
+// in dataDir and, on its own host port (a packet socket per port, see
+// port), serves the guest of every ready record of a served network and
+// learns the link-local of every one of a learning network, until the
+// record goes. It keeps no state of its own: the records and the ports'
+// tables are the truth, read again in full at start and whenever inotify
+// lost events.
 package agent
 
 import (
@@ -10,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"reflect"
 	"sort"
 	"sync"
@@ -33,13 +36,14 @@ type Agent struct {
 	dir    string
 	log    *slog.Logger
 	m      *metrics
+	lls    *linkLocals // who holds which link-local on the node
 	mu     sync.Mutex
 	ports  map[string]*port // by attachment key; guarded by mu (the metrics collector reads it)
 }
 
 // New makes an agent; Run starts it.
 func New(o Options) *Agent {
-	a := &Agent{reader: state.NewReader(o.Dir), dir: o.Dir, log: o.Log, ports: map[string]*port{}}
+	a := &Agent{reader: state.NewReader(o.Dir), dir: o.Dir, log: o.Log, ports: map[string]*port{}, lls: newLinkLocals()}
 	a.m = newMetrics(o.Registry, a.portLabels)
 	return a
 }
@@ -89,7 +93,9 @@ func (a *Agent) apply(changes []change) {
 	}
 }
 
-// resync makes the served set match the records on disk.
+// resync makes the watched set match the records on disk. Every port's
+// learned link-local is read before any port starts, so no guest can
+// claim, in between, what another one's table holds.
 func (a *Agent) resync() {
 	recs, err := a.reader.Records()
 	if err != nil {
@@ -97,11 +103,15 @@ func (a *Agent) resync() {
 		a.log.Error("read records", "err", err)
 	}
 	want := map[string]state.Record{}
+	all := map[string]bool{}
 	for _, r := range recs {
-		if servable(r) {
+		all[r.Key] = true
+		a.know(r)
+		if watched(r) {
 			want[r.Key] = r
 		}
 	}
+	a.lls.keep(all)
 	for _, key := range a.servedKeys() {
 		if _, ok := want[key]; !ok {
 			a.unserve(key)
@@ -112,18 +122,36 @@ func (a *Agent) resync() {
 	}
 }
 
+// know records what rec says of the link-locals on the node: its guest's
+// EUI-64 one, and what a learning port's table holds.
+func (a *Agent) know(rec state.Record) {
+	if mac, err := net.ParseMAC(rec.MAC); err == nil {
+		a.lls.setEUI(rec.Key, mac)
+	}
+	if rec.LearnLinkLocal && rec.HostIf != "" {
+		if err := a.lls.load(rec.Key, rec.HostIf); err != nil {
+			a.log.Error("read learned link-locals", "attachment", rec.Key, "port", rec.HostIf, "err", err)
+		}
+	}
+}
+
 // update brings one attachment's port in line with its record.
 func (a *Agent) update(key string) {
 	rec, err := a.reader.Record(key)
 	switch {
 	case errors.Is(err, state.ErrNotFound):
+		a.lls.forget(key)
 		a.unserve(key)
 	case err != nil:
 		a.log.Error("read record", "attachment", key, "err", err)
-		a.unserve(key)
-	case !servable(rec):
+		a.lls.forget(key)
 		a.unserve(key)
 	default:
+		a.know(rec)
+		if !watched(rec) {
+			a.unserve(key)
+			return
+		}
 		a.serve(key, rec)
 	}
 }
@@ -139,7 +167,7 @@ func (a *Agent) serve(key string, rec state.Record) {
 	if old != nil {
 		a.unserve(key)
 	}
-	p, err := startPort(key, rec, a.m, a.log)
+	p, err := startPort(key, rec, a.m, a.log, a.lls)
 	if err != nil {
 		a.m.portErrors.Inc()
 		a.log.Error("serve attachment", "attachment", key, "port", rec.HostIf, "err", err)

@@ -11,10 +11,16 @@ import (
 	"github.com/tapbridge/tapbridge-cni/internal/state"
 )
 
-// servable reports whether the agent serves rec's guest: a complete
-// record of a served network, with addresses to give.
-func servable(rec state.Record) bool {
-	return rec.Ready() && rec.DHCP != nil && len(rec.IPs) > 0 && rec.HostIf != ""
+// watched reports whether the agent reads rec's port: a complete record
+// whose guest it serves or whose link-local it learns.
+func watched(rec state.Record) bool {
+	return rec.Ready() && rec.HostIf != "" && (serves(rec) || rec.LearnLinkLocal)
+}
+
+// serves reports whether rec's guest is served its addresses: a record
+// of a served network, with addresses to give.
+func serves(rec state.Record) bool {
+	return rec.DHCP != nil && len(rec.IPs) > 0
 }
 
 // dhcp4Guest is what DHCPv4 gives rec's guest: its first IPv4 address

@@ -15,7 +15,9 @@ const (
 	protoDHCP4 = "dhcp4"
 	protoDHCP6 = "dhcp6"
 	protoRA    = "ra"
-	protoFrame = "frame"
+	// protoLinkLocal is a learning port's DAD claims (see learnService).
+	protoLinkLocal = "linklocal"
+	protoFrame     = "frame"
 )
 
 // Refusals the agent makes itself, before a protocol handler sees a frame.
@@ -25,6 +27,8 @@ const (
 	refusedMalformed   = "malformed"    // headers that do not add up
 	refusedOversized   = "oversized"    // larger than any request (maxFrame)
 	refusedUnserved    = "unserved"     // the guest has no address of the protocol's family
+	refusedHeld        = "held"         // a link-local another attachment or the node holds
+	refusedFailed      = "failed"       // the port's table could not take it (see the logs)
 )
 
 // metrics are the agent's counters, exported under tapbridge_agent_*.
@@ -33,6 +37,7 @@ type metrics struct {
 	requests   *prometheus.CounterVec // protocol, type
 	replies    *prometheus.CounterVec // protocol, type
 	refusals   *prometheus.CounterVec // protocol, reason
+	learned    prometheus.Counter
 	portErrors prometheus.Counter
 }
 
@@ -40,7 +45,7 @@ func newMetrics(reg prometheus.Registerer, ports func() []portLabels) *metrics {
 	m := &metrics{
 		served: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tapbridge_agent_attachments_served",
-			Help: "Attachments whose guest the agent serves now.",
+			Help: "Attachments whose port the agent reads now (served, learning link-locals, or both).",
 		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tapbridge_agent_requests_total",
@@ -54,12 +59,16 @@ func newMetrics(reg prometheus.Registerer, ports func() []portLabels) *metrics {
 			Name: "tapbridge_agent_refusals_total",
 			Help: "Requests not served as asked, by protocol and reason.",
 		}, []string{"protocol", "reason"}),
+		learned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tapbridge_agent_linklocals_learned_total",
+			Help: "IPv6 link-locals learned into a port's table from its guest's DAD (refused ones: refusals_total{protocol=\"linklocal\"}).",
+		}),
 		portErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tapbridge_agent_port_errors_total",
 			Help: "Attachments the agent failed to start serving (see the logs).",
 		}),
 	}
-	reg.MustRegister(m.served, m.requests, m.replies, m.refusals, m.portErrors, &spoofCollector{ports: ports})
+	reg.MustRegister(m.served, m.requests, m.replies, m.refusals, m.learned, m.portErrors, &spoofCollector{ports: ports})
 	m.zero()
 	return m
 }
@@ -81,6 +90,9 @@ func (m *metrics) zero() {
 			m.refusals.WithLabelValues(p, r)
 		}
 	}
+	for _, r := range []string{refusedForeignMAC, refusedRateLimited, refusedMalformed, refusedHeld, refusedFailed} {
+		m.refusals.WithLabelValues(protoLinkLocal, r)
+	}
 	m.refusals.WithLabelValues(protoFrame, refusedMalformed)
 	m.refusals.WithLabelValues(protoFrame, refusedOversized)
 }
@@ -96,7 +108,7 @@ type portLabels struct {
 
 var (
 	spoofDroppedDesc = prometheus.NewDesc("tapbridge_port_spoof_dropped_total",
-		"Frames a served port's anti-spoofing table dropped.", []string{"port", "namespace", "pod"}, nil)
+		"Frames the anti-spoofing table of a port the agent reads dropped.", []string{"port", "namespace", "pod"}, nil)
 	interceptedDesc = prometheus.NewDesc("tapbridge_port_intercepted_total",
 		"DHCP and router-solicitation frames a served port's table kept off the L2 (the agent reads them first).",
 		[]string{"port", "namespace", "pod"}, nil)

@@ -51,9 +51,10 @@ type port struct {
 	stopped bool        // guarded by mu
 }
 
-// startPort starts serving rec: everything it needs is looked up first,
-// then the socket opens and the reader starts.
-func startPort(key string, rec state.Record, m *metrics, log *slog.Logger) (*port, error) {
+// startPort starts reading rec's port: everything it needs is looked up
+// first, then the socket opens and the reader starts. A served guest gets
+// its services; a learning port's link-local claims go to lls.
+func startPort(key string, rec state.Record, m *metrics, log *slog.Logger, lls *linkLocals) (*port, error) {
 	guest, err := net.ParseMAC(rec.MAC)
 	if err != nil {
 		return nil, fmt.Errorf("guest MAC %q: %w", rec.MAC, err)
@@ -70,10 +71,16 @@ func startPort(key string, rec state.Record, m *metrics, log *slog.Logger) (*por
 	if err != nil {
 		return nil, fmt.Errorf("find port %s: %w", rec.HostIf, err)
 	}
-	if err := p.addServices(rec, guest); err != nil {
-		return nil, err
+	kinds := filterKinds{serve: serves(rec), learn: rec.LearnLinkLocal}
+	if kinds.serve {
+		if err := p.addServices(rec, guest); err != nil {
+			return nil, err
+		}
 	}
-	if p.sock, err = openSocket(hostIf.Attrs().Index); err != nil {
+	if kinds.learn {
+		p.services[protoLinkLocal] = &learnService{key: key, port: rec.HostIf, bridge: rec.Bridge, lls: lls, m: m, log: p.log}
+	}
+	if p.sock, err = openSocket(hostIf.Attrs().Index, kinds); err != nil {
 		return nil, fmt.Errorf("port %s: %w", rec.HostIf, err)
 	}
 	go p.run()
@@ -253,6 +260,8 @@ func protocolOf(p frame.Packet, err error) string {
 		return protoDHCP6
 	case p.Proto == frame.ProtoICMPv6 && p.Payload[0] == 133:
 		return protoRA
+	case p.Proto == frame.ProtoICMPv6 && p.Payload[0] == icmpv6NeighborSolicit:
+		return protoLinkLocal
 	}
 	return protoFrame
 }

@@ -94,11 +94,5 @@ func linkLocal(addrs []netip.Prefix, mac net.HardwareAddr) netip.Addr {
 			return a.Addr().WithZone("")
 		}
 	}
-	var b [16]byte
-	b[0], b[1] = 0xfe, 0x80
-	copy(b[8:11], mac[0:3])
-	b[8] ^= 0x02
-	b[11], b[12] = 0xff, 0xfe
-	copy(b[13:16], mac[3:6])
-	return netip.AddrFrom16(b)
+	return eui64(mac)
 }

@@ -27,12 +27,12 @@ const ethPAll = uint16(unix.ETH_P_ALL<<8&0xff00 | unix.ETH_P_ALL>>8)
 // sockets are fed before the ingress hook, where the port's table drops
 // the requests; the filter is attached before the bind, so no frame
 // reaches the socket unfiltered.
-func openSocket(ifindex int) (*socket, error) {
+func openSocket(ifindex int, k filterKinds) (*socket, error) {
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open packet socket: %w", err)
 	}
-	if err := setUp(fd, ifindex); err != nil {
+	if err := setUp(fd, ifindex, k); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
@@ -45,8 +45,8 @@ func openSocket(ifindex int) (*socket, error) {
 	return &socket{f: f, rc: rc, ifindex: ifindex}, nil
 }
 
-func setUp(fd, ifindex int) error {
-	prog, err := assembled()
+func setUp(fd, ifindex int, k filterKinds) error {
+	prog, err := assembled(k)
 	if err != nil {
 		return fmt.Errorf("assemble filter: %w", err)
 	}

@@ -106,6 +106,14 @@ func TestInvalidFields(t *testing.T) {
 		{"dhcp lease not whole seconds", set("dhcp", map[string]any{"enabled": true, "leaseTime": "90.5s"}), Env{}, ErrInvalid, "dhcp.leaseTime"},
 		{"dhcp lease bad while off", set("dhcp", map[string]any{"leaseTime": "forever"}), Env{}, ErrInvalid, "dhcp.leaseTime"},
 		{"dhcp not an object", set("dhcp", true), Env{}, ErrDecode, "config"},
+		{"learnLinkLocal without spoofCheck", func(c map[string]any) {
+			c["learnLinkLocal"], c["spoofCheck"] = true, false
+		}, Env{}, ErrInvalid, "learnLinkLocal"},
+		{"learnLinkLocal without ipam", func(c map[string]any) {
+			delete(c, "ipam")
+			c["learnLinkLocal"] = true
+		}, Env{}, ErrInvalid, "learnLinkLocal"},
+		{"learnLinkLocal not a bool", set("learnLinkLocal", "yes"), Env{}, ErrDecode, "config"},
 		{"bad prevResult", set("prevResult", map[string]any{"cniVersion": "1.1.0", "ips": "x"}), Env{}, ErrDecode, "prevResult"},
 	}
 	for _, c := range cases {
@@ -137,6 +145,23 @@ func TestDHCP(t *testing.T) {
 		}, Env{})
 		if err != nil || !reflect.DeepEqual(n.DHCP, c.want) {
 			t.Errorf("%s: DHCP = %+v (%v), want %+v", name, n.DHCP, err, c.want)
+		}
+	}
+}
+
+// learnLinkLocal is off unless asked for, and needs nothing else.
+func TestLearnLinkLocal(t *testing.T) {
+	for _, c := range []struct {
+		set  any
+		want bool
+	}{{nil, false}, {false, false}, {true, true}} {
+		n, err := parse(t, func(m map[string]any) {
+			if c.set != nil {
+				m["learnLinkLocal"] = c.set
+			}
+		}, Env{})
+		if err != nil || n.LearnLinkLocal != c.want {
+			t.Errorf("learnLinkLocal %v: got %v (%v), want %v", c.set, n.LearnLinkLocal, err, c.want)
 		}
 	}
 }

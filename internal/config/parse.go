@@ -30,14 +30,17 @@ type Net struct {
 	SpoofCheck    bool
 	PortIsolation bool
 	DHCP          *DHCP // nil: the node agent does not serve this network's guests
-	LockTimeout   time.Duration
-	IPAMTimeout   time.Duration
-	IPAMType      string           // "" means L2 only
-	IPAMExec      bool             // exec the IPAM binary even for a type run in process
-	MAC           net.HardwareAddr // the requested guest MAC; nil: derive one
-	Pod           Pod              // from CNI_ARGS; empty outside Kubernetes
-	GC            *GCList          // nil when the runtime sent no valid-attachments key
-	PrevResult    *current.Result  // nil when there is none
+	// LearnLinkLocal: the node agent learns each guest's own IPv6
+	// link-local from its DAD, and the port lets it through from then on.
+	LearnLinkLocal bool
+	LockTimeout    time.Duration
+	IPAMTimeout    time.Duration
+	IPAMType       string           // "" means L2 only
+	IPAMExec       bool             // exec the IPAM binary even for a type run in process
+	MAC            net.HardwareAddr // the requested guest MAC; nil: derive one
+	Pod            Pod              // from CNI_ARGS; empty outside Kubernetes
+	GC             *GCList          // nil when the runtime sent no valid-attachments key
+	PrevResult     *current.Result  // nil when there is none
 }
 
 // Pod is the Kubernetes pod of the call, as kubelet or Multus name it in
@@ -80,7 +83,7 @@ func Parse(stdin []byte, env Env) (*Net, error) {
 	}
 	n := &Net{Bytes: stdin, Name: raw.Name, CNIVersion: raw.CNIVersion, IPAMType: raw.IPAM.Type, IPAMExec: raw.IPAMExec}
 	steps := []func(*Raw, Env, *Net) error{
-		parseBasics, parseTap, parseHost, parseDHCP, parseTimeouts, checkProbeBound, parseLog, parseCNIArgs, parseGC, parsePrevResult,
+		parseBasics, parseTap, parseHost, parseDHCP, parseLearnLinkLocal, parseTimeouts, checkProbeBound, parseLog, parseCNIArgs, parseGC, parsePrevResult,
 	}
 	for _, step := range steps {
 		if err := step(raw, env, n); err != nil {
@@ -138,6 +141,25 @@ func parseTap(raw *Raw, _ Env, n *Net) error {
 	if raw.Tap.Group != nil {
 		n.Tap.Group = *raw.Tap.Group
 	}
+	return nil
+}
+
+// parseLearnLinkLocal: learning is off unless asked for. It loosens the
+// port (a link-local the guest claims passes, not only the one its MAC
+// gives) and makes the network need the node agent, so it is the admin's
+// decision; and it means something only where the port checks IPv6
+// sources, which it does with spoofCheck on and addresses from IPAM.
+func parseLearnLinkLocal(raw *Raw, _ Env, n *Net) error {
+	if !raw.LearnLinkLocal {
+		return nil
+	}
+	switch {
+	case !n.SpoofCheck:
+		return invalid("learnLinkLocal", "needs spoofCheck: without it every link-local passes the port and there is nothing to learn")
+	case raw.IPAM.Type == "":
+		return invalid("learnLinkLocal", "needs an ipam section: an L2-only port lets every IPv6 source through and there is nothing to learn")
+	}
+	n.LearnLinkLocal = true
 	return nil
 }
 

@@ -28,7 +28,8 @@ func (op *attachmentView) spoofPort() spoof.Port {
 		ips = append(ips, p.Addr())
 	}
 	served := op.Net.DHCP != nil
-	return spoof.Port{Name: op.names.HostIf, MAC: op.guestMAC, IPs: ips, Intercept: served, Open: !op.Net.SpoofCheck}
+	return spoof.Port{Name: op.names.HostIf, MAC: op.guestMAC, IPs: ips, Intercept: served, Open: !op.Net.SpoofCheck,
+		LearnLinkLocal: op.Net.LearnLinkLocal}
 }
 
 func (op *attachmentView) hasPortTable() bool { return op.Net.SpoofCheck || op.Net.DHCP != nil }

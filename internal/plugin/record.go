@@ -23,7 +23,8 @@ func (op *addOp) record(phase state.Phase) state.Record {
 		Phase: phase, ContainerID: op.Env.ContainerID, IfName: op.Env.IfName, Network: op.Net.Name,
 		Bridge: op.Net.Bridge, Netns: op.Env.Netns, HostIf: op.names.HostIf,
 		Tap: op.names.Tap, MAC: op.guestMAC.String(), MTU: op.mtu,
-		Pod: state.Pod{Namespace: op.Net.Pod.Namespace, Name: op.Net.Pod.Name},
+		Pod:            state.Pod{Namespace: op.Net.Pod.Namespace, Name: op.Net.Pod.Name},
+		LearnLinkLocal: op.Net.LearnLinkLocal,
 	}
 	if op.Net.DHCP != nil {
 		r.DHCP = &state.DHCP{LeaseTime: int(op.Net.DHCP.LeaseTime.Seconds())}

@@ -49,10 +49,18 @@ func (p *Plugin) statusHere(ctx context.Context) error {
 }
 
 // checkAgent: the guests of a served network get their addresses only
-// from the node agent, which holds the state directory's agent lock while
-// it runs (the two find each other through dataDir, nothing else).
+// from the node agent, and those of a learning network their link-local
+// through the port only once the agent learned it. The agent holds the
+// state directory's agent lock while it runs (the two find each other
+// through dataDir, nothing else).
 func (p *Plugin) checkAgent() error {
-	if p.Net.DHCP == nil {
+	var needs, without string
+	switch {
+	case p.Net.DHCP != nil:
+		needs, without = "dhcp enabled", "would get no address"
+	case p.Net.LearnLinkLocal:
+		needs, without = "learnLinkLocal on", "would have their IPv6 link-local dropped"
+	default:
 		return nil
 	}
 	running, err := state.NewReader(p.Net.DataDir).AgentRunning()
@@ -60,8 +68,8 @@ func (p *Plugin) checkAgent() error {
 		return err
 	}
 	if !running {
-		return fmt.Errorf("network %q has dhcp enabled but no tapbridge-agent serves %s: its guests would get no address (is the agent's DaemonSet running with this dataDir?)",
-			p.Net.Name, p.Net.DataDir)
+		return fmt.Errorf("network %q has %s but no tapbridge-agent serves %s: its guests %s (is the agent's DaemonSet running with this dataDir?)",
+			p.Net.Name, needs, p.Net.DataDir, without)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@
 // on the ingress of the port's device, the host end of the VM's veth:
 //
 //	table netdev tapbridge-<port> {
+//		set ll { type ipv6_addr; }	# a learning port's only
 //		chain guest {
 //			type filter hook ingress device "<port>" priority filter; policy drop;
 //			... the allow-list below, ending in counter drop ...
@@ -43,6 +44,15 @@
 //     addresses or that link-local address. An ordinary solicitation's target
 //     is the address being resolved (the gateway, a peer), so it is not
 //     restricted: doing so would break the guest's neighbour resolution.
+//   - On a learning port (LearnLinkLocal), the link-local in the table's set
+//     ll counts as the EUI-64 one does: an allowed source, NA target and
+//     DAD target. The node agent fills the set (Learn) from the guest's DAD
+//     neighbour solicitation, which this chain drops while the address is
+//     not in it: the agent's packet socket sees the frame first, so the
+//     claim reaches the agent and nothing else. The set holds one address
+//     (a new claim replaces the old one); Ensure creates it if missing and
+//     never empties it, Verify checks it exists and is read by the rules,
+//     never what it holds, and it goes with the table.
 //   - Nothing else: every other ethertype is dropped, including 802.1Q and
 //     802.1ad tagged frames (the guest gets no VLAN trunk), LLDP, 802.3/LLC
 //     frames such as STP BPDUs, MPLS and PPPoE.
@@ -63,7 +73,8 @@
 //
 //   - A guest that uses a link-local address not derived by EUI-64 (RFC 7217
 //     stable-privacy, as NetworkManager does by default, or a random one) has
-//     that address dropped; configure the guest with addr-gen-mode eui64.
+//     that address dropped unless its port learns; otherwise configure the
+//     guest with addr-gen-mode eui64.
 //   - Link-layer address options of neighbour discovery are not inspected,
 //     and router advertisements and redirects are not filtered here.
 //   - Fields are matched at their fixed offsets. The ethertype is read from

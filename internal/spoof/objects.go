@@ -9,6 +9,9 @@ const (
 	tablePrefix = "tapbridge-"
 	// chainName is the table's only chain, hooked on the port's ingress.
 	chainName = "guest"
+	// learnedSet holds the link-local a learning port's guest claimed (see
+	// Learn); the chain reads it like the EUI-64 link-local.
+	learnedSet = "ll"
 )
 
 // tableOf is the port's table. One table per port means that adding or
@@ -34,4 +37,11 @@ func chainOf(t *nftables.Table, port string) *nftables.Chain {
 		Device:   port,
 		Policy:   &drop,
 	}
+}
+
+// learnedOf is the port's set of learned link-locals. It lives in the
+// port's own table, so it goes with the attachment and survives whatever
+// learns into it.
+func learnedOf(t *nftables.Table) *nftables.Set {
+	return &nftables.Set{Table: t, Name: learnedSet, KeyType: nftables.TypeIP6Addr}
 }

@@ -76,7 +76,7 @@ func portRules(p Port) [][]expr.Any {
 	} else {
 		rules = append(rules, arpRules(mac, v4)...)
 		rules = append(rules, ipv4Rules(v4)...)
-		rules = append(rules, ipv6Rules(append(v6, linkLocal(p.MAC)))...)
+		rules = append(rules, ipv6Rules(append(v6, linkLocal(p.MAC)), p.LearnLinkLocal)...)
 	}
 	// Last of the allow-list: a migration's announce is rare, the guest's
 	// ordinary traffic should not pay for a test it never matches.
@@ -168,28 +168,53 @@ func ipv4Rules(v4 []netip.Addr) [][]expr.Any {
 // ipv6Rules first drops neighbour discovery that claims an address the guest
 // does not own (it would poison neighbour caches or fail another host's DAD
 // even when sent from an honest source), then accepts the allowed sources.
-// allowed holds the guest's IPv6 addresses and its EUI-64 link-local.
+// allowed holds the guest's IPv6 addresses and its EUI-64 link-local; a
+// learning port also allows what its set of learned link-locals holds.
 //
 // An NA's target is the address whose link-layer address it announces, so
 // it must be the guest's. An ordinary NS's target is the address being
 // resolved (the gateway, a peer), so it is left alone; only a DAD NS, sent
-// from ::, names the sender's own tentative address.
-func ipv6Rules(allowed []netip.Addr) [][]expr.Any {
+// from ::, names the sender's own tentative address. That is also why a
+// learning port's DAD NS for a link-local not yet learned is dropped here:
+// the node agent reads it on its packet socket before this chain runs, and
+// learns it unless another attachment holds it.
+func ipv6Rules(allowed []netip.Addr, learn bool) [][]expr.Any {
 	allowed = dedup(allowed)
 	advert := join(etherType(unix.ETH_P_IPV6), icmpv6Type(icmpv6NeighborAdvert))
 	dad := join(etherType(unix.ETH_P_IPV6), ipv6Src(netip.IPv6Unspecified()),
 		icmpv6Type(icmpv6NeighborSolicit))
+	foreign := targetNotIn(allowed)
+	if learn {
+		foreign = append(foreign, targetNotLearned()...)
+	}
 	rules := [][]expr.Any{
-		join(advert, targetNotIn(allowed), counted(), verdict(expr.VerdictDrop)),
-		join(dad, targetNotIn(allowed), counted(), verdict(expr.VerdictDrop)),
+		join(advert, foreign, counted(), verdict(expr.VerdictDrop)),
+		join(dad, foreign, counted(), verdict(expr.VerdictDrop)),
 	}
 	for _, a := range allowed {
 		rules = append(rules, join(etherType(unix.ETH_P_IPV6), ipv6Src(a), verdict(expr.VerdictAccept)))
+	}
+	if learn {
+		rules = append(rules, join(etherType(unix.ETH_P_IPV6), ipv6SrcLearned(), verdict(expr.VerdictAccept)))
 	}
 	// :: is what a host without an address yet uses for DAD and MLD.
 	unspecified := join(etherType(unix.ETH_P_IPV6), ipv6Src(netip.IPv6Unspecified()),
 		l4proto(unix.IPPROTO_ICMPV6), verdict(expr.VerdictAccept))
 	return append(rules, unspecified)
+}
+
+// targetNotLearned matches an NS or NA whose target is not in the port's
+// set of learned link-locals.
+func targetNotLearned() []expr.Any {
+	return []expr.Any{load(expr.PayloadBaseTransportHeader, offNDTarget, 16),
+		&expr.Lookup{SourceRegister: 1, SetName: learnedSet, Invert: true}}
+}
+
+// ipv6SrcLearned matches an IPv6 source in the port's set of learned
+// link-locals.
+func ipv6SrcLearned() []expr.Any {
+	return []expr.Any{load(expr.PayloadBaseNetworkHeader, offIPv6Src, 16),
+		&expr.Lookup{SourceRegister: 1, SetName: learnedSet}}
 }
 
 // icmpv6Type matches an ICMPv6 message type.

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,6 +27,10 @@ type Port struct {
 	// Open skips the source checks (spoofCheck off): only the intercept
 	// rules remain, and everything else is accepted. It needs Intercept.
 	Open bool
+	// LearnLinkLocal gives the table a set of learned link-locals (see
+	// Learn) that the chain treats as it treats the EUI-64 link-local: as
+	// an allowed source, NA target and DAD target. It needs source checks.
+	LearnLinkLocal bool
 }
 
 // Ensure installs the rules of one port, or replaces them. It is one
@@ -41,24 +46,47 @@ func Ensure(p Port) error {
 	if err != nil {
 		return fmt.Errorf("ensure anti-spoofing rules for port %s: open netlink: %w", p.Name, err)
 	}
-	queueEnsure(c, p)
+	if err := queueEnsure(c, p); err != nil {
+		return fmt.Errorf("ensure anti-spoofing rules for port %s: %w", p.Name, err)
+	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("ensure anti-spoofing rules for port %s: commit: %w", p.Name, err)
 	}
 	return nil
 }
 
-// queueEnsure batches the port's table, chain and rules. None of the
-// messages is exclusive: the table and chain are created if missing and
-// kept if present, and the flush makes the rules exactly these without
-// listing what was there.
-func queueEnsure(c *nftables.Conn, p Port) {
+// queueEnsure batches the port's table, set, chain and rules. None of
+// the messages is exclusive: the table, set and chain are created if
+// missing and kept if present (a kept set keeps its elements: what the
+// agent learned stays learned), and the flush makes the rules exactly
+// these without listing what was there.
+func queueEnsure(c *nftables.Conn, p Port) error {
 	t := c.AddTable(tableOf(p.Name))
+	var setID uint32
+	if p.LearnLinkLocal {
+		set := learnedOf(t)
+		if err := c.AddSet(set, nil); err != nil {
+			return fmt.Errorf("set %s: %w", learnedSet, err)
+		}
+		setID = set.ID
+	}
 	chain := c.AddChain(chainOf(t, p.Name))
 	c.FlushChain(chain)
 	for _, exprs := range portRules(p) {
-		c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: exprs})
+		c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: bindSet(exprs, setID)})
 	}
+	return nil
+}
+
+// bindSet gives the lookups of the learned set the ID the set has in this
+// batch, so a set created by the same transaction is found, as nft does.
+func bindSet(exprs []expr.Any, id uint32) []expr.Any {
+	for _, e := range exprs {
+		if l, ok := e.(*expr.Lookup); ok && l.SetName == learnedSet {
+			l.SetID = id
+		}
+	}
+	return exprs
 }
 
 // Delete removes one port's rules; nil if they are already absent.
@@ -112,6 +140,9 @@ func (p Port) validate() error {
 	}
 	if p.Open && !p.Intercept {
 		return errors.New("a port without source checks needs no table unless it intercepts requests")
+	}
+	if p.Open && p.LearnLinkLocal {
+		return errors.New("a port without source checks has nothing to learn: every link-local passes it")
 	}
 	return nil
 }

@@ -29,6 +29,7 @@ func Verify(p Port) error {
 	want := chainOf(t, p.Name)
 	checks := []func() error{
 		func() error { return verifyTable(c, t) },
+		func() error { return verifyLearnedSet(c, t, p.LearnLinkLocal) },
 		func() error { return verifyHook(want) },
 		func() error { return verifyRules(c, t, want, portRules(p)) },
 	}
@@ -66,6 +67,28 @@ func tableFlags(t *nftables.Table) uint32 {
 	var b [4]byte
 	binary.NativeEndian.PutUint32(b[:], t.Flags)
 	return binary.BigEndian.Uint32(b[:])
+}
+
+// verifyLearnedSet checks that a learning port's table has its set of
+// learned link-locals, of the right type. What the set holds is the
+// agent's business, not the configuration's: an element learned or not
+// yet learned is never a difference. The rules that read it are checked
+// with the others.
+func verifyLearnedSet(c *nftables.Conn, t *nftables.Table, learn bool) error {
+	if !learn {
+		return nil
+	}
+	got, err := c.GetSetByName(t, learnedSet)
+	if errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("set %s is missing from table %s", learnedSet, t.Name)
+	}
+	if err != nil {
+		return fmt.Errorf("get set %s of table %s: %w", learnedSet, t.Name, err)
+	}
+	if want := learnedOf(t); got.KeyType.Name != want.KeyType.Name || got.IsMap || got.Interval {
+		return fmt.Errorf("set %s of table %s has type %s, want %s", learnedSet, t.Name, got.KeyType.Name, want.KeyType.Name)
+	}
+	return nil
 }
 
 // verifyHook checks the base chain's type, hook, priority, policy and
@@ -128,9 +151,17 @@ func sameExprs(got, want []expr.Any) bool {
 	return true
 }
 
+// normalize drops what the kernel keeps for itself: counter values, and
+// the batch-local ID a lookup named its set by (the kernel reports the
+// name only).
 func normalize(e expr.Any) expr.Any {
-	if _, ok := e.(*expr.Counter); ok {
+	switch e := e.(type) {
+	case *expr.Counter:
 		return &expr.Counter{}
+	case *expr.Lookup:
+		l := *e
+		l.SetID = 0
+		return &l
 	}
 	return e
 }

@@ -49,6 +49,10 @@ type Record struct {
 	Routes      []Route `json:"routes,omitempty"`
 	DNS         DNS     `json:"dns,omitzero"`
 	DHCP        *DHCP   `json:"dhcp,omitempty"` // nil: the node agent does not serve this guest
+	// LearnLinkLocal: the node agent learns the guest's own IPv6
+	// link-local from its DAD into the port's table. Older readers ignore
+	// it, which fails closed: the port keeps dropping that link-local.
+	LearnLinkLocal bool `json:"learnLinkLocal,omitempty"`
 }
 
 // Pod is the Kubernetes pod of the attachment, when the runtime said

@@ -52,12 +52,21 @@ func served() Record {
 	return r
 }
 
+// learning is a ready record of a network whose guests' link-locals the
+// node agent learns, without serving them addresses.
+func learning() Record {
+	r := ready()
+	r.LearnLinkLocal = true
+	return r
+}
+
 // The bytes on disk are the contract with readers: encoding a known
 // record must give the golden file, and the golden file must decode to
 // the record.
 func TestGoldenRecords(t *testing.T) {
 	for name, r := range map[string]Record{
 		"record-v2-ready.json": ready(), "record-v2-claim.json": claim(), "record-v2-served.json": served(),
+		"record-v2-learning.json": learning(),
 	} {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join("testdata", name)
