@@ -83,6 +83,11 @@
 //
 // # Concurrency and cost
 //
+// Per frame, the chain is ordered for the frames a guest sends most: one
+// rule per guest address accepts IPv4 from it, and IPv6 other than ICMPv6
+// from it, from the guest MAC, before the MAC check and the ARP and ND
+// rules (which would accept them too); the RARP announce comes last.
+//
 // Each change is one atomic nftables transaction on the port's own table,
 // so calls for different ports need no lock between them, and a port's
 // calls are serialised by its owner (one attachment, one ADD or DEL at a
