@@ -57,7 +57,7 @@ func parseFlags() options {
 	flag.StringVar(&o.Only, "only", "", "run only these sections (control,floor,memory,scale,agent,dataplane)")
 	flag.StringVar(&o.Agent, "agent", "", "tapbridge-agent binary to use (default: the one beside -plugin, else build one)")
 	flag.IntVar(&o.AgentN, "agent-n", 1000, "served attachments in the agent rows")
-	flag.IntVar(&o.AgentSamples, "agent-samples", 250, "DHCP request pairs per agent latency figure")
+	flag.IntVar(&o.AgentSamples, "agent-samples", 200, "DHCP request pairs per agent latency figure")
 	flag.DurationVar(&o.AgentIdle, "agent-idle", 10*time.Second, "how long the agent's idle CPU is measured")
 	flag.StringVar(&o.Dir, "dir", os.TempDir(), "base dir for the run's state, IPAM and binaries (its filesystem matters: see the header)")
 	flag.StringVar(&o.Alt, "alt", "", "a second tapbridge-cni build (e.g. with a fix) run alternately in the control-plane rows")
