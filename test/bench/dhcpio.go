@@ -23,7 +23,7 @@ import (
 // requests sent back to back, which find them still running, came out
 // at about half the p50 in a trial run. It also makes the samples of
 // ports just ADDed and of ports served for long alike.
-const askIdle = 50 * time.Millisecond
+const askIdle = 20 * time.Millisecond
 
 // answerLimit bounds the wait for one reply: a served port that does not
 // answer fails the section rather than skewing it.
