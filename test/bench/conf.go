@@ -21,6 +21,7 @@ type tbOpts struct {
 	Node     string
 	HostAddr string // this node's static address on the subnet
 	Spoof    bool
+	DHCP     bool // served by the node agent
 	IPAM     map[string]any
 }
 
@@ -38,6 +39,9 @@ func tapbridgeConf(o tbOpts) []byte {
 	}
 	if !o.Spoof {
 		c["spoofCheck"] = false
+	}
+	if o.DHCP {
+		c["dhcp"] = map[string]any{"enabled": true}
 	}
 	return mustJSON(c)
 }
@@ -60,9 +64,13 @@ func hostLocal(dir, subnet, start, end string) map[string]any {
 	}
 }
 
-// staticIPAM gives one pod one address.
-func staticIPAM(addr string) map[string]any {
-	return map[string]any{"type": "static", "addresses": []map[string]any{{"address": addr}}}
+// staticIPAM gives one pod its addresses (one per family at most).
+func staticIPAM(addrs ...string) map[string]any {
+	var list []map[string]any
+	for _, a := range addrs {
+		list = append(list, map[string]any{"address": a})
+	}
+	return map[string]any{"type": "static", "addresses": list}
 }
 
 // nthAddr is the i-th pod address of a /16: 10.x.1.1 ... 10.x.1.250,
@@ -71,6 +79,14 @@ func nthAddr(base netip.Addr, i int) string {
 	b := base.As4()
 	b[2], b[3] = byte(1+i/250), byte(1+i%250)
 	return fmt.Sprintf("%s/16", netip.AddrFrom4(b))
+}
+
+// nthAddr6 is nthAddr's IPv6 twin in a /64: base::1:1 ... base::1:fa,
+// base::2:1 ...
+func nthAddr6(base netip.Addr, i int) string {
+	b := base.As16()
+	b[13], b[15] = byte(1+i/250), byte(1+i%250)
+	return fmt.Sprintf("%s/64", netip.AddrFrom16(b))
 }
 
 // withPrevResult is the DEL config libcni sends: the ADD result cached and

@@ -21,8 +21,9 @@ type batch struct {
 	Order func(i int) int // DEL order (nil: the ADD order)
 	Node  *harness.Netns  // where the calls run (nil: the control-plane node)
 	// Between, if set, runs after the last ADD and before the first DEL,
-	// with every pod of the batch attached.
-	Between func() error
+	// with every pod of the batch attached; it gets the ADD results, in
+	// pod order.
+	Between func(added [][]byte) error
 }
 
 type batchResult struct {
@@ -57,7 +58,7 @@ func (b *bench) runBatch(ctx context.Context, s batch) (batchResult, error) {
 		return out, err
 	}
 	if s.Between != nil {
-		if err := s.Between(); err != nil {
+		if err := s.Between(results); err != nil {
 			return out, err
 		}
 	}

@@ -22,20 +22,24 @@ import (
 )
 
 type options struct {
-	Out        string
-	N          int // pods per control-plane batch
-	Runs       int
-	K          int
-	ScaleN     int
-	Window     int // first/last ADDs compared in the scale rows
-	DPTime     time.Duration
-	LatSamples int
-	Quick      bool
-	Plugin     string // a prebuilt tapbridge-cni, e.g. bin/tapbridge-cni
-	Only       string // comma-separated sections, for investigating one
-	Layouts    string // comma-separated data-plane layouts (default: all)
-	Alt        string // a second tapbridge-cni build measured alongside
-	Dir        string // where the state, IPAM and build dirs go
+	Out          string
+	N            int // pods per control-plane batch
+	Runs         int
+	K            int
+	ScaleN       int
+	Window       int // first/last ADDs compared in the scale rows
+	DPTime       time.Duration
+	LatSamples   int
+	Quick        bool
+	Plugin       string // a prebuilt tapbridge-cni, e.g. bin/tapbridge-cni
+	Only         string // comma-separated sections, for investigating one
+	Layouts      string // comma-separated data-plane layouts (default: all)
+	Alt          string // a second tapbridge-cni build measured alongside
+	Dir          string // where the state, IPAM and build dirs go
+	Agent        string // a prebuilt tapbridge-agent (default: beside -plugin)
+	AgentN       int
+	AgentSamples int
+	AgentIdle    time.Duration
 }
 
 func parseFlags() options {
@@ -50,7 +54,11 @@ func parseFlags() options {
 	flag.IntVar(&o.LatSamples, "lat-samples", 2000, "paced small frames for the latency figures")
 	flag.BoolVar(&o.Quick, "quick", false, "smoke test: small sizes, one run")
 	flag.StringVar(&o.Plugin, "plugin", "", "tapbridge-cni binary to use (default: build one)")
-	flag.StringVar(&o.Only, "only", "", "run only these sections (control,floor,memory,scale,dataplane)")
+	flag.StringVar(&o.Only, "only", "", "run only these sections (control,floor,memory,scale,agent,dataplane)")
+	flag.StringVar(&o.Agent, "agent", "", "tapbridge-agent binary to use (default: the one beside -plugin, else build one)")
+	flag.IntVar(&o.AgentN, "agent-n", 1000, "served attachments in the agent rows")
+	flag.IntVar(&o.AgentSamples, "agent-samples", 200, "DHCP request pairs per agent latency figure")
+	flag.DurationVar(&o.AgentIdle, "agent-idle", 10*time.Second, "how long the agent's idle CPU is measured")
 	flag.StringVar(&o.Dir, "dir", os.TempDir(), "base dir for the run's state, IPAM and binaries (its filesystem matters: see the header)")
 	flag.StringVar(&o.Alt, "alt", "", "a second tapbridge-cni build (e.g. with a fix) run alternately in the control-plane rows")
 	flag.StringVar(&o.Layouts, "layouts", "", "data-plane layouts to run, for profiling one (tb,tb-nospoof,direct,inpod,vethfloor); rows need all")
@@ -58,6 +66,7 @@ func parseFlags() options {
 	if o.Quick {
 		o.N, o.Runs, o.ScaleN, o.Window = 20, 1, 100, 20
 		o.DPTime, o.LatSamples = 300*time.Millisecond, 200
+		o.AgentN, o.AgentSamples, o.AgentIdle = 100, 40, 2*time.Second
 	}
 	return o
 }

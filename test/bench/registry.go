@@ -13,13 +13,15 @@ import (
 	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
-// registry remembers every namespace and directory the benchmark makes, so
-// that they go whatever happens: normal end, error, or a signal.
+// registry remembers every namespace and directory the benchmark makes,
+// and every long-running process it starts (the node agent), so that they
+// go whatever happens: normal end, error, or a signal.
 type registry struct {
 	mu     sync.Mutex
 	netns  map[string]harness.Netns
 	order  []string
 	dirs   []string
+	stops  []func() error // each ends one process; safe to call twice
 	closed bool
 }
 
@@ -66,6 +68,20 @@ func (r *registry) tempDir(base, pattern string) (string, error) {
 	return d, err
 }
 
+// onCleanup has stop run by cleanup, before any namespace goes: a
+// process left in a deleted netns would keep it alive. When the registry
+// is already closed, stop runs now.
+func (r *registry) onCleanup(stop func() error) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return errors.Join(errClosed, stop())
+	}
+	r.stops = append(r.stops, stop)
+	r.mu.Unlock()
+	return nil
+}
+
 // cleanup removes everything, newest first; safe to call more than once
 // and from the signal handler while the benchmark is still running.
 func (r *registry) cleanup() error {
@@ -73,6 +89,10 @@ func (r *registry) cleanup() error {
 	defer r.mu.Unlock()
 	r.closed = true
 	var errs []error
+	for i := len(r.stops) - 1; i >= 0; i-- {
+		errs = append(errs, r.stops[i]())
+	}
+	r.stops = nil
 	left := 0
 	for i := len(r.order) - 1; i >= 0; i-- {
 		n, ok := r.netns[r.order[i]]

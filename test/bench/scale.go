@@ -41,7 +41,7 @@ func (b *bench) sectionScale(ctx context.Context, rep *report) error {
 	}
 	b.waitQuiet(ctx)
 	r, err := b.runBatch(ctx, batch{Bin: b.tapbridge, Tag: b.id + "-scale", Conf: conf, Pods: b.pods[:n], K: 1,
-		Between: func() error {
+		Between: func([][]byte) error {
 			b.waitQuiet(ctx) // the burst's deferred kernel work (RCU callbacks, workqueues) first
 			return b.runKernelStepsOn(ctx, ksN, spare, "scaleN", true)
 		}})

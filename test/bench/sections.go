@@ -19,6 +19,7 @@ func (b *bench) sections() []section {
 		{"floor", b.sectionFloor},
 		{"memory", b.sectionMemory},
 		{"scale", b.sectionScale},
+		{"agent", b.sectionAgent},
 		{"dataplane", b.sectionDataplane},
 	}
 }
