@@ -66,8 +66,15 @@ func (b *Bridge) link() netlink.Link {
 
 // AddAddr puts p on the bridge; the kernel adds the connected route that
 // makes the subnet on-link. An address already there is EEXIST.
-func (b *Bridge) AddAddr(p netip.Prefix) error {
-	if err := netlink.AddrAdd(b.link(), toAddr(p)); err != nil {
+//
+// With dad false an IPv6 address skips duplicate address detection
+// (IFA_F_NODAD): it is usable at once, never tentative.
+func (b *Bridge) AddAddr(p netip.Prefix, dad bool) error {
+	a := toAddr(p)
+	if !dad && p.Addr().Is6() {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	if err := netlink.AddrAdd(b.link(), a); err != nil {
 		return fmt.Errorf("add %s to %s: %w", p, b.Name, err)
 	}
 	return nil

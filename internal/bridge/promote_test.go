@@ -57,7 +57,7 @@ func checkPromotion(t *testing.T, b *Bridge, on string) {
 		t.Fatalf("promotion %+v, %v; want %s", p, err, on)
 	}
 	for _, a := range []string{"192.0.2.1/24", "192.0.2.5/24", "192.0.2.6/24"} {
-		if err := b.AddAddr(netip.MustParsePrefix(a)); err != nil {
+		if err := b.AddAddr(netip.MustParsePrefix(a), true); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -22,6 +22,7 @@ type fakeBridge struct {
 	addrs     []bridge.Addr
 	dadFailed map[netip.Addr]bool
 	adds      []netip.Prefix
+	noDAD     []netip.Prefix // IPv6 adds that asked the kernel to skip DAD
 	dels      []netip.Prefix
 	promote   bridge.Promotion
 	sets      []string // values written to the bridge's promote_secondaries
@@ -56,21 +57,27 @@ func sameSubnet(a, b netip.Prefix) bool {
 	return a.Addr().Is4() && b.Addr().Is4() && a.Bits() == b.Bits() && a.Masked() == b.Masked()
 }
 
-func (f *fakeBridge) AddAddr(p netip.Prefix) error {
+func (f *fakeBridge) AddAddr(p netip.Prefix, dad bool) error {
 	for _, a := range f.addrs {
 		if same(a.Prefix, p) {
 			return fmt.Errorf("add %s to br-test: %w", p, unix.EEXIST)
 		}
 	}
-	f.add(p)
+	if !dad && p.Addr().Is6() {
+		f.noDAD = append(f.noDAD, p)
+	}
+	f.addDAD(p, dad)
 	f.adds = append(f.adds, p)
 	return nil
 }
 
 // add puts p on the bridge as the kernel would (an admin's too).
-func (f *fakeBridge) add(p netip.Prefix) {
+func (f *fakeBridge) add(p netip.Prefix) { f.addDAD(p, true) }
+
+// addDAD: without DAD an address the L2 already has is never found out.
+func (f *fakeBridge) addDAD(p netip.Prefix, dad bool) {
 	var flags uint32
-	if f.dadFailed[p.Addr()] {
+	if dad && f.dadFailed[p.Addr()] {
 		flags = unix.IFA_F_DADFAILED | unix.IFA_F_TENTATIVE
 	}
 	for _, a := range f.addrs {

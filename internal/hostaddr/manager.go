@@ -24,10 +24,12 @@ type Prober func(ctx context.Context, ifindex int, addr netip.Addr) (bool, error
 // real one; a test's fake must answer as it does: AddAddr of an address
 // already there fails with EEXIST, DelAddr of one that is not there
 // returns nil (the kernel's EADDRNOTAVAIL, which a repeated DEL sees).
+// AddAddr's dad false asks the kernel to skip IPv6 duplicate address
+// detection (IFA_F_NODAD); IPv4 has none.
 type Bridge interface {
 	Device() (name string, index int)
 	Addrs(family int) ([]bridge.Addr, error)
-	AddAddr(p netip.Prefix) error
+	AddAddr(p netip.Prefix, dad bool) error
 	DelAddr(p netip.Prefix) error
 	Promotion() (bridge.Promotion, error)
 	SetPromotion(value string) error
@@ -82,7 +84,7 @@ func (m *Manager) ensurePresent(p netip.Prefix) error {
 	if _, present, err := m.findAddr(p.Addr(), isAddr(p.Addr())); err != nil || present {
 		return err
 	}
-	return m.Bridge.AddAddr(p)
+	return m.Bridge.AddAddr(p, !m.Policy.isStatic(p.Addr()))
 }
 
 // findAddr returns the bridge's first address of like's family that
@@ -158,10 +160,13 @@ func (m *Manager) pickTimedOut(subnet netip.Prefix, tried []string, err error) e
 
 // tryOne probes c, records it as owned, then adds it. Only pool picks are
 // probed (under the bridge lock): a node's static address is the admin's
-// explicit choice for that node. IPv6 relies on the kernel's own
-// DAD, which runs when the address is added.
+// explicit choice for that node, so an IPv6 one is added without DAD
+// (usable at once, where DAD would hold the first ADD of its subnet for
+// over a second). An IPv6 pool pick relies on the kernel's own DAD, which
+// runs when the address is added.
 func (m *Manager) tryOne(ctx context.Context, sub state.Subnet, c netip.Prefix) error {
-	if c.Addr().Is4() && m.Probe != nil && !m.Policy.isStatic(c.Addr()) {
+	static := m.Policy.isStatic(c.Addr())
+	if c.Addr().Is4() && m.Probe != nil && !static {
 		_, index := m.Bridge.Device()
 		inUse, err := m.Probe(ctx, index, c.Addr())
 		if err != nil {
@@ -176,10 +181,10 @@ func (m *Manager) tryOne(ctx context.Context, sub state.Subnet, c netip.Prefix) 
 	}
 	// A failed add removes nothing: on EEXIST the address is someone
 	// else's, added since findAddr looked.
-	if err := m.Bridge.AddAddr(c); err != nil {
+	if err := m.Bridge.AddAddr(c, !static); err != nil {
 		return errors.Join(err, sub.RemoveOwned())
 	}
-	if c.Addr().Is6() {
+	if c.Addr().Is6() && !static {
 		if err := m.waitDAD(ctx, c); err != nil {
 			return errors.Join(err, m.delOwned(c), sub.RemoveOwned())
 		}

@@ -220,6 +220,21 @@ func TestIPv6DADFailure(t *testing.T) {
 	f.expect(view("2001:db8::/64", cands[1].String(), "k1"))
 }
 
+// A node's static IPv6 address is the admin's choice, not probed: it is
+// added without DAD (usable at once), and a pool pick still with it.
+func TestIPv6StaticWithoutDAD(t *testing.T) {
+	policy := static("node-a", "2001:db8::250/64")
+	policy.Pool = []netip.Prefix{netip.MustParsePrefix("2001:db8:1::/64")}
+	f := newFixture(t, policy)
+	f.br.dadFailed = map[netip.Addr]bool{netip.MustParseAddr("2001:db8::250"): true}
+	f.acquire("k1", "2001:db8::/64")
+	f.acquire("k2", "2001:db8:1::/64")
+	want := []netip.Prefix{netip.MustParsePrefix("2001:db8::250/64")}
+	if !reflect.DeepEqual(f.br.noDAD, want) || !f.br.has("2001:db8::250/64") {
+		t.Fatalf("added without DAD %v (bridge %v), want only the static %v", f.br.noDAD, f.br.addrs, want)
+	}
+}
+
 func TestEveryCandidateInUse(t *testing.T) {
 	f := newFixture(t, Policy{Node: "node-a", Pool: []netip.Prefix{netip.MustParsePrefix("10.0.0.252/30")}})
 	f.m.Probe = func(context.Context, int, netip.Addr) (bool, error) { return true, nil }

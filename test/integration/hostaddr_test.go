@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/tapbridge/tapbridge-cni/internal/hostaddr"
 	"github.com/tapbridge/tapbridge-cni/test/harness"
@@ -113,7 +114,8 @@ func TestL2Only(t *testing.T) {
 }
 
 // Dual stack: IPv6 guest IPs are reported, and the IPv6 host address
-// (static) goes on after the kernel's DAD, and off with the last pod.
+// (static: the admin's choice, not probed) goes on without DAD, usable as
+// soon as ADD returns, and off with the last pod.
 func TestDualStack(t *testing.T) {
 	f := newFixture(t)
 	pod := f.pod()
@@ -135,6 +137,22 @@ func TestDualStack(t *testing.T) {
 		t.Fatalf("IPs: %v", res.IPs)
 	}
 	f.expectBridgeAddr("fd77::250/64", true)
+	f.host(func() error {
+		br, err := netlink.LinkByName(harness.BridgeName)
+		if err != nil {
+			return err
+		}
+		addrs, err := netlink.AddrList(br, netlink.FAMILY_V6)
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			if a.IP.String() == "fd77::250" && (a.Flags&unix.IFA_F_NODAD == 0 || a.Flags&unix.IFA_F_TENTATIVE != 0) {
+				t.Errorf("static host address fd77::250 has flags %#x: want nodad, not tentative", a.Flags)
+			}
+		}
+		return nil
+	})
 	if err := r.check(rt); err != nil {
 		t.Fatal(err)
 	}
