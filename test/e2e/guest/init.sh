@@ -73,6 +73,13 @@ start_dhcp4() {
 # dhclient -6 (Debian's isc-dhcp-client) the same way, for IA_NA; its
 # script prints TBDHCP6 lines.
 start_dhcp6() {
+	# dhclient binds to the link-local address, which comes a moment
+	# after the link is up.
+	end=$(($(now) + RETRY))
+	until ip -6 addr show dev eth0 scope link | grep -q inet6; do
+		[ "$(now)" -ge "$end" ] && { say "TBERROR dhcp6: no link-local address within ${RETRY}s"; break; }
+		usleep 50000
+	done
 	mkdir -p /var/lib/dhcp /etc/dhcp
 	echo "request dhcp6.name-servers, dhcp6.domain-search;" >/etc/dhcp/dhclient6.conf
 	dhclient -6 -d -v -cf /etc/dhcp/dhclient6.conf -sf /etc/tb/dhclient.sh \
