@@ -25,9 +25,9 @@ type Node struct {
 	NS   harness.Netns
 	Dir  string // state/, ipam/, cache/ and plugin.log
 
-	c    *Cluster
-	cni  *libcni.CNIConfig
-	mu   sync.Mutex
+	c     *Cluster
+	cni   *libcni.CNIConfig
+	mu    sync.Mutex
 	nets  map[string]*libcni.NetworkConfigList
 	seq   int
 	agent *agent // nil while none runs

@@ -107,7 +107,7 @@ wait_lease() {
 wait_ra() {
 	end=$(($(now) + RETRY))
 	while :; do
-		r=$(ip -6 route show dev eth0 | grep -v '^fe80' | grep -v '/128' | grep -v '^default' | head -n 1)
+		r=$(ip -6 route show dev eth0 | grep '^[0-9a-f:]*/' | grep -v '^fe80' | grep -v '/128 ' | head -n 1)
 		[ -n "$r" ] && { say "TBRA on-link ${r%% *}"; return; }
 		[ "$(now)" -ge "$end" ] && { say "TBERROR ra: no on-link prefix within ${RETRY}s"; return; }
 		usleep 100000
