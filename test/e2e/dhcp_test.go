@@ -23,10 +23,12 @@ import (
 var (
 	subnet3v6 = netip.MustParsePrefix("fd00:3::/64")
 	vmnet3v6  = cluster.IPv6{
-		Subnet:     subnet3v6,
-		RangeStart: netip.MustParseAddr("fd00:3::10"),
-		RangeEnd:   netip.MustParseAddr("fd00:3::59"),
-		Hosts:      map[string]netip.Prefix{"node1": netip.MustParsePrefix("fd00:3::150/64"), "node2": netip.MustParsePrefix("fd00:3::151/64")},
+		Subnet: subnet3v6,
+		Ranges: map[string][2]netip.Addr{ // as conf/cni's IPv4 ranges of vmnet3
+			"node1": {netip.MustParseAddr("fd00:3::10"), netip.MustParseAddr("fd00:3::59")},
+			"node2": {netip.MustParseAddr("fd00:3::60"), netip.MustParseAddr("fd00:3::109")},
+		},
+		Hosts: map[string]netip.Prefix{"node1": netip.MustParsePrefix("fd00:3::150/64"), "node2": netip.MustParsePrefix("fd00:3::151/64")},
 	}
 	// The L2's own DHCP server (dnsmasq) on a host plugged into the
 	// switch, offering other addresses of the same subnets.

@@ -72,12 +72,13 @@ func NoIPAM(plugin map[string]any, _ string) {
 	delete(plugin, "dhcp")
 }
 
-// IPv6 is the IPv6 half of a dual-stack variant.
+// IPv6 is the IPv6 half of a dual-stack variant. Like the IPv4 ranges of
+// conf/cni, each node's host-local range is its own (host-local keeps its
+// leases per node), so no two nodes hand out the same address.
 type IPv6 struct {
-	Subnet     netip.Prefix
-	RangeStart netip.Addr
-	RangeEnd   netip.Addr
-	Hosts      map[string]netip.Prefix // each node's static host address on Subnet
+	Subnet netip.Prefix
+	Ranges map[string][2]netip.Addr // each node's range: first, last
+	Hosts  map[string]netip.Prefix  // each node's static host address on Subnet
 }
 
 // DualStack adds v6 to a host-local network with static host addresses:
@@ -86,9 +87,10 @@ type IPv6 struct {
 func DualStack(v6 IPv6) Edit {
 	return func(plugin map[string]any, node string) {
 		if ipam, _ := plugin["ipam"].(map[string]any); ipam != nil {
+			r := v6.Ranges[node]
 			ranges, _ := ipam["ranges"].([]any)
 			ipam["ranges"] = append(ranges, []any{map[string]any{
-				"subnet": v6.Subnet.String(), "rangeStart": v6.RangeStart.String(), "rangeEnd": v6.RangeEnd.String(),
+				"subnet": v6.Subnet.String(), "rangeStart": r[0].String(), "rangeEnd": r[1].String(),
 			}})
 		}
 		host, _ := plugin["hostAddress"].(map[string]any)

@@ -5,12 +5,18 @@
 //     image if missing;
 //  2. builds a simulated cluster in network namespaces (package cluster):
 //     a switch, node1 and node2, each with its br-ext on the switch;
-//  3. attaches 4 VM pods through libcni with the conflists of conf/cni
-//     (vmnet3: 172.16.3.0/24 with static host addresses, vmnet13:
-//     172.16.13.0/24 with host addresses from a pool), one per (node,
-//     subnet), and boots a QEMU guest on each pod's TAP;
-//  4. prints the topology and a connectivity matrix: every VM and every
-//     node host address to every other, with ICMP and TCP;
+//     Each node runs the node agent, tapbridge-agent, as its DaemonSet
+//     would;
+//  3. attaches 4 VM pods through libcni with the conflists of conf/cni,
+//     served by the node agent ("dhcp": {"enabled": true}) and vmnet3
+//     made dual-stack (vmnet3: 172.16.3.0/24 and fd00:3::/64 with static
+//     host addresses, vmnet13: 172.16.13.0/24 with host addresses from a
+//     pool), one per (node, subnet), and boots a QEMU guest on each pod's
+//     TAP with no address on its kernel command line: its DHCP clients
+//     (busybox udhcpc, Debian's dhclient -6) get them from the agent;
+//  4. prints the topology, where each guest's addresses came from, and a
+//     connectivity matrix: every VM and every node host address to every
+//     other, IPv4 and IPv6, with ICMP and TCP;
 //  5. live-migrates a fifth VM (MAC and address pinned) from node1 to
 //     node2 while a peer on the switch, both nodes and vm3 ping it and a
 //     TCP connection to it stays open, and prints the downtime they saw
@@ -25,6 +31,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -41,6 +48,7 @@ type demo struct {
 	start    time.Time
 	tmp      string
 	plugin   string
+	agent    string
 	image    guest.Image
 	c        *cluster.Cluster
 	pods     []*cluster.Pod
@@ -123,6 +131,10 @@ func (d *demo) prepare(ctx context.Context) error {
 	if d.plugin, err = harness.BuildPlugin(filepath.Join(d.tmp, "bin"), ""); err != nil {
 		return err
 	}
+	d.say("building tapbridge-agent")
+	if d.agent, err = harness.BuildAgent(filepath.Join(d.tmp, "agent")); err != nil {
+		return err
+	}
 	d.say("upstream IPAM plugins %s (host-local) in %s", harness.UpstreamVersion, harness.CNIBinDir())
 	if err := harness.EnsureUpstream(); err != nil {
 		return err
@@ -133,13 +145,17 @@ func (d *demo) prepare(ctx context.Context) error {
 }
 
 func (d *demo) build(ctx context.Context) error {
-	c, err := cluster.New(cluster.Options{Nodes: 2, Plugin: d.plugin, WorkDir: filepath.Join(d.tmp, "cluster")})
+	c, err := cluster.New(cluster.Options{Nodes: 2, Plugin: d.plugin, Agent: d.agent, WorkDir: filepath.Join(d.tmp, "cluster")})
 	if err != nil {
 		return err
 	}
 	d.c = c
-	d.say("cluster %s: switch %s-sw; node1, node2 each with %s enslaving an uplink to the switch", c.ID, c.ID, cluster.HostBridge)
+	d.say("cluster %s: switch %s-sw; node1, node2 each with %s enslaving an uplink to the switch, and tapbridge-agent (pids %d, %d) in its netns on its dataDir",
+		c.ID, c.ID, cluster.HostBridge, c.Nodes[0].AgentPID(), c.Nodes[1].AgentPID())
 	for _, n := range c.Nodes {
+		if err := served(n); err != nil {
+			return err
+		}
 		if err := n.ServeEcho(); err != nil {
 			return err
 		}
@@ -155,6 +171,28 @@ func (d *demo) build(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// vmnet3v6 makes vmnet3 dual-stack in the demo.
+var vmnet3v6 = cluster.IPv6{
+	Subnet: netip.MustParsePrefix("fd00:3::/64"),
+	Ranges: map[string][2]netip.Addr{ // as conf/cni's IPv4 ranges of vmnet3
+		"node1": {netip.MustParseAddr("fd00:3::10"), netip.MustParseAddr("fd00:3::59")},
+		"node2": {netip.MustParseAddr("fd00:3::60"), netip.MustParseAddr("fd00:3::109")},
+	},
+	Hosts: map[string]netip.Prefix{"node1": netip.MustParsePrefix("fd00:3::150/64"), "node2": netip.MustParsePrefix("fd00:3::151/64")},
+}
+
+// served registers on n the demo's networks, under their own names: the
+// conflists of conf/cni with "dhcp": {"enabled": true}, so the node agent
+// serves the guests their addresses, and vmnet3 with an IPv6 range too.
+// (The shipped conflists stay as they are: they need no agent.)
+func served(n *cluster.Node) error {
+	if _, err := n.Variant("vmnet3", "vmnet3", cluster.Serve(""), cluster.DualStack(vmnet3v6)); err != nil {
+		return err
+	}
+	_, err := n.Variant("vmnet13", "vmnet13", cluster.Serve(""))
+	return err
 }
 
 // plan is which VM goes where, in boot order: node1's VMs boot first (two
@@ -173,7 +211,11 @@ func (d *demo) attach(ctx context.Context) error {
 			return err
 		}
 		d.pods = append(d.pods, pod)
-		d.say("ADD %s on %s (%s): IP %s, MAC %s, TAP %s in %s", pod.Name, p.node, p.network, pod.IP, pod.MAC, pod.Tap, pod.NS.Name)
+		ip := pod.IP.String()
+		if pod.IP6.IsValid() {
+			ip += " and " + pod.IP6.String()
+		}
+		d.say("ADD %s on %s (%s): IPAM gave %s, MAC %s, TAP %s in %s", pod.Name, p.node, p.network, ip, pod.MAC, pod.Tap, pod.NS.Name)
 	}
 	return nil
 }
