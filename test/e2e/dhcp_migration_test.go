@@ -23,7 +23,7 @@ func TestDHCPMigration(t *testing.T) {
 	c := newCluster(t)
 	node1, node2 := c.Node("node1"), c.Node("node2")
 	baseline := baselines(t, c)
-	key := variant(t, c, "vmnet3-pinned-dhcp", cluster.Pin, cluster.Serve("1m"), cluster.DualStack(vmnet3v6))
+	key := variant(t, c, "vmnet3-dhcp-pinned", cluster.Pin, cluster.Serve("1m"))
 	opts := cluster.PodOptions{
 		MAC: net.HardwareAddr{0x02, 0xa5, 0x00, 0x00, 0x15, 0x02},
 		IPs: []netip.Prefix{netip.MustParsePrefix("172.16.3.232/24"), netip.MustParsePrefix("fd00:3::232/64")},

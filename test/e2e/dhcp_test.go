@@ -17,19 +17,10 @@ import (
 	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
-// The DHCP tests run vmnet3 (conf/cni) served by the node agent and made
-// dual-stack: guests boot with no address and get theirs from the agent,
-// with real clients (busybox udhcpc, Debian's dhclient -6).
+// The DHCP tests run vmnet3-dhcp (conf/cni): vmnet3's subnet, dual-stack,
+// served by the node agent. Guests boot with no address and get theirs
+// from the agent, with real clients (busybox udhcpc, Debian's dhclient -6).
 var (
-	subnet3v6 = netip.MustParsePrefix("fd00:3::/64")
-	vmnet3v6  = cluster.IPv6{
-		Subnet: subnet3v6,
-		Ranges: map[string][2]netip.Addr{ // as conf/cni's IPv4 ranges of vmnet3
-			"node1": {netip.MustParseAddr("fd00:3::10"), netip.MustParseAddr("fd00:3::59")},
-			"node2": {netip.MustParseAddr("fd00:3::60"), netip.MustParseAddr("fd00:3::109")},
-		},
-		Hosts: map[string]netip.Prefix{"node1": netip.MustParsePrefix("fd00:3::150/64"), "node2": netip.MustParsePrefix("fd00:3::151/64")},
-	}
 	// The L2's own DHCP server (dnsmasq) on a host plugged into the
 	// switch, offering other addresses of the same subnets.
 	l2DHCPAddrs  = []netip.Prefix{netip.MustParsePrefix("172.16.3.2/24"), netip.MustParsePrefix("fd00:3::2/64")}
@@ -42,21 +33,24 @@ const (
 	renewLimit  = 2 * time.Minute // a 1m lease renews every 30 s
 )
 
-// variant registers the variant key of vmnet3 on every node.
+// variant registers the variant key of vmnet3-dhcp on every node.
 func variant(t *testing.T, c *cluster.Cluster, key string, edits ...cluster.Edit) string {
 	t.Helper()
 	for _, n := range c.Nodes {
-		if _, err := n.Variant("vmnet3", key, edits...); err != nil {
+		if _, err := n.Variant("vmnet3-dhcp", key, edits...); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return key
 }
 
-// served registers vmnet3 served by the agent, dual-stack, with leases of
-// leaseTime.
+// served registers vmnet3-dhcp with leases of leaseTime ("" for the
+// conflist's).
 func served(t *testing.T, c *cluster.Cluster, leaseTime string) string {
-	return variant(t, c, "vmnet3-dhcp", cluster.Serve(leaseTime), cluster.DualStack(vmnet3v6))
+	if leaseTime == "" {
+		return variant(t, c, "vmnet3-dhcp")
+	}
+	return variant(t, c, "vmnet3-dhcp", cluster.Serve(leaseTime))
 }
 
 // dhcpGuest is a guest that gets both its addresses by DHCP.
@@ -443,7 +437,7 @@ func TestDHCPSameAddress(t *testing.T) {
 	c := newCluster(t)
 	node1 := c.Node("node1")
 	baseline := baselines(t, c)
-	key := variant(t, c, "vmnet3-pinned-dhcp", cluster.Pin, cluster.Serve(""), cluster.DualStack(vmnet3v6))
+	key := variant(t, c, "vmnet3-dhcp-pinned", cluster.Pin)
 	opts := cluster.PodOptions{
 		MAC: net.HardwareAddr{0x02, 0xa5, 0x00, 0x00, 0x13, 0x01},
 		IPs: []netip.Prefix{netip.MustParsePrefix("172.16.3.231/24"), netip.MustParsePrefix("fd00:3::231/64")},

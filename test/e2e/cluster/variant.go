@@ -3,7 +3,6 @@ package cluster
 import (
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"os"
 )
 
@@ -70,42 +69,4 @@ func Serve(leaseTime string) Edit {
 func NoIPAM(plugin map[string]any, _ string) {
 	delete(plugin, "ipam")
 	delete(plugin, "dhcp")
-}
-
-// IPv6 is the IPv6 half of a dual-stack variant. Like the IPv4 ranges of
-// conf/cni, each node's host-local range is its own (host-local keeps its
-// leases per node), so no two nodes hand out the same address.
-type IPv6 struct {
-	Subnet netip.Prefix
-	Ranges map[string][2]netip.Addr // each node's range: first, last
-	Hosts  map[string]netip.Prefix  // each node's static host address on Subnet
-}
-
-// DualStack adds v6 to a host-local network with static host addresses:
-// a second range set in IPAM (host-local then gives each pod one address
-// of each family) and the node's IPv6 host address.
-func DualStack(v6 IPv6) Edit {
-	return func(plugin map[string]any, node string) {
-		if ipam, _ := plugin["ipam"].(map[string]any); ipam != nil {
-			r := v6.Ranges[node]
-			ranges, _ := ipam["ranges"].([]any)
-			ipam["ranges"] = append(ranges, []any{map[string]any{
-				"subnet": v6.Subnet.String(), "rangeStart": r[0].String(), "rangeEnd": r[1].String(),
-			}})
-		}
-		host, _ := plugin["hostAddress"].(map[string]any)
-		if host == nil {
-			host = map[string]any{}
-			plugin["hostAddress"] = host
-		}
-		static, _ := host["static"].(map[string]any)
-		if static == nil {
-			static = map[string]any{}
-			host["static"] = static
-		}
-		for name, a := range v6.Hosts {
-			addrs, _ := static[name].([]any)
-			static[name] = append(addrs, a.String())
-		}
-	}
 }

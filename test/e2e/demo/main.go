@@ -4,16 +4,15 @@
 //  1. builds the plugin, fetches the upstream IPAM plugins and the guest
 //     image if missing;
 //  2. builds a simulated cluster in network namespaces (package cluster):
-//     a switch, node1 and node2, each with its br-ext on the switch;
-//     Each node runs the node agent, tapbridge-agent, as its DaemonSet
-//     would;
+//     a switch, node1 and node2, each with its br-ext on the switch and
+//     the node agent, tapbridge-agent, run as its DaemonSet would;
 //  3. attaches 4 VM pods through libcni with the conflists of conf/cni,
-//     served by the node agent ("dhcp": {"enabled": true}) and vmnet3
-//     made dual-stack (vmnet3: 172.16.3.0/24 and fd00:3::/64 with static
-//     host addresses, vmnet13: 172.16.13.0/24 with host addresses from a
-//     pool), one per (node, subnet), and boots a QEMU guest on each pod's
-//     TAP with no address on its kernel command line: its DHCP clients
-//     (busybox udhcpc, Debian's dhclient -6) get them from the agent;
+//     one per (node, subnet), both networks served by the node agent:
+//     vmnet3-dhcp (172.16.3.0/24 and fd00:3::/64, static host addresses)
+//     and vmnet13 (172.16.13.0/24, host addresses from a pool; "dhcp"
+//     turned on here), and boots a QEMU guest on each pod's TAP with no
+//     address on its kernel command line: its DHCP clients (busybox
+//     udhcpc, Debian's dhclient -6) get them from the agent;
 //  4. prints the topology, where each guest's addresses came from, and a
 //     connectivity matrix: every VM and every node host address to every
 //     other, IPv4 and IPv6, with ICMP and TCP;
@@ -31,7 +30,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -164,7 +162,7 @@ func (d *demo) build(ctx context.Context) error {
 			return err
 		}
 		d.baseline[n.Name] = s
-		for _, net := range []string{"vmnet3", "vmnet13"} {
+		for _, net := range []string{"vmnet3-dhcp", "vmnet13"} {
 			if err := n.Status(ctx, net); err != nil {
 				return fmt.Errorf("STATUS %s on %s: %w", net, n.Name, err)
 			}
@@ -173,22 +171,12 @@ func (d *demo) build(ctx context.Context) error {
 	return nil
 }
 
-// vmnet3v6 makes vmnet3 dual-stack in the demo.
-var vmnet3v6 = cluster.IPv6{
-	Subnet: netip.MustParsePrefix("fd00:3::/64"),
-	Ranges: map[string][2]netip.Addr{ // as conf/cni's IPv4 ranges of vmnet3
-		"node1": {netip.MustParseAddr("fd00:3::10"), netip.MustParseAddr("fd00:3::59")},
-		"node2": {netip.MustParseAddr("fd00:3::60"), netip.MustParseAddr("fd00:3::109")},
-	},
-	Hosts: map[string]netip.Prefix{"node1": netip.MustParsePrefix("fd00:3::150/64"), "node2": netip.MustParsePrefix("fd00:3::151/64")},
-}
-
-// served registers on n the demo's networks, under their own names: the
-// conflists of conf/cni with "dhcp": {"enabled": true}, so the node agent
-// serves the guests their addresses, and vmnet3 with an IPv6 range too.
-// (The shipped conflists stay as they are: they need no agent.)
+// served registers on n the demo's networks, both served by the node
+// agent: conf/cni's vmnet3-dhcp (vmnet3's subnet, dual-stack, "dhcp":
+// {"enabled": true}) as shipped, and vmnet13 with "dhcp" turned on (the
+// shipped vmnet13 leaves the guest's address to the guest).
 func served(n *cluster.Node) error {
-	if _, err := n.Variant("vmnet3", "vmnet3", cluster.Serve(""), cluster.DualStack(vmnet3v6)); err != nil {
+	if _, err := n.Network("vmnet3-dhcp"); err != nil {
 		return err
 	}
 	_, err := n.Variant("vmnet13", "vmnet13", cluster.Serve(""))
@@ -198,9 +186,9 @@ func served(n *cluster.Node) error {
 // plan is which VM goes where, in boot order: node1's VMs boot first (two
 // at a time, one per core), so they wait for node2's before probing.
 var plan = []struct{ name, node, network string }{
-	{"vm1", "node1", "vmnet3"},
+	{"vm1", "node1", "vmnet3-dhcp"},
 	{"vm2", "node1", "vmnet13"},
-	{"vm3", "node2", "vmnet3"},
+	{"vm3", "node2", "vmnet3-dhcp"},
 	{"vm4", "node2", "vmnet13"},
 }
 

@@ -14,7 +14,7 @@ import (
 
 // hostAddressSource says where each network's host addresses come from,
 // as configured in conf/cni/<node>/<network>.conflist.
-var hostAddressSource = map[string]string{"vmnet3": "hostAddress.static", "vmnet13": "hostAddress.pool"}
+var hostAddressSource = map[string]string{"vmnet3-dhcp": "hostAddress.static", "vmnet13": "hostAddress.pool"}
 
 func (d *demo) printTopology(all []endpoint) {
 	fmt.Printf("\nTopology: one flat L2 (switch %s-sw), no router, no ip_forward, no address on any uplink\n", d.c.ID)
@@ -28,7 +28,7 @@ func (d *demo) printTopology(all []endpoint) {
 		fmt.Printf("  %s  %s + uplink  host addresses: %s\n", n.Name, cluster.HostBridge, strings.Join(addrs, ", "))
 		for _, p := range d.pods {
 			if p.Node == n {
-				fmt.Printf("    %-4s %-8s %-16s MAC %s  %s/%s  (host veth %s)\n", p.Name, p.Network, p.IP, p.MAC, p.IfName, p.Tap, p.HostIf)
+				fmt.Printf("    %-4s %-11s %-16s MAC %s  %s/%s  (host veth %s)\n", p.Name, p.Network, p.IP, p.MAC, p.IfName, p.Tap, p.HostIf)
 				fmt.Printf("         %s\n", d.addrSource(p))
 			}
 		}
