@@ -47,3 +47,4 @@ if [ ! -x "$tools/staticcheck" ]; then
 fi
 ./scripts/deps/libvirt.sh
 ./scripts/deps/cri.sh
+./scripts/deps/dhcp-client.sh

@@ -25,11 +25,12 @@ var (
 // Every wait is bounded; TCG boots take 5-10 s on 2 cores.
 const testTimeout = 5 * time.Minute
 
-// newCluster builds a 2-node cluster whose nodes answer TCP echo, removed
-// (with every guest and namespace) when the test ends.
+// newCluster builds a 2-node cluster whose nodes run the node agent and
+// answer TCP echo, removed (with every guest, agent and namespace) when
+// the test ends.
 func newCluster(t *testing.T) *cluster.Cluster {
 	t.Helper()
-	c, err := cluster.New(cluster.Options{Nodes: 2, Plugin: pluginPath, WorkDir: t.TempDir()})
+	c, err := cluster.New(cluster.Options{Nodes: 2, Plugin: pluginPath, Agent: agentPath, WorkDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,6 +39,9 @@ func newCluster(t *testing.T) *cluster.Cluster {
 			for _, n := range c.Nodes {
 				if b, err := os.ReadFile(n.LogFile()); err == nil {
 					t.Logf("plugin log of %s:\n%s", n.Name, b)
+				}
+				if b, err := os.ReadFile(n.AgentLogFile()); err == nil {
+					t.Logf("agent log of %s:\n%s", n.Name, b)
 				}
 			}
 		}

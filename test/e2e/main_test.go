@@ -17,6 +17,7 @@ import (
 
 var (
 	pluginPath string      // the release build of tapbridge-cni
+	agentPath  string      // tapbridge-agent, which every node runs
 	image      guest.Image // the guest kernel and initramfs
 )
 
@@ -24,6 +25,9 @@ func TestMain(m *testing.M) {
 	harness.Main(m, "e2e tests (TAP devices, QEMU as uid 107)", func(tmp string) error {
 		var err error
 		if pluginPath, err = harness.BuildPlugin(filepath.Join(tmp, "bin"), ""); err != nil {
+			return err
+		}
+		if agentPath, err = harness.BuildAgent(filepath.Join(tmp, "agent")); err != nil {
 			return err
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)

@@ -9,8 +9,11 @@
 // node's netns as kubelet's runtime would, with the conflists of
 // conf/cni/<node>/ (their paths moved into the cluster's work dir so the
 // plugin's dataDir, the IPAM data and the libcni cache are per node and
-// removed with the cluster). Guests boot with package guest on the TAP of
-// their pod. Close removes every namespace, process and file it made.
+// removed with the cluster). Each node runs the node agent,
+// tapbridge-agent, as its DaemonSet does on a node: in the node's netns, on
+// the node's dataDir, with its /metrics inside that netns (agent.go).
+// Guests boot with package guest on the TAP of their pod. Close removes
+// every namespace, process and file it made.
 package cluster
 
 import (
@@ -43,6 +46,7 @@ const (
 type Options struct {
 	Nodes   int    // at least 2; nodes are named node1, node2, ...
 	Plugin  string // the tapbridge-cni binary (harness.BuildPlugin)
+	Agent   string // the tapbridge-agent binary (harness.BuildAgent); "": no agents
 	ConfDir string // holds cni/<node>/<network>.conflist; default <repo>/conf
 	WorkDir string // per-node state, IPAM, cache and logs; default a temp dir
 }

@@ -2,44 +2,17 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
 
 	"github.com/tapbridge/tapbridge-cni/test/e2e/guest"
 )
 
 // PinnedVariant registers on the node a network like network, but whose
 // pods bring their own address and MAC, as a migratable VM needs until
-// IPAM keeps an address per VM: the "ips" and "mac" capabilities (Multus
-// passes a pod's network selection "ips" and "mac" as runtimeConfig) and
-// the static IPAM, which hands out exactly runtimeConfig.ips on any node.
-// It returns the variant's key, "<network>-pinned", also its name.
+// IPAM keeps an address per VM (see Pin). It returns the variant's key,
+// "<network>-pinned", also its name.
 func (n *Node) PinnedVariant(network string) (string, error) {
-	b, err := os.ReadFile(n.ConflistPath(network))
-	if err != nil {
-		return "", fmt.Errorf("pinned variant of %s: %w", network, err)
-	}
-	var list map[string]any
-	if err := json.Unmarshal(b, &list); err != nil {
-		return "", fmt.Errorf("pinned variant of %s: %w", network, err)
-	}
-	key := network + "-pinned"
-	list["name"] = key
-	plugins, _ := list["plugins"].([]any)
-	for _, p := range plugins {
-		if plugin, _ := p.(map[string]any); plugin["type"] == PluginType {
-			plugin["capabilities"] = map[string]any{"mac": true, "ips": true}
-			plugin["ipam"] = map[string]any{"type": "static"}
-		}
-	}
-	if b, err = json.Marshal(list); err != nil {
-		return "", err
-	}
-	if _, err := n.SetNetwork(key, b); err != nil {
-		return "", err
-	}
-	return key, nil
+	return n.Variant(network, network+"-pinned", Pin)
 }
 
 // BootIncoming starts, on the TAP of target, a QEMU waiting for the live

@@ -25,11 +25,12 @@ type Node struct {
 	NS   harness.Netns
 	Dir  string // state/, ipam/, cache/ and plugin.log
 
-	c    *Cluster
-	cni  *libcni.CNIConfig
-	mu   sync.Mutex
-	nets map[string]*libcni.NetworkConfigList
-	seq  int
+	c     *Cluster
+	cni   *libcni.CNIConfig
+	mu    sync.Mutex
+	nets  map[string]*libcni.NetworkConfigList
+	seq   int
+	agent *agent // nil while none runs
 }
 
 func (c *Cluster) newNode(i int) (*Node, error) {
@@ -51,6 +52,13 @@ func (c *Cluster) newNode(i int) (*Node, error) {
 	}
 	paths := []string{filepath.Dir(c.opts.Plugin), harness.CNIBinDir()}
 	n.cni = libcni.NewCNIConfigWithCacheDir(paths, n.CacheDir(), nil)
+	if c.opts.Agent != "" {
+		// Killed before the node's netns goes (closers run in reverse).
+		c.onClose(n.KillAgent)
+		if err := n.StartAgent(context.Background()); err != nil {
+			return nil, err
+		}
+	}
 	return n, nil
 }
 

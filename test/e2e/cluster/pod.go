@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
@@ -34,7 +35,8 @@ type Pod struct {
 	Tap    string           // the TAP in the pod netns, from the result
 	HostIf string           // the host end of the veth, from the result
 	MAC    net.HardwareAddr // the guest MAC (on IfName), from the result
-	IP     netip.Prefix     // the guest's address, from the result
+	IP     netip.Prefix     // the guest's IPv4 address, from the result (invalid: none)
+	IP6    netip.Prefix     // the guest's IPv6 address, from the result (invalid: none)
 
 	opts PodOptions
 }
@@ -122,30 +124,43 @@ func (p *Pod) add(ctx context.Context) error {
 	return p.readResult()
 }
 
-// readResult finds the guest's MAC, IP and TAP: the IP points at the pod
-// interface, and the TAP is the other interface in the sandbox.
+// readResult finds the guest's MAC, IPs and TAP: the pod interface is
+// CNI_IFNAME in the sandbox, its IPs point at it (a network without IPAM
+// has none), and the TAP is the other interface in the sandbox.
 func (p *Pod) readResult() error {
 	r := p.Result
-	if len(r.IPs) == 0 || r.IPs[0].Interface == nil || *r.IPs[0].Interface >= len(r.Interfaces) {
-		return fmt.Errorf("result has no IP on an interface: %s", r)
+	podIf := -1
+	for i, itf := range r.Interfaces {
+		if itf.Name == p.IfName && itf.Sandbox != "" {
+			podIf = i
+		}
 	}
-	ip := r.IPs[0]
-	podIf := r.Interfaces[*ip.Interface]
+	if podIf < 0 {
+		return fmt.Errorf("result lacks the pod interface %s: %s", p.IfName, r)
+	}
 	var err error
-	if p.MAC, err = net.ParseMAC(podIf.Mac); err != nil {
-		return fmt.Errorf("result: mac of %s: %w", podIf.Name, err)
+	if p.MAC, err = net.ParseMAC(r.Interfaces[podIf].Mac); err != nil {
+		return fmt.Errorf("result: mac of %s: %w", p.IfName, err)
 	}
-	addr, _ := netip.AddrFromSlice(ip.Address.IP.To4())
-	if ip.Address.IP.To4() == nil {
-		addr, _ = netip.AddrFromSlice(ip.Address.IP)
+	for _, ip := range r.IPs {
+		if ip.Interface == nil || *ip.Interface != podIf {
+			continue
+		}
+		addr, _ := netip.AddrFromSlice(ip.Address.IP)
+		ones, _ := ip.Address.Mask.Size()
+		pfx := netip.PrefixFrom(addr.Unmap(), ones)
+		switch {
+		case pfx.Addr().Is4() && !p.IP.IsValid():
+			p.IP = pfx
+		case pfx.Addr().Is6() && !p.IP6.IsValid():
+			p.IP6 = pfx
+		}
 	}
-	ones, _ := ip.Address.Mask.Size()
-	p.IP = netip.PrefixFrom(addr, ones)
-	for _, itf := range r.Interfaces {
+	for i, itf := range r.Interfaces {
 		switch {
 		case itf.Sandbox == "":
 			p.HostIf = itf.Name
-		case itf.Name != podIf.Name:
+		case i != podIf:
 			p.Tap = itf.Name
 		}
 	}
@@ -176,9 +191,20 @@ func (p *Pod) Del(ctx context.Context) error {
 // Remove deletes the pod netns, as the runtime does after DEL.
 func (p *Pod) Remove() error { return p.NS.Delete() }
 
-// String is "vm1 (node1, vmnet3, 172.16.3.10/24)".
+// String is "vm1 (node1, vmnet3, 172.16.3.10/24)", with the IPv6
+// address after the IPv4 one when there is one, and "no IPAM" when the
+// network gave none.
 func (p *Pod) String() string {
-	return fmt.Sprintf("%s (%s, %s, %s)", p.Name, p.Node.Name, p.Network, p.IP)
+	var addrs []string
+	for _, a := range []netip.Prefix{p.IP, p.IP6} {
+		if a.IsValid() {
+			addrs = append(addrs, a.String())
+		}
+	}
+	if len(addrs) == 0 {
+		addrs = []string{"no IPAM"}
+	}
+	return fmt.Sprintf("%s (%s, %s, %s)", p.Name, p.Node.Name, p.Network, strings.Join(addrs, ", "))
 }
 
 // ForgetCache removes libcni's cached result of the pod, as after a

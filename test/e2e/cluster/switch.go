@@ -167,9 +167,9 @@ func (c *Cluster) SwitchFDB(mac net.HardwareAddr) (string, error) {
 }
 
 // AddPeer plugs a plain host into the switch: a netns "<ID>-<name>" whose
-// eth0 (MAC 02:00:00:00:dd:<n>) holds addr, cabled to the switch's port
-// "port-<name>". It goes with the cluster.
-func (c *Cluster) AddPeer(name string, n byte, addr netip.Prefix) (harness.Netns, error) {
+// eth0 (MAC 02:00:00:00:dd:<n>) holds addrs (IPv6 ones without DAD),
+// cabled to the switch's port "port-<name>". It goes with the cluster.
+func (c *Cluster) AddPeer(name string, n byte, addrs ...netip.Prefix) (harness.Netns, error) {
 	ns, err := c.newNetns(name)
 	if err != nil {
 		return ns, err
@@ -189,9 +189,14 @@ func (c *Cluster) AddPeer(name string, n byte, addr netip.Prefix) (harness.Netns
 		if err := netlink.LinkSetHardwareAddr(l, mac); err != nil {
 			return err
 		}
-		a := &netlink.Addr{IPNet: &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), addr.Addr().BitLen())}}
-		if err := netlink.AddrAdd(l, a); err != nil {
-			return fmt.Errorf("address %s on peer %s: %w", addr, name, err)
+		for _, addr := range addrs {
+			a := &netlink.Addr{IPNet: &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), addr.Addr().BitLen())}}
+			if addr.Addr().Is6() {
+				a.Flags = unix.IFA_F_NODAD
+			}
+			if err := netlink.AddrAdd(l, a); err != nil {
+				return fmt.Errorf("address %s on peer %s: %w", addr, name, err)
+			}
 		}
 		return netlink.LinkSetUp(l)
 	})

@@ -20,14 +20,29 @@ type Guest struct {
 	Retry   time.Duration // tb.retry: how long each failing probe is retried
 	Wait    time.Duration // tb.wait: pause between TBREADY and the first probe
 	Watch   netip.Addr    // tb.watch: pinged 10 times a second once the probes are done
+	DHCP    bool          // tb.dhcp=1: no address on the command line; udhcpc gets it
+	DHCP6   bool          // tb.dhcp6=1: dhclient -6 gets the IPv6 address
 	Queues  int           // >1 needs a network with tap.multiQueue
 	Console io.Writer     // optional copy of the serial console
 }
 
-// Cmdline is the guest's kernel command line: its IP from the CNI result,
-// its probes, and tb.hold=1 so it stays up as a responder.
+// Cmdline is the guest's kernel command line: its IPs from the CNI
+// result, or the DHCP clients to run instead, its probes, and tb.hold=1
+// so it stays up as a responder.
 func (g Guest) Cmdline() string {
-	args := []string{"tb.ip=" + g.Pod.IP.String(), "tb.name=" + g.Pod.Name, "tb.hold=1"}
+	args := []string{"tb.name=" + g.Pod.Name, "tb.hold=1"}
+	switch {
+	case g.DHCP:
+		args = append(args, "tb.dhcp=1")
+	case g.Pod.IP.IsValid():
+		args = append(args, "tb.ip="+g.Pod.IP.String())
+	}
+	switch {
+	case g.DHCP6:
+		args = append(args, "tb.dhcp6=1")
+	case g.Pod.IP6.IsValid():
+		args = append(args, "tb.ip6="+g.Pod.IP6.String())
+	}
 	if g.Retry > 0 {
 		args = append(args, fmt.Sprintf("tb.retry=%d", int(g.Retry.Seconds())))
 	}
@@ -59,6 +74,7 @@ type VM struct {
 	*guest.VM
 	Pod   *Pod
 	Ready time.Duration // from Boot to TBREADY
+	Got   guest.Ready   // TBREADY: the addresses the guest has, and where each came from
 }
 
 // Boot starts QEMU on the pod's TAP, inside the pod netns, with the guest
@@ -79,13 +95,15 @@ func (c *Cluster) Boot(ctx context.Context, img guest.Image, g Guest) (*VM, erro
 		return nil, fmt.Errorf("boot %s: %w", g.Pod.Name, err)
 	}
 	c.onClose(vm.Stop)
-	if _, err := vm.WaitFor(ctx, "TBREADY"); err != nil {
+	line, err := vm.WaitFor(ctx, "TBREADY")
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("boot %s: %w", g.Pod.Name, err)
 		}
 		return nil, fmt.Errorf("boot %s: %w\nserial console:\n%s", g.Pod.Name, err, vm.Output())
 	}
-	return &VM{VM: vm, Pod: g.Pod, Ready: time.Since(start)}, nil
+	got, _ := guest.ParseReady(line)
+	return &VM{VM: vm, Pod: g.Pod, Ready: time.Since(start), Got: got}, nil
 }
 
 // BootEvent reports progress of BootAll.

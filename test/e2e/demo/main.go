@@ -4,13 +4,18 @@
 //  1. builds the plugin, fetches the upstream IPAM plugins and the guest
 //     image if missing;
 //  2. builds a simulated cluster in network namespaces (package cluster):
-//     a switch, node1 and node2, each with its br-ext on the switch;
-//  3. attaches 4 VM pods through libcni with the conflists of conf/cni
-//     (vmnet3: 172.16.3.0/24 with static host addresses, vmnet13:
-//     172.16.13.0/24 with host addresses from a pool), one per (node,
-//     subnet), and boots a QEMU guest on each pod's TAP;
-//  4. prints the topology and a connectivity matrix: every VM and every
-//     node host address to every other, with ICMP and TCP;
+//     a switch, node1 and node2, each with its br-ext on the switch and
+//     the node agent, tapbridge-agent, run as its DaemonSet would;
+//  3. attaches 4 VM pods through libcni with the conflists of conf/cni,
+//     one per (node, subnet), both networks served by the node agent:
+//     vmnet3-dhcp (172.16.3.0/24 and fd00:3::/64, static host addresses)
+//     and vmnet13 (172.16.13.0/24, host addresses from a pool; "dhcp"
+//     turned on here), and boots a QEMU guest on each pod's TAP with no
+//     address on its kernel command line: its DHCP clients (busybox
+//     udhcpc, Debian's dhclient -6) get them from the agent;
+//  4. prints the topology, where each guest's addresses came from, and a
+//     connectivity matrix: every VM and every node host address to every
+//     other, IPv4 and IPv6, with ICMP and TCP;
 //  5. live-migrates a fifth VM (MAC and address pinned) from node1 to
 //     node2 while a peer on the switch, both nodes and vm3 ping it and a
 //     TCP connection to it stays open, and prints the downtime they saw
@@ -41,6 +46,7 @@ type demo struct {
 	start    time.Time
 	tmp      string
 	plugin   string
+	agent    string
 	image    guest.Image
 	c        *cluster.Cluster
 	pods     []*cluster.Pod
@@ -123,6 +129,10 @@ func (d *demo) prepare(ctx context.Context) error {
 	if d.plugin, err = harness.BuildPlugin(filepath.Join(d.tmp, "bin"), ""); err != nil {
 		return err
 	}
+	d.say("building tapbridge-agent")
+	if d.agent, err = harness.BuildAgent(filepath.Join(d.tmp, "agent")); err != nil {
+		return err
+	}
 	d.say("upstream IPAM plugins %s (host-local) in %s", harness.UpstreamVersion, harness.CNIBinDir())
 	if err := harness.EnsureUpstream(); err != nil {
 		return err
@@ -133,13 +143,17 @@ func (d *demo) prepare(ctx context.Context) error {
 }
 
 func (d *demo) build(ctx context.Context) error {
-	c, err := cluster.New(cluster.Options{Nodes: 2, Plugin: d.plugin, WorkDir: filepath.Join(d.tmp, "cluster")})
+	c, err := cluster.New(cluster.Options{Nodes: 2, Plugin: d.plugin, Agent: d.agent, WorkDir: filepath.Join(d.tmp, "cluster")})
 	if err != nil {
 		return err
 	}
 	d.c = c
-	d.say("cluster %s: switch %s-sw; node1, node2 each with %s enslaving an uplink to the switch", c.ID, c.ID, cluster.HostBridge)
+	d.say("cluster %s: switch %s-sw; node1, node2 each with %s enslaving an uplink to the switch, and tapbridge-agent (pids %d, %d) in its netns on its dataDir",
+		c.ID, c.ID, cluster.HostBridge, c.Nodes[0].AgentPID(), c.Nodes[1].AgentPID())
 	for _, n := range c.Nodes {
+		if err := served(n); err != nil {
+			return err
+		}
 		if err := n.ServeEcho(); err != nil {
 			return err
 		}
@@ -148,7 +162,7 @@ func (d *demo) build(ctx context.Context) error {
 			return err
 		}
 		d.baseline[n.Name] = s
-		for _, net := range []string{"vmnet3", "vmnet13"} {
+		for _, net := range []string{"vmnet3-dhcp", "vmnet13"} {
 			if err := n.Status(ctx, net); err != nil {
 				return fmt.Errorf("STATUS %s on %s: %w", net, n.Name, err)
 			}
@@ -157,12 +171,24 @@ func (d *demo) build(ctx context.Context) error {
 	return nil
 }
 
+// served registers on n the demo's networks, both served by the node
+// agent: conf/cni's vmnet3-dhcp (vmnet3's subnet, dual-stack, "dhcp":
+// {"enabled": true}) as shipped, and vmnet13 with "dhcp" turned on (the
+// shipped vmnet13 leaves the guest's address to the guest).
+func served(n *cluster.Node) error {
+	if _, err := n.Network("vmnet3-dhcp"); err != nil {
+		return err
+	}
+	_, err := n.Variant("vmnet13", "vmnet13", cluster.Serve(""))
+	return err
+}
+
 // plan is which VM goes where, in boot order: node1's VMs boot first (two
 // at a time, one per core), so they wait for node2's before probing.
 var plan = []struct{ name, node, network string }{
-	{"vm1", "node1", "vmnet3"},
+	{"vm1", "node1", "vmnet3-dhcp"},
 	{"vm2", "node1", "vmnet13"},
-	{"vm3", "node2", "vmnet3"},
+	{"vm3", "node2", "vmnet3-dhcp"},
 	{"vm4", "node2", "vmnet13"},
 }
 
@@ -173,7 +199,11 @@ func (d *demo) attach(ctx context.Context) error {
 			return err
 		}
 		d.pods = append(d.pods, pod)
-		d.say("ADD %s on %s (%s): IP %s, MAC %s, TAP %s in %s", pod.Name, p.node, p.network, pod.IP, pod.MAC, pod.Tap, pod.NS.Name)
+		ip := pod.IP.String()
+		if pod.IP6.IsValid() {
+			ip += " and " + pod.IP6.String()
+		}
+		d.say("ADD %s on %s (%s): IPAM gave %s, MAC %s, TAP %s in %s", pod.Name, p.node, p.network, ip, pod.MAC, pod.Tap, pod.NS.Name)
 	}
 	return nil
 }

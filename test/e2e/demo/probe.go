@@ -28,11 +28,16 @@ type cell struct {
 	err  error  // why, for a node's probe
 }
 
-// endpoints lists every VM, then every node host address.
+// endpoints lists every VM address (IPv4, then IPv6), then every node
+// host address.
 func (d *demo) endpoints() ([]endpoint, error) {
 	var out []endpoint
 	for _, p := range d.pods {
-		out = append(out, endpoint{name: p.Name, addr: p.IP.Addr(), subnet: p.IP.Masked(), pod: p, node: p.Node})
+		for _, a := range []netip.Prefix{p.IP, p.IP6} {
+			if a.IsValid() {
+				out = append(out, endpoint{name: p.Name, addr: a.Addr(), subnet: a.Masked(), pod: p, node: p.Node})
+			}
+		}
 	}
 	for _, n := range d.c.Nodes {
 		addrs, err := n.HostAddrs()
@@ -44,6 +49,27 @@ func (d *demo) endpoints() ([]endpoint, error) {
 		}
 	}
 	return out, nil
+}
+
+// vmEndpoints and nodeEndpoints split endpoints' list.
+func vmEndpoints(all []endpoint) []endpoint {
+	var out []endpoint
+	for _, e := range all {
+		if e.pod != nil {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func nodeEndpoints(all []endpoint) []endpoint {
+	var out []endpoint
+	for _, e := range all {
+		if e.pod == nil {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // targets are the endpoints on src's subnet other than src: across
@@ -67,17 +93,25 @@ func (d *demo) boot(ctx context.Context) error {
 		return err
 	}
 	var guests []cluster.Guest
-	for i, e := range all[:len(d.pods)] {
-		g := cluster.Guest{Pod: e.pod, Ping: targets(e, all), TCP: targets(e, all), Retry: 90 * time.Second}
+	for i, p := range d.pods {
+		// No address on the command line: the guest's DHCP clients get
+		// them from the node agent (IPv6 where the network has some).
+		g := cluster.Guest{Pod: p, DHCP: true, DHCP6: p.IP6.IsValid(), Retry: 90 * time.Second}
+		for _, e := range vmEndpoints(all) {
+			if e.pod == p {
+				g.Ping = append(g.Ping, targets(e, all)...)
+			}
+		}
+		g.TCP = g.Ping
 		if i < 2 {
 			g.Wait = 12 * time.Second
 		}
-		if e.name == watcherVM {
+		if p.Name == watcherVM {
 			g.Watch = migIP.Addr() // for the migration step, from its probes' end on
 		}
 		guests = append(guests, g)
 	}
-	d.say("booting %d guests with QEMU (TCG), 2 at a time, each on its pod's TAP inside the pod netns", len(guests))
+	d.say("booting %d guests with QEMU (TCG), 2 at a time, each on its pod's TAP inside the pod netns, with no address on its kernel command line: udhcpc and dhclient -6 get them from the node agent", len(guests))
 	vms, err := d.c.BootAll(ctx, d.image, guests, 2, 3*time.Second, func(e cluster.BootEvent) {
 		p := e.Guest.Pod
 		switch {
@@ -112,7 +146,7 @@ func (d *demo) probe(ctx context.Context) error {
 	m := map[[2]netip.Addr]cell{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, src := range all[len(d.pods):] {
+	for _, src := range nodeEndpoints(all) {
 		for _, dst := range targets(src, all) {
 			wg.Add(1)
 			go func() {
@@ -132,7 +166,7 @@ func (d *demo) probe(ctx context.Context) error {
 	}
 	d.printTopology(all)
 	d.printMatrix(all, m)
-	d.failed = failures(all, m)
+	d.failed += failures(all, m)
 	return nil
 }
 
@@ -148,7 +182,7 @@ func nodeProbe(ctx context.Context, src endpoint, dst netip.Addr) cell {
 func (d *demo) guestResults(ctx context.Context, all []endpoint, m map[[2]netip.Addr]cell, mu *sync.Mutex) error {
 	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 	defer cancel()
-	for _, src := range all[:len(d.pods)] {
+	for _, src := range vmEndpoints(all) {
 		probes, err := d.vms[src.pod].Probes(ctx)
 		if err != nil {
 			return err

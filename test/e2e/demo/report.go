@@ -14,7 +14,7 @@ import (
 
 // hostAddressSource says where each network's host addresses come from,
 // as configured in conf/cni/<node>/<network>.conflist.
-var hostAddressSource = map[string]string{"vmnet3": "hostAddress.static", "vmnet13": "hostAddress.pool"}
+var hostAddressSource = map[string]string{"vmnet3-dhcp": "hostAddress.static", "vmnet13": "hostAddress.pool"}
 
 func (d *demo) printTopology(all []endpoint) {
 	fmt.Printf("\nTopology: one flat L2 (switch %s-sw), no router, no ip_forward, no address on any uplink\n", d.c.ID)
@@ -28,7 +28,8 @@ func (d *demo) printTopology(all []endpoint) {
 		fmt.Printf("  %s  %s + uplink  host addresses: %s\n", n.Name, cluster.HostBridge, strings.Join(addrs, ", "))
 		for _, p := range d.pods {
 			if p.Node == n {
-				fmt.Printf("    %-4s %-8s %-16s MAC %s  %s/%s  (host veth %s)\n", p.Name, p.Network, p.IP, p.MAC, p.IfName, p.Tap, p.HostIf)
+				fmt.Printf("    %-4s %-11s %-16s MAC %s  %s/%s  (host veth %s)\n", p.Name, p.Network, p.IP, p.MAC, p.IfName, p.Tap, p.HostIf)
+				fmt.Printf("         %s\n", d.addrSource(p))
 			}
 		}
 	}
@@ -36,11 +37,43 @@ func (d *demo) printTopology(all []endpoint) {
 
 func (d *demo) sourceOf(subnet netip.Prefix) string {
 	for _, p := range d.pods {
-		if p.IP.Masked() == subnet {
+		if p.IP.Masked() == subnet || (p.IP6.IsValid() && p.IP6.Masked() == subnet) {
 			return hostAddressSource[p.Network]
 		}
 	}
 	return "?"
+}
+
+// addrSource says where the guest's addresses came from, as its DHCP
+// clients printed it, and whether they are its IPAM result (counted as a
+// failure if not).
+func (d *demo) addrSource(p *cluster.Pod) string {
+	vm := d.vms[p]
+	if vm == nil {
+		return "not booted"
+	}
+	got := vm.Got
+	server := map[int]string{}
+	for _, l := range vm.Leases() {
+		server[l.Family] = l.Server
+	}
+	parts := []string{fmt.Sprintf("%s by %s (server %s)", got.IP, got.From4, server[4])}
+	ok := got.IP == p.IP
+	if p.IP6.IsValid() {
+		parts = append(parts, fmt.Sprintf("%s by %s (server DUID %s)", got.IP6, got.From6, server[6]))
+		ok = ok && got.IP6.Addr() == p.IP6.Addr()
+		for _, l := range vm.Lines() {
+			if i := strings.Index(l, "TBRA on-link "); i >= 0 {
+				parts = append(parts, l[i+len("TBRA on-link "):]+" on-link by the agent's router advertisement")
+			}
+		}
+	}
+	verdict := "✓ exactly its IPAM result"
+	if !ok {
+		d.failed++
+		verdict = "✗ NOT its IPAM result"
+	}
+	return "got " + strings.Join(parts, ", ") + ": " + verdict
 }
 
 const labelWidth, cellWidth = 22, 15
@@ -66,7 +99,7 @@ func (d *demo) printMatrix(all []endpoint, m map[[2]netip.Addr]cell) {
 		}
 		fmt.Println(row.String())
 	}
-	fmt.Println("– = different subnets: nothing routes between 172.16.3.0/24 and 172.16.13.0/24 (by design), so not applicable; · = itself")
+	fmt.Println("– = different subnets: nothing routes between 172.16.3.0/24, 172.16.13.0/24 and fd00:3::/64 (by design), so not applicable; · = itself")
 	for _, src := range all {
 		for _, dst := range all {
 			if c := m[[2]netip.Addr{src.addr, dst.addr}]; c.err != nil {

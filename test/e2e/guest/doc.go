@@ -8,7 +8,8 @@
 //
 //   - EnsureImage builds, once per cache directory, a kernel from Debian's
 //     linux-image-cloud-amd64 package and a busybox initramfs whose /init
-//     (init.sh) configures eth0 from the kernel command line, runs probes
+//     (init.sh) configures eth0 from the kernel command line or by DHCP
+//     (udhcpc, and Debian's dhclient copied in with its libraries), runs probes
 //     and prints machine-readable results on the serial console.
 //   - OpenTap attaches to an existing TAP as its owner (TUNSETIFF as uid
 //     107), so the kernel's owner check is exercised as in production.
@@ -20,6 +21,11 @@
 //	tb.ip=10.99.0.2/24    IPv4 address of eth0
 //	tb.ip6=2001:db8::2/64 IPv6 address of eth0 (no DAD)
 //	tb.gw=, tb.gw6=       default routes
+//	tb.dhcp=1             get the IPv4 address, router and MTU by DHCP
+//	                      (busybox udhcpc, which stays up to renew)
+//	tb.dhcp6=1            get the IPv6 address by DHCPv6 (Debian's dhclient
+//	                      -6, which stays up to renew; the on-link prefix
+//	                      comes from a router advertisement)
 //	tb.mtu=               MTU of eth0
 //	tb.name=              hostname, shown by the HTTP responder
 //	tb.ping=ip1,ip2       ping each (ping -c 3 -W 2)
@@ -33,7 +39,20 @@
 // Serial console lines the guest prints (see init.sh):
 //
 //	TBINIT                                      /init started
-//	TBREADY ip=… ip6=… mac=… queues=N           eth0 configured, responders listening
+//	TBDHCP4 <event> ip=… server=… router=… mtu=… lease=…
+//	                                            udhcpc's script ran (bound, renew;
+//	                                            "deconfig: address removed" when a
+//	                                            lease was lost; nak)
+//	TBDHCP6 <reason> ip6=… server=<DUID> renew=… rebind=… life=… dns=…
+//	                                            dhclient's script ran (BOUND6,
+//	                                            RENEW6, REBIND6; EXPIRE6, RELEASE6,
+//	                                            STOP6 when the address went)
+//	TBRA on-link <prefix>                       a router advertisement made the
+//	                                            DHCPv6 address's prefix on-link
+//	TBREADY ip=… ip6=… mac=… queues=N from=<4>,<6>
+//	                                            eth0 configured, responders listening;
+//	                                            from: where each address came from
+//	                                            (cmdline, dhcp4, dhcp6, none)
 //	TBPROBE ping <ip> ok rtt=<avg ms> | fail
 //	TBPROBE tcp <ip:port> ok | fail
 //	TBDONE                                      all probes finished

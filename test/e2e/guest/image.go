@@ -20,7 +20,7 @@ import (
 // imageFormat names the layout of a built image. Bump it when the builder
 // changes what goes into the image in a way init.sh does not show, so that
 // caches built by older code are not reused.
-const imageFormat = "tbguest-1"
+const imageFormat = "tbguest-2"
 
 // CacheDirEnv overrides DefaultCacheDir.
 const CacheDirEnv = "TAPBRIDGE_GUEST_CACHE"
@@ -66,6 +66,10 @@ func EnsureImage(ctx context.Context, cacheDir string) (Image, error) {
 	if cacheDir == "" {
 		cacheDir = DefaultCacheDir()
 	}
+	// dhclient is part of the key, so it is unpacked first.
+	if _, err := ensureDHClient(ctx); err != nil {
+		return Image{}, err
+	}
 	dir := filepath.Join(cacheDir, "image-"+imageKey())
 	img := Image{Kernel: filepath.Join(dir, "vmlinuz"), Initrd: filepath.Join(dir, "initrd.img")}
 	if imageComplete(img) {
@@ -103,10 +107,18 @@ func InstallDeps(ctx context.Context) error {
 	return nil
 }
 
-// imageKey changes whenever the content of a built image would.
+// imageKey changes whenever the content of a built image would: the
+// scripts, and dhclient as unpacked (a Debian update changes it).
 func imageKey() string {
-	sum := sha256.Sum256([]byte(imageFormat + "\x00" + initScript))
-	return hex.EncodeToString(sum[:6])
+	h := sha256.New()
+	for _, s := range []string{imageFormat, initScript, udhcpcScript, dhclientScript} {
+		h.Write([]byte(s + "\x00"))
+	}
+	if f, err := os.Open(dhclientPath()); err == nil {
+		_, _ = io.Copy(h, f)
+		f.Close()
+	}
+	return hex.EncodeToString(h.Sum(nil)[:6])
 }
 
 func imageComplete(img Image) bool {
@@ -169,6 +181,11 @@ func buildImage(ctx context.Context, cacheDir, dest string) error {
 		return fmt.Errorf("resolve virtio-net modules of %s: %w", k.version, err)
 	}
 
+	dhcp, err := dhcpFiles(ctx)
+	if err != nil {
+		return err
+	}
+
 	out := filepath.Join(tmp, "image")
 	if err := os.Mkdir(out, 0o755); err != nil {
 		return fmt.Errorf("create image dir: %w", err)
@@ -176,7 +193,7 @@ func buildImage(ctx context.Context, cacheDir, dest string) error {
 	if err := copyFile(k.vmlinuz, filepath.Join(out, "vmlinuz"), 0o644); err != nil {
 		return err
 	}
-	if err := writeInitramfs(ctx, filepath.Join(out, "initrd.img"), busyboxPath, mods); err != nil {
+	if err := writeInitramfs(ctx, filepath.Join(out, "initrd.img"), busyboxPath, mods, dhcp); err != nil {
 		return err
 	}
 	if err := writeInfo(filepath.Join(out, "info.txt"), deb, k, mods); err != nil {

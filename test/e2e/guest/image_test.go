@@ -88,7 +88,8 @@ func TestInitramfsContents(t *testing.T) {
 		have[l] = true
 	}
 	for _, want := range []string{"init", "bin/busybox", "bin/sh", "dev/console", "etc/tb-modules",
-		"lib/modules/virtio_net.ko", "lib/modules/virtio_pci.ko", "usr/bin/nc", "sbin/insmod"} {
+		"lib/modules/virtio_net.ko", "lib/modules/virtio_pci.ko", "usr/bin/nc", "sbin/insmod",
+		"sbin/udhcpc", "sbin/dhclient", "etc/tb/udhcpc.sh", "etc/tb/dhclient.sh", "lib64/ld-linux-x86-64.so.2"} {
 		if !have[want] {
 			t.Errorf("initramfs lacks %s", want)
 		}

@@ -20,8 +20,8 @@ const busyboxPath = "/bin/busybox"
 // a symlink per applet), the modules with their load order in
 // /etc/tb-modules, /dev/console (the kernel opens it before /init runs,
 // and we cannot mknod it in a temp dir without caring about ownership),
-// and /init.
-func writeInitramfs(ctx context.Context, dest, busybox string, mods []module) error {
+// the extra files (the DHCP clients), and /init.
+func writeInitramfs(ctx context.Context, dest, busybox string, mods []module, extra []imageFile) error {
 	bb, err := staticBusybox(busybox)
 	if err != nil {
 		return err
@@ -60,6 +60,9 @@ func writeInitramfs(ctx context.Context, dest, busybox string, mods []module) er
 		names = append(names, m.name)
 	}
 	cw.file("etc/tb-modules", 0o644, []byte(strings.Join(names, "\n")+"\n"))
+	for _, f := range extra {
+		cw.file(f.name, f.mode, f.data)
+	}
 	cw.file("init", 0o755, []byte(initScript))
 
 	if err := cw.close(); err != nil {
