@@ -129,6 +129,16 @@ func (p *port) addDHCP4(rec state.Record, guest, src net.HardwareAddr, hostAddrs
 	return nil
 }
 
+// dhcp6Server is the network's DHCPv6 server identity, the same on every
+// node (see dhcp6.NewNetworkServer); a record without a network name (a
+// version-1 record, written before names were kept) gets the port's own.
+func dhcp6Server(rec state.Record, src net.HardwareAddr) (dhcp6.Server, error) {
+	if rec.Network == "" {
+		return dhcp6.NewServer(src)
+	}
+	return dhcp6.NewNetworkServer(rec.Network)
+}
+
 // addIPv6 serves DHCPv6 and router advertisements, from the node's
 // link-local address on the bridge.
 func (p *port) addIPv6(rec state.Record, guest, src net.HardwareAddr, hostAddrs []netip.Prefix) error {
@@ -137,7 +147,7 @@ func (p *port) addIPv6(rec state.Record, guest, src net.HardwareAddr, hostAddrs 
 		return nil
 	}
 	srcIP := linkLocal(hostAddrs, src)
-	srv, err := dhcp6.NewServer(src)
+	srv, err := dhcp6Server(rec, src)
 	if err != nil {
 		return err
 	}

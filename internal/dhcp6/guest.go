@@ -1,6 +1,7 @@
 package dhcp6
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"net"
 	"net/netip"
@@ -88,7 +89,26 @@ func validName(n string) bool {
 
 // Server is the DHCPv6 server of one node port.
 type Server struct {
-	DUID dhcpv6.DUID // Server Identifier; a DUID-LL from the port's MAC (NewServer)
+	DUID dhcpv6.DUID // Server Identifier (NewNetworkServer, or NewServer for a port's own)
+}
+
+// NewNetworkServer names the server by a DUID-UUID derived from the
+// network's name, the same on every node: every node's agent answers a
+// guest from the same attachment record, so they are one logical server
+// per network. A live-migrated guest's Renew names the server that gave
+// its lease; with a per-node DUID the target node's agent would have to
+// discard it (RFC 8415 16.6) and the guest would wait for its Rebind at
+// T2. Stable across restarts, with no state, as 11.4 asks.
+func NewNetworkServer(network string) (Server, error) {
+	if network == "" {
+		return Server{}, fmt.Errorf("dhcp6 server: no network name to derive a DUID from")
+	}
+	sum := sha256.Sum256([]byte("tapbridge dhcp6 server " + network))
+	var id [16]byte
+	copy(id[:], sum[:16])
+	id[6] = id[6]&0x0f | 0x80 // RFC 9562 version 8: custom, name-based
+	id[8] = id[8]&0x3f | 0x80 // the RFC 9562 variant
+	return Server{DUID: &dhcpv6.DUIDUUID{UUID: id}}, nil
 }
 
 // NewServer names the server by a DUID-LL of the node port's MAC: stable

@@ -358,3 +358,30 @@ func withAddr(a string) dhcp6.Guest {
 	g.Addr = netip.MustParseAddr(a)
 	return g
 }
+
+// Every node's agent names a network's server alike, so a migrated guest's
+// Renew (naming the server of its old node) is answered on its new node;
+// another network's server is another.
+func TestNetworkServerIsTheSameOnEveryNode(t *testing.T) {
+	a, err := dhcp6.NewNetworkServer("vmnet3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := dhcp6.NewNetworkServer("vmnet3")
+	c, _ := dhcp6.NewNetworkServer("vmnet13")
+	if !bytes.Equal(a.DUID.ToBytes(), b.DUID.ToBytes()) || bytes.Equal(a.DUID.ToBytes(), c.DUID.ToBytes()) {
+		t.Fatalf("DUIDs: vmnet3 %x and %x, vmnet13 %x", a.DUID.ToBytes(), b.DUID.ToBytes(), c.DUID.ToBytes())
+	}
+	if _, err := dhcp6.NewNetworkServer(""); err == nil {
+		t.Fatal("a server for no network")
+	}
+	g := testGuest()
+	renew := message(t, dhcpv6.MessageTypeRenew, clientID(guestMAC), withIA(guestIP), dhcpv6.WithServerID(a.DUID))
+	reply, r := b.Handle(g, renew.ToBytes())
+	if reply == nil || r != dhcp6.None {
+		t.Fatalf("Renew naming the same network's server on another node: refusal %v", r)
+	}
+	if _, r := c.Handle(g, renew.ToBytes()); r != dhcp6.NotForUs {
+		t.Fatalf("Renew naming another network's server: refusal %v, want not-for-us", r)
+	}
+}

@@ -379,7 +379,7 @@ func (d domain) Initrd() string   { return filepath.Join(d.Launcher.dir, "image"
 func (d domain) Console() string  { return d.Launcher.consolePath(d.Name) }
 func (d domain) Emulator() string { p, _ := exec.LookPath("qemu-system-x86_64"); return p }
 func (d domain) FullCmdline() string {
-	return strings.TrimSpace("console=ttyS0 quiet panic=-1 " + d.Cmdline)
+	return strings.TrimSpace("console=ttyS0 quiet panic=-1 no_timer_check " + d.Cmdline)
 }
 
 // XML renders the domain definition.

@@ -204,7 +204,7 @@ func qemuArgs(o BootOptions, dir, kernel, initrd string) []string {
 		"-smp", strconv.Itoa(o.CPUs),
 		"-kernel", kernel,
 		"-initrd", initrd,
-		"-append", strings.TrimSpace("console=ttyS0 quiet panic=-1 " + o.Cmdline),
+		"-append", strings.TrimSpace("console=ttyS0 quiet panic=-1 no_timer_check " + o.Cmdline),
 		"-serial", "stdio",
 		"-netdev", netdev,
 		"-device", device,
