@@ -89,15 +89,19 @@ func capStdin() *types.Error {
 func load(command string, args *skel.CmdArgs) (*plugin.Plugin, error) {
 	host, _ := os.Hostname()
 	n, err := config.Parse(args.StdinData, config.Env{
-		ContainerID: args.ContainerID, IfName: args.IfName, Args: args.Args, Hostname: host,
+		ContainerID: args.ContainerID, IfName: args.IfName, Args: args.Args, Hostname: host, ForDel: command == "DEL",
 	})
 	if err != nil {
 		return nil, err
 	}
+	log := logger(n, command, args)
+	for _, err := range n.Ignored {
+		log.Warn("config field not valid, not needed by "+command, "err", err)
+	}
 	return &plugin.Plugin{
 		Net: n,
 		Env: plugin.Env{ContainerID: args.ContainerID, Netns: args.Netns, IfName: args.IfName, Args: args.Args, Path: args.Path},
-		Log: logger(n, command, args),
+		Log: log,
 		AddrInUse: func(ctx context.Context, ifindex int, addr netip.Addr) (bool, error) {
 			return arp.InUse(ctx, ifindex, addr, arp.Options{Wait: n.Host.ProbeWait})
 		},

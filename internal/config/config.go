@@ -106,4 +106,5 @@ type Env struct {
 	IfName      string
 	Args        string // CNI_ARGS
 	Hostname    string // the default node name
+	ForDel      bool   // parse for DEL: only the fields DEL needs must be valid (see parseSteps)
 }

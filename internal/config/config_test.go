@@ -285,3 +285,30 @@ func TestIPAMExec(t *testing.T) {
 		t.Errorf("ipamExec \"yes\": %v, want a decode error", err)
 	}
 }
+
+// DEL parses leniently: a field only ADD uses may be wrong (ADD then
+// created nothing, or an older tapbridge took it), and DEL must still
+// run; the fields DEL needs must be valid.
+func TestParseForDel(t *testing.T) {
+	badPool := func(c map[string]any) { c["hostAddress"].(map[string]any)["pool"] = []string{"nope"} }
+	if _, err := parse(t, badPool, Env{}); err == nil {
+		t.Fatal("ADD's parse took a bad pool")
+	}
+	n, err := parse(t, badPool, Env{ForDel: true})
+	if err != nil || len(n.Ignored) != 1 || !strings.Contains(n.Ignored[0].Error(), "hostAddress.pool") {
+		t.Fatalf("DEL's parse: %v, ignored %v; want the pool's error ignored", err, n)
+	}
+	if n.Bridge != "br-ext" || n.DataDir != DefaultDataDir || n.LockTimeout != DefaultLockTimeout || n.IPAMType != "host-local" {
+		t.Errorf("DEL's parse lost what DEL needs: %+v", n)
+	}
+	for name, mod := range map[string]func(map[string]any){
+		"no bridge":        func(c map[string]any) { c["bridge"] = "" },
+		"relative dataDir": func(c map[string]any) { c["dataDir"] = "state" },
+		"bad lockTimeout":  func(c map[string]any) { c["lockTimeout"] = "soon" },
+		"not JSON":         func(c map[string]any) { c["mtu"] = "x" },
+	} {
+		if _, err := parse(t, mod, Env{ForDel: true}); err == nil {
+			t.Errorf("DEL's parse took %s", name)
+		}
+	}
+}

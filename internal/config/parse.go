@@ -41,6 +41,7 @@ type Net struct {
 	Pod            Pod              // from CNI_ARGS; empty outside Kubernetes
 	GC             *GCList          // nil when the runtime sent no valid-attachments key
 	PrevResult     *current.Result  // nil when there is none
+	Ignored        []error          // for DEL (Env.ForDel): what is wrong with fields DEL does not use
 }
 
 // Pod is the Kubernetes pod of the call, as kubelet or Multus name it in
@@ -82,15 +83,31 @@ func Parse(stdin []byte, env Env) (*Net, error) {
 		return nil, &FieldError{Field: "config", Msg: err.Error(), Kind: ErrDecode}
 	}
 	n := &Net{Bytes: stdin, Name: raw.Name, CNIVersion: raw.CNIVersion, IPAMType: raw.IPAM.Type, IPAMExec: raw.IPAMExec}
-	steps := []func(*Raw, Env, *Net) error{
-		parseBasics, parseTap, parseHost, parseDHCP, parseLearnLinkLocal, parseTimeouts, checkProbeBound, parseLog, parseCNIArgs, parseGC, parsePrevResult,
-	}
-	for _, step := range steps {
-		if err := step(raw, env, n); err != nil {
+	for _, step := range parseSteps {
+		if err := step.parse(raw, env, n); err != nil {
+			if env.ForDel && !step.del {
+				n.Ignored = append(n.Ignored, err)
+				continue
+			}
 			return nil, err
 		}
 	}
 	return n, nil
+}
+
+// parseSteps are Parse's steps in order; del marks those DEL needs (where
+// the state is, which bridge and lock, how long to wait). DEL must not
+// fail on the others: a config ADD refused created nothing, and a runtime
+// (or Multus, replaying its cached copy) that gets an error from DEL
+// retries it for good, leaving the pod Terminating. And a config that a
+// newer tapbridge refuses must still tear down what an older one made.
+var parseSteps = []struct {
+	parse func(*Raw, Env, *Net) error
+	del   bool
+}{
+	{parseBasics, true}, {parseTap, false}, {parseHost, false}, {parseDHCP, false},
+	{parseLearnLinkLocal, false}, {parseTimeouts, true}, {checkProbeBound, false}, {parseLog, false},
+	{parseCNIArgs, false}, {parseGC, false}, {parsePrevResult, false},
 }
 
 func parseBasics(raw *Raw, _ Env, n *Net) error {

@@ -245,3 +245,32 @@ func TestKubeletArgs(t *testing.T) {
 	f.expectLive(nil, pods)
 	f.expectClean(before)
 }
+
+// DEL with a config ADD would refuse, in a field DEL does not use, still
+// tears the attachment down and succeeds: a runtime (or Multus replaying
+// its cached config) retries a failed DEL for good, and an attachment a
+// laxer tapbridge made must not outlive an upgrade. A DEL with such a
+// config and nothing attached succeeds too; one whose fields DEL needs
+// are wrong still fails, by name.
+func TestDelWithConfigAddRefuses(t *testing.T) {
+	f := newFixture(t)
+	pod := f.pods(1)[0]
+	before := f.snapshot()
+	good := f.conf("1.1.0")
+	bad := f.conf("1.1.0", set("hostAddress.pool", []string{"10.77.0.0/33"}), set("tap.owner", -5), set("logLevel", "loud"))
+	a := harness.Attachment{CID: "delbad-" + f.node.ID, IfName: "pod0de1bad", Network: "vmnet", Bridge: harness.BridgeName, HostAddr: "10.77.0.250/24", Pod: pod}
+	if out := f.exec(harness.Call{Command: "ADD", ContainerID: a.CID, Netns: pod.Path(), IfName: a.IfName, Stdin: bad}); out.RC == 0 || out.Err.Code != types.ErrInvalidNetworkConfig {
+		t.Fatalf("ADD with the bad config: rc %d %s, want code 7", out.RC, out.Stdout)
+	}
+	f.must(f.del(bad, a)) // nothing attached
+	f.expectClean(before)
+	f.must(f.add(good, a))
+	f.expectLive([]harness.Attachment{a}, []harness.Netns{pod})
+	f.must(f.del(bad, a))
+	f.expectClean(before)
+	out := f.exec(harness.Call{Command: "DEL", ContainerID: a.CID, Netns: pod.Path(), IfName: a.IfName,
+		Stdin: f.conf("1.1.0", set("dataDir", "relative"))})
+	if out.RC == 0 || out.Err.Code != types.ErrInvalidNetworkConfig || !strings.Contains(out.Err.Msg, "dataDir") {
+		t.Fatalf("DEL with a relative dataDir: rc %d %s, want code 7 naming dataDir", out.RC, out.Stdout)
+	}
+}
