@@ -100,6 +100,17 @@ func withPrevResult(conf, result []byte) []byte {
 	return mustJSON(c)
 }
 
+// withIPAMExec makes tapbridge exec its IPAM even for host-local, which it
+// otherwise runs in process.
+func withIPAMExec(conf []byte) []byte {
+	var c map[string]any
+	if err := json.Unmarshal(conf, &c); err != nil {
+		panic(err)
+	}
+	c["ipamExec"] = true
+	return mustJSON(c)
+}
+
 func mustJSON(v any) []byte {
 	b, err := json.Marshal(v)
 	if err != nil {

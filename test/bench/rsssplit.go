@@ -38,11 +38,18 @@ func (b *bench) slowIPAMPath() (string, error) {
 }
 
 // sampleRSS runs one ADD and DEL of v with the slow IPAM and reads the
-// plugin's RSS halfway through each call's IPAM pause. (tapbridge calls
+// plugin's RSS halfway through each call's IPAM pause (tapbridge with
+// ipamExec, so that its IPAM is the slow binary). (tapbridge calls
 // IPAM DEL after removing the links, bridge before: its mid-DEL reading
 // has done less of the call.)
 func (b *bench) sampleRSS(ctx context.Context, v cpVariant, path string, r int) (add, del rssSplit, err error) {
 	conf := v.Conf(filepath.Join(b.dir, "ipam", "rss-"+v.Key))
+	if v.Bin == b.tapbridge {
+		// The reading is taken while the slow IPAM holds the call, so
+		// tapbridge must exec it: in process, host-local is no binary
+		// to slow down (its memory is in the peak rows).
+		conf = withIPAMExec(conf)
+	}
 	c := pluginCall{Bin: v.Bin, Command: "ADD", ContainerID: fmt.Sprintf("%s-rss-%s-%d", b.id, v.Key, r),
 		Netns: b.pods[0].Path(), IfName: podIfName, Path: path, Stdin: conf}
 	result, add, err := midCallRSS(ctx, c)
