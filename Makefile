@@ -7,7 +7,7 @@ BIN     := bin/tapbridge-cni
 FUZZTIME ?= 30s
 SOAKTIME ?= 3m
 
-.PHONY: all build deps test lint unit integration e2e fuzz-short fuzz demo bench soak clean
+.PHONY: all build deps test lint unit integration kube e2e fuzz-short fuzz demo bench soak clean
 
 all: build
 
@@ -18,7 +18,7 @@ deps:
 	./scripts/install-deps.sh
 
 # Everything, as CI runs it.
-test: deps build lint unit integration fuzz-short e2e
+test: deps build lint unit integration kube fuzz-short e2e
 
 # The plugin is a short exec on every ADD and DEL: no Kubernetes client,
 # Prometheus or DHCP library may enter its import graph (they belong to the
@@ -37,6 +37,11 @@ unit:
 
 integration:
 	$(GO) test -count=1 -p 1 -timeout 20m ./test/integration/...
+
+# A real kube-apiserver and etcd in a netns of their own (build/kube, made
+# by scripts/deps/kube.sh), with the project's manifests applied.
+kube:
+	$(GO) test -count=1 -p 1 -timeout 20m ./test/kube/...
 
 e2e:
 	$(GO) test -count=1 -p 1 -timeout 20m ./test/e2e/...

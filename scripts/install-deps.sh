@@ -40,3 +40,4 @@ if [ ! -x "$tools/staticcheck" ]; then
   echo "install-deps: go install staticcheck"
   GOBIN="$tools" go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 fi
+./scripts/deps/kube.sh
