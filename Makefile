@@ -4,6 +4,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.Version=$(VERSION)
 BIN     := bin/tapbridge-cni
+IPAMBIN := bin/tapbridge-ipam
 FUZZTIME ?= 30s
 SOAKTIME ?= 3m
 
@@ -13,6 +14,7 @@ all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/tapbridge-cni
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(IPAMBIN) ./cmd/tapbridge-ipam
 
 deps:
 	./scripts/install-deps.sh
@@ -39,7 +41,7 @@ integration:
 	$(GO) test -count=1 -p 1 -timeout 20m ./test/integration/...
 
 # A real kube-apiserver and etcd in a netns of their own (build/kube, made
-# by scripts/deps/kube.sh), with the project's manifests applied.
+# by scripts/deps/kube.sh): tapbridge-ipam on 3 simulated nodes.
 kube:
 	$(GO) test -count=1 -p 1 -timeout 20m ./test/kube/...
 

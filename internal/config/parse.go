@@ -30,6 +30,7 @@ type Net struct {
 	SpoofCheck    bool
 	PortIsolation bool
 	DHCP          *DHCP // nil: the node agent does not serve this network's guests
+	PersistentIPs bool  // allowPersistentIPs: the IPAM keeps addresses per IPAMClaim
 	LockTimeout   time.Duration
 	IPAMTimeout   time.Duration
 	IPAMType      string           // "" means L2 only
@@ -79,7 +80,7 @@ func Parse(stdin []byte, env Env) (*Net, error) {
 	}
 	n := &Net{Bytes: stdin, Name: raw.Name, CNIVersion: raw.CNIVersion, IPAMType: raw.IPAM.Type}
 	steps := []func(*Raw, Env, *Net) error{
-		parseBasics, parseTap, parseHost, parseDHCP, parseTimeouts, checkProbeBound, parseLog, parseCNIArgs, parseGC, parsePrevResult,
+		parseBasics, parsePersistentIPs, parseTap, parseHost, parseDHCP, parseTimeouts, checkProbeBound, parseLog, parseCNIArgs, parseGC, parsePrevResult,
 	}
 	for _, step := range steps {
 		if err := step(raw, env, n); err != nil {
@@ -107,6 +108,21 @@ func parseBasics(raw *Raw, _ Env, n *Net) error {
 	}
 	if !strings.HasPrefix(n.DataDir, "/") {
 		return invalid("dataDir", "%q must be an absolute path", n.DataDir)
+	}
+	return nil
+}
+
+// parsePersistentIPs checks allowPersistentIPs: a boolean, and true only
+// with an IPAM (the claim's addresses come from it).
+func parsePersistentIPs(raw *Raw, _ Env, n *Net) error {
+	if len(raw.AllowPersistentIPs) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(raw.AllowPersistentIPs, &n.PersistentIPs); err != nil {
+		return invalid("allowPersistentIPs", "%s is not a boolean", raw.AllowPersistentIPs)
+	}
+	if n.PersistentIPs && raw.IPAM.Type == "" {
+		return invalid("allowPersistentIPs", "is true but the network has no ipam section to keep the addresses (use an IPAMClaims-aware IPAM such as tapbridge-ipam)")
 	}
 	return nil
 }

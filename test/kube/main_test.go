@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,6 +21,7 @@ import (
 // the slow part), each test on networks and pods of its own.
 var (
 	cluster    *kube.Cluster
+	ipamBin    string // tapbridge-ipam built with failpoints
 	saConfig   string // kubeconfig with the DaemonSet's service-account token
 	applied    []string
 	skippedDoc []string
@@ -74,6 +76,12 @@ func dumpLogs(dir string) {
 
 func setUp(tmp string) error {
 	runID = harness.RunID("tbk")
+	ipamBin = filepath.Join(tmp, "tapbridge-ipam")
+	build := exec.Command("go", "build", "-tags", "failpoints", "-o", ipamBin, "./cmd/tapbridge-ipam")
+	build.Dir, build.Env = harness.RepoRoot(), append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build tapbridge-ipam: %w\n%s", err, out)
+	}
 	var err error
 	if cluster, err = kube.Start(runID, tmp); err != nil {
 		return err
