@@ -2,8 +2,10 @@ package allocation
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -105,7 +107,9 @@ func (s Store) Taken(ctx context.Context, network string, fresh bool) (map[netip
 	if !fresh {
 		opts.ResourceVersion = "0"
 	}
-	list, err := s.Metadata.Resource(GVR).List(ctx, opts)
+	list, err := cachedFirst(ctx, opts, func(ctx context.Context, opts metav1.ListOptions) (*metav1.PartialObjectMetadataList, error) {
+		return s.Metadata.Resource(GVR).List(ctx, opts)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +144,10 @@ func (s Store) OfNetwork(ctx context.Context, network string) ([]*Allocation, er
 }
 
 func (s Store) list(ctx context.Context, selector, rv string) ([]*Allocation, error) {
-	list, err := s.Dynamic.Resource(GVR).List(ctx, metav1.ListOptions{LabelSelector: selector, ResourceVersion: rv})
+	list, err := cachedFirst(ctx, metav1.ListOptions{LabelSelector: selector, ResourceVersion: rv},
+		func(ctx context.Context, opts metav1.ListOptions) (*unstructured.UnstructuredList, error) {
+			return s.Dynamic.Resource(GVR).List(ctx, opts)
+		})
 	if err != nil {
 		return nil, err
 	}
@@ -153,4 +160,25 @@ func (s Store) list(ctx context.Context, selector, rv string) ([]*Allocation, er
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// cacheWait bounds a read from the API server's cache. The cache answers
+// at once, except while it is being rebuilt (after a restart, or when it
+// fell behind a burst of writes), when a read from it waits: the list is
+// then asked again of etcd (a consistent read) with the time left.
+const cacheWait = 1500 * time.Millisecond
+
+func cachedFirst[T any](ctx context.Context, opts metav1.ListOptions, list func(context.Context, metav1.ListOptions) (T, error)) (T, error) {
+	if opts.ResourceVersion != "0" {
+		return list(ctx, opts)
+	}
+	cctx, cancel := context.WithTimeout(ctx, cacheWait)
+	out, err := list(cctx, opts)
+	stalled := errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
+	cancel()
+	if err == nil || !stalled {
+		return out, err
+	}
+	opts.ResourceVersion = ""
+	return list(ctx, opts)
 }

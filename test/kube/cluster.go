@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -125,23 +126,42 @@ func (c *Cluster) StopAPIServer() error { return c.api.kill() }
 func (c *Cluster) PauseAPIServer() error  { return c.api.signal(syscall.SIGSTOP) }
 func (c *Cluster) ResumeAPIServer() error { return c.api.signal(syscall.SIGCONT) }
 
-// WaitReady polls /readyz until the API server answers 200.
+// WaitReady polls /readyz until the API server answers 200, then until a
+// list of IPAllocations from its cache answers (200, or 404 before the
+// CRD exists): after a restart or a pause, /readyz is 200 a moment before
+// a CRD's cache serves, and the tests want the server as a node finds it
+// when it is up.
 func (c *Cluster) WaitReady(limit time.Duration) error {
 	hc, err := c.adminHTTP()
 	if err != nil {
 		return err
 	}
 	deadline := time.Now().Add(limit)
-	url := fmt.Sprintf("https://%s:%d/readyz", APIAddr, Port)
+	base := fmt.Sprintf("https://%s:%d", APIAddr, Port)
+	for _, probe := range []struct {
+		path string
+		ok   []int
+	}{
+		{"/readyz", []int{http.StatusOK}},
+		{"/apis/tapbridge.io/v1alpha1/ipallocations?limit=1&resourceVersion=0", []int{http.StatusOK, http.StatusNotFound}},
+	} {
+		if err := c.poll(hc, base+probe.path, probe.ok, deadline); err != nil {
+			return fmt.Errorf("kube-apiserver not ready within %s: %w (log: %s)", limit, err, c.api.logPath)
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) poll(hc *http.Client, url string, ok []int, deadline time.Time) error {
 	var last error
 	for time.Now().Before(deadline) {
 		if c.api.exited() {
-			return fmt.Errorf("kube-apiserver exited: %v (log: %s)", c.api.err, c.api.logPath)
+			return fmt.Errorf("kube-apiserver exited: %v", c.api.err)
 		}
 		resp, err := hc.Get(url)
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if slices.Contains(ok, resp.StatusCode) {
 				return nil
 			}
 			err = fmt.Errorf("%s: %s", url, resp.Status)
@@ -149,7 +169,7 @@ func (c *Cluster) WaitReady(limit time.Duration) error {
 		last = err
 		time.Sleep(250 * time.Millisecond)
 	}
-	return fmt.Errorf("kube-apiserver not ready within %s: %v (log: %s)", limit, last, c.api.logPath)
+	return last
 }
 
 // Close kills both processes by PID and removes the netns; the data dir

@@ -124,6 +124,7 @@ func TestAPIServerStoppedMidAdd(t *testing.T) {
 // DEL leaves nothing, whatever the server did with the request.
 func TestAPIServerHungMidAdd(t *testing.T) {
 	nw := newNet(t, dualRanges)
+	nw.timeout = "4s"
 	n := newNode(t, "node-a")
 	a := attachment{cid: "hung-add", ifname: "net1"}
 	s := n.startStopped(t, nw, "ADD", a, "ipam-before-create")
@@ -134,6 +135,9 @@ func TestAPIServerHungMidAdd(t *testing.T) {
 	if err := cluster.ResumeAPIServer(); err != nil {
 		t.Fatal(err)
 	}
+	if err := cluster.WaitReady(time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	if e == nil || e.Code != 11 {
 		t.Fatalf("ADD against a hung API server: %v, want code 11", e)
 	}
@@ -141,9 +145,6 @@ func TestAPIServerHungMidAdd(t *testing.T) {
 	t.Logf("ADD against a hung API server: code %d after %s (timeout %s): %s", e.Code, took.Round(time.Millisecond), limit, e.Msg)
 	if took > limit+3*time.Second+2*time.Second {
 		t.Errorf("took %s, more than the timeout %s and the undo budget", took, limit)
-	}
-	if err := cluster.WaitReady(time.Minute); err != nil {
-		t.Fatal(err)
 	}
 	n.mustSucceed(t, nw, "DEL", a, nil)
 	if left := allocations(t, nw); len(left) != 0 {
@@ -218,7 +219,7 @@ func TestKillAtEachStep(t *testing.T) {
 		a := attachment{cid: fmt.Sprintf("kill-%d", i), ifname: "net1", pod: pod}
 		out := n.call(nw, "ADD", a, nil, "TAPBRIDGE_FAILPOINT="+step+":exit")
 		if out.RC != 137 {
-			t.Fatalf("%s: rc %d, want 137", step, out.RC)
+			t.Fatalf("%s: rc %d, want 137: %s %s", step, out.RC, out.Stdout, out.Stderr)
 		}
 		left := len(allocations(t, nw))
 		switch i % 3 {
@@ -299,6 +300,7 @@ func TestRBAC(t *testing.T) {
 // lists the CNI versions.
 func TestStatusAndVersion(t *testing.T) {
 	nw := newNet(t, dualRanges)
+	nw.timeout = "4s"
 	n := newNode(t, "node-a")
 	n.mustSucceed(t, nw, "STATUS", attachment{}, nil)
 	if err := cluster.PauseAPIServer(); err != nil {
@@ -308,6 +310,9 @@ func TestStatusAndVersion(t *testing.T) {
 	out := n.call(nw, "STATUS", attachment{}, nil)
 	took := time.Since(t0)
 	if err := cluster.ResumeAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.WaitReady(time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if out.Err == nil || out.Err.Code != 50 {

@@ -70,7 +70,7 @@ func newNet(t *testing.T, ranges string) *network {
 	if len(name) > 50 {
 		name = name[:50]
 	}
-	return &network{name: name, ranges: ranges, timeout: "4s", kubeconfig: saConfig}
+	return &network{name: name, ranges: ranges, timeout: "6s", kubeconfig: saConfig}
 }
 
 func (nw *network) conf(n *node) []byte {

@@ -22,6 +22,7 @@ import (
 var (
 	cluster    *kube.Cluster
 	ipamBin    string // tapbridge-ipam built with failpoints
+	cniBin     string // tapbridge-cni
 	saConfig   string // kubeconfig with the DaemonSet's service-account token
 	applied    []string
 	skippedDoc []string
@@ -76,11 +77,17 @@ func dumpLogs(dir string) {
 
 func setUp(tmp string) error {
 	runID = harness.RunID("tbk")
-	ipamBin = filepath.Join(tmp, "tapbridge-ipam")
-	build := exec.Command("go", "build", "-tags", "failpoints", "-o", ipamBin, "./cmd/tapbridge-ipam")
-	build.Dir, build.Env = harness.RepoRoot(), append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("build tapbridge-ipam: %w\n%s", err, out)
+	// The IPAM alone in its directory: it is CNI_PATH for tapbridge-cni.
+	ipamBin = filepath.Join(tmp, "cni-path", "tapbridge-ipam")
+	cniBin = filepath.Join(tmp, "tapbridge-cni")
+	for _, b := range []struct{ out, tags, pkg string }{
+		{ipamBin, "failpoints", "./cmd/tapbridge-ipam"}, {cniBin, "", "./cmd/tapbridge-cni"},
+	} {
+		build := exec.Command("go", "build", "-tags", b.tags, "-o", b.out, b.pkg)
+		build.Dir, build.Env = harness.RepoRoot(), append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			return fmt.Errorf("build %s: %w\n%s", b.pkg, err, out)
+		}
 	}
 	var err error
 	if cluster, err = kube.Start(runID, tmp); err != nil {

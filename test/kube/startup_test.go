@@ -2,8 +2,6 @@ package kube_test
 
 import (
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -18,12 +16,7 @@ import (
 // machine is shared: they are for the README, not asserted, except that
 // every call succeeds).
 func TestStartupCost(t *testing.T) {
-	cni := filepath.Join(t.TempDir(), "tapbridge-cni")
-	build := exec.Command("go", "build", "-o", cni, "./cmd/tapbridge-cni")
-	build.Dir = harness.RepoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build tapbridge-cni: %v\n%s", err, out)
-	}
+	cni := cniBin
 	nw := newNet(t, `[[{"subnet":"10.104.0.0/24"}]]`)
 	n := newNode(t, "node-a")
 	const runs = 30
