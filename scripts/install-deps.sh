@@ -41,3 +41,4 @@ if [ ! -x "$tools/staticcheck" ]; then
   GOBIN="$tools" go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 fi
 ./scripts/deps/kube.sh
+./scripts/deps/multus.sh
