@@ -22,3 +22,10 @@ for bin in multus multus-daemon multus-shim; do
   mv "$out/$bin.tmp" "$out/$bin"
   echo "$want" > "$out/$bin.version"
 done
+
+# The cluster network of the tier's Multus config: the reference loopback
+# plugin, as simple as a cluster network gets.
+if [ ! -x "$out/loopback" ]; then
+  echo "install-deps: go install containernetworking/plugins/main/loopback@v1.9.1"
+  GOBIN="$out" CGO_ENABLED=0 go install github.com/containernetworking/plugins/plugins/main/loopback@v1.9.1
+fi
