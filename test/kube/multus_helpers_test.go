@@ -259,8 +259,9 @@ func kubevirtLookup(statuses []netStatus, podIf string) (netStatus, bool) {
 }
 
 // createNAD creates, in the pods' namespace, the NAD of a conf/k8s file
-// with its config adjusted for the sandbox by adjust (bridge, paths).
-func createNAD(t *testing.T, file, name string, adjust func(plugin map[string]any)) string {
+// with its config adjusted for the sandbox by adjust (bridge, paths), and
+// renamed (object and config) when rename is given.
+func createNAD(t *testing.T, file, name string, adjust func(plugin map[string]any), rename ...string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "conf", "k8s", file))
 	if err != nil {
@@ -279,11 +280,16 @@ func createNAD(t *testing.T, file, name string, adjust func(plugin map[string]an
 		t.Fatalf("%s has no NAD %s", file, name)
 	}
 	u.SetNamespace(podNamespace)
+	if len(rename) > 0 {
+		name = rename[0]
+		u.SetName(name)
+	}
 	if conf, ok, _ := unstructured.NestedString(u.Object, "spec", "config"); ok && adjust != nil {
 		var c map[string]any
 		if err := json.Unmarshal([]byte(conf), &c); err != nil {
 			t.Fatalf("%s config: %v", file, err)
 		}
+		c["name"] = name
 		plugins, _ := c["plugins"].([]any)
 		adjust(plugins[0].(map[string]any))
 		out, _ := json.Marshal(c)
