@@ -5,22 +5,24 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.Version=$(VERSION)
 BIN     := bin/tapbridge-cni
 AGENT   := bin/tapbridge-agent
+IPAMBIN := bin/tapbridge-ipam
 FUZZTIME ?= 30s
 SOAKTIME ?= 3m
 
-.PHONY: all build deps test lint unit integration e2e fuzz-short fuzz demo bench soak clean
+.PHONY: all build deps test lint unit integration kube e2e fuzz-short fuzz demo bench soak clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/tapbridge-cni
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(AGENT) ./cmd/tapbridge-agent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(IPAMBIN) ./cmd/tapbridge-ipam
 
 deps:
 	./scripts/install-deps.sh
 
 # Everything, as CI runs it.
-test: deps build lint unit integration fuzz-short e2e
+test: deps build lint unit integration kube fuzz-short e2e
 
 # The plugin is a short exec on every ADD and DEL: no Kubernetes client,
 # Prometheus or DHCP library may enter its import graph (they belong to the
@@ -39,6 +41,11 @@ unit:
 
 integration:
 	$(GO) test -count=1 -p 1 -timeout 20m ./test/integration/...
+
+# A real kube-apiserver and etcd in a netns of their own (build/kube, made
+# by scripts/deps/kube.sh): tapbridge-ipam on 3 simulated nodes.
+kube:
+	$(GO) test -count=1 -p 1 -timeout 20m ./test/kube/...
 
 e2e:
 	$(GO) test -count=1 -p 1 -timeout 20m ./test/e2e/...

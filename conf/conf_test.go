@@ -205,8 +205,10 @@ func TestDaemonSet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(script, []byte("/host/opt/cni/bin/tapbridge-cni")) {
-		t.Error("install.sh does not install into /opt/cni/bin")
+	for _, bin := range []string{"tapbridge-cni", "tapbridge-ipam"} {
+		if !bytes.Contains(script, []byte("/host/opt/cni/bin/"+bin)) {
+			t.Errorf("install.sh does not install %s into /opt/cni/bin", bin)
+		}
 	}
 	if !regexp.MustCompile(`(?m)^COPY conf/k8s/install.sh `).Match(mustRead(t, "k8s/Dockerfile")) {
 		t.Error("the Dockerfile does not ship install.sh")

@@ -94,9 +94,10 @@ func yamlDocs(t *testing.T) []doc {
 type ipamConf struct {
 	Type   string `json:"type"`
 	Ranges [][]struct {
-		Subnet     string `json:"subnet"`
-		RangeStart string `json:"rangeStart"`
-		RangeEnd   string `json:"rangeEnd"`
+		Subnet     string   `json:"subnet"`
+		RangeStart string   `json:"rangeStart"`
+		RangeEnd   string   `json:"rangeEnd"`
+		Exclude    []string `json:"exclude"` // tapbridge-ipam
 	} `json:"ranges"`
 	Range      string   `json:"range"`       // whereabouts
 	RangeStart string   `json:"range_start"` // whereabouts
@@ -155,6 +156,20 @@ func (c ipamConf) ranges() ([]allocRange, error) {
 				out = append(out, ar)
 			}
 		}
+	case "tapbridge-ipam":
+		for _, set := range c.Ranges {
+			for _, r := range set {
+				excl, err := prefixes(r.Exclude)
+				if err != nil {
+					return nil, err
+				}
+				ar, err := span(r.Subnet, r.RangeStart, r.RangeEnd, excl)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, ar)
+			}
+		}
 	case "whereabouts":
 		var excl []netip.Prefix
 		for _, x := range c.Exclude {
@@ -180,6 +195,23 @@ func (c ipamConf) ranges() ([]allocRange, error) {
 	case "":
 	default:
 		return nil, fmt.Errorf("IPAM type %q: the test does not know its ranges", c.Type)
+	}
+	return out, nil
+}
+
+// prefixes reads tapbridge-ipam's exclude list: prefixes or addresses.
+func prefixes(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, x := range list {
+		p, err := netip.ParsePrefix(x)
+		if err != nil {
+			a, aerr := netip.ParseAddr(x)
+			if aerr != nil {
+				return nil, fmt.Errorf("exclude %q: %w", x, err)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
 	}
 	return out, nil
 }

@@ -48,3 +48,5 @@ fi
 ./scripts/deps/libvirt.sh
 ./scripts/deps/cri.sh
 ./scripts/deps/dhcp-client.sh
+./scripts/deps/kube.sh
+./scripts/deps/multus.sh

@@ -12,9 +12,46 @@ install_file() { # src dst mode
 	mv -f "$tmp" "$2"
 }
 
+sa=/var/run/secrets/kubernetes.io/serviceaccount
+ipamdir=/host/etc/cni/net.d/tapbridge-ipam.d
+
+# tapbridge-ipam reads its kubeconfig on the host, where the pod's token
+# is not mounted: the token is copied next to it (and refreshed by the
+# main container, "--refresh-token", as kubelet rotates it).
+if [ "${1:-}" = "--refresh-token" ]; then
+	while :; do
+		install_file "$sa/token" "$ipamdir/token" 0600
+		sleep 300
+	done
+fi
+
 mkdir -p /host/opt/cni/bin
 install_file /tapbridge-cni /host/opt/cni/bin/tapbridge-cni 0755
-echo "installed $(/host/opt/cni/bin/tapbridge-cni --version) in /opt/cni/bin"
+install_file /tapbridge-ipam /host/opt/cni/bin/tapbridge-ipam 0755
+echo "installed $(/host/opt/cni/bin/tapbridge-cni --version) and $(/host/opt/cni/bin/tapbridge-ipam --version) in /opt/cni/bin"
+
+mkdir -p "$ipamdir"
+install_file "$sa/ca.crt" "$ipamdir/ca.crt" 0644
+install_file "$sa/token" "$ipamdir/token" 0600
+cat > "$ipamdir/.kubeconfig.tmp" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters:
+- name: cluster
+  cluster:
+    server: https://${KUBERNETES_SERVICE_HOST}:${KUBERNETES_SERVICE_PORT}
+    certificate-authority: /etc/cni/net.d/tapbridge-ipam.d/ca.crt
+users:
+- name: tapbridge-cni
+  user:
+    tokenFile: /etc/cni/net.d/tapbridge-ipam.d/token
+contexts:
+- name: tapbridge
+  context: {cluster: cluster, user: tapbridge-cni}
+current-context: tapbridge
+KUBECONFIG
+mv -f "$ipamdir/.kubeconfig.tmp" "$ipamdir/kubeconfig"
+echo "installed /etc/cni/net.d/tapbridge-ipam.d/kubeconfig"
 
 # Per-node conflists (host-local with per-node ranges): the ConfigMap
 # tapbridge-netconf holds "<node>.<network>.conflist" keys; this node's are

@@ -49,25 +49,29 @@ func invalid(field, format string, a ...any) error {
 // Raw is the JSON document as users write it; key names are the contract.
 type Raw struct {
 	types.PluginConf
-	Bridge         string           `json:"bridge"`
-	MTU            int              `json:"mtu"`
-	MAC            string           `json:"mac,omitempty"`
-	Tap            RawTap           `json:"tap"`
-	HostAddress    RawHostAddress   `json:"hostAddress"`
-	DataDir        string           `json:"dataDir"`
-	LogFile        string           `json:"logFile"`
-	LogLevel       string           `json:"logLevel"`
-	SpoofCheck     *bool            `json:"spoofCheck,omitempty"`
-	PortIsolation  bool             `json:"portIsolation"`
-	DHCP           *RawDHCP         `json:"dhcp,omitempty"`
-	LearnLinkLocal bool             `json:"learnLinkLocal"`
-	LockTimeout    string           `json:"lockTimeout,omitempty"`
-	IPAMTimeout    string           `json:"ipamTimeout,omitempty"`
-	IPAMExec       bool             `json:"ipamExec"`
-	RuntimeConfig  RawRuntimeConfig `json:"runtimeConfig"`
-	Args           RawArgs          `json:"args"`
-	Attachments    json.RawMessage  `json:"cni.dev/valid-attachments,omitempty"`
-	OldAttachment  json.RawMessage  `json:"cni.dev/attachments,omitempty"` // libcni sends both (cni#1101)
+	Bridge         string         `json:"bridge"`
+	MTU            int            `json:"mtu"`
+	MAC            string         `json:"mac,omitempty"`
+	Tap            RawTap         `json:"tap"`
+	HostAddress    RawHostAddress `json:"hostAddress"`
+	DataDir        string         `json:"dataDir"`
+	LogFile        string         `json:"logFile"`
+	LogLevel       string         `json:"logLevel"`
+	SpoofCheck     *bool          `json:"spoofCheck,omitempty"`
+	PortIsolation  bool           `json:"portIsolation"`
+	DHCP           *RawDHCP       `json:"dhcp,omitempty"`
+	LearnLinkLocal bool           `json:"learnLinkLocal"`
+	// AllowPersistentIPs is read by the kubevirt-ipam-controller from the
+	// NAD (it then makes an IPAMClaim per VM network); the plugin only
+	// checks it.
+	AllowPersistentIPs json.RawMessage  `json:"allowPersistentIPs,omitempty"`
+	LockTimeout        string           `json:"lockTimeout,omitempty"`
+	IPAMTimeout        string           `json:"ipamTimeout,omitempty"`
+	IPAMExec           bool             `json:"ipamExec"`
+	RuntimeConfig      RawRuntimeConfig `json:"runtimeConfig"`
+	Args               RawArgs          `json:"args"`
+	Attachments        json.RawMessage  `json:"cni.dev/valid-attachments,omitempty"`
+	OldAttachment      json.RawMessage  `json:"cni.dev/attachments,omitempty"` // libcni sends both (cni#1101)
 }
 
 // RawTap is the "tap" object.

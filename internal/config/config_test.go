@@ -114,6 +114,11 @@ func TestInvalidFields(t *testing.T) {
 			c["learnLinkLocal"] = true
 		}, Env{}, ErrInvalid, "learnLinkLocal"},
 		{"learnLinkLocal not a bool", set("learnLinkLocal", "yes"), Env{}, ErrDecode, "config"},
+		{"allowPersistentIPs not a boolean", set("allowPersistentIPs", "yes"), Env{}, ErrInvalid, "allowPersistentIPs"},
+		{"allowPersistentIPs without ipam", func(c map[string]any) {
+			delete(c, "ipam")
+			c["allowPersistentIPs"] = true
+		}, Env{}, ErrInvalid, "allowPersistentIPs"},
 		{"bad prevResult", set("prevResult", map[string]any{"cniVersion": "1.1.0", "ips": "x"}), Env{}, ErrDecode, "prevResult"},
 	}
 	for _, c := range cases {
@@ -124,6 +129,17 @@ func TestInvalidFields(t *testing.T) {
 				t.Fatalf("err = %v (%#v), want kind %v on field %q", err, fe, c.kind, c.field)
 			}
 		})
+	}
+}
+
+// allowPersistentIPs is the kubevirt-ipam-controller's; the plugin only
+// checks it and keeps what it said.
+func TestAllowPersistentIPs(t *testing.T) {
+	for _, v := range []bool{true, false} {
+		n, err := parse(t, func(c map[string]any) { c["allowPersistentIPs"] = v }, Env{})
+		if err != nil || n.PersistentIPs != v {
+			t.Fatalf("allowPersistentIPs %v: %v, %+v", v, err, n)
+		}
 	}
 }
 

@@ -33,6 +33,7 @@ type Net struct {
 	// LearnLinkLocal: the node agent learns each guest's own IPv6
 	// link-local from its DAD, and the port lets it through from then on.
 	LearnLinkLocal bool
+	PersistentIPs  bool // allowPersistentIPs: the IPAM keeps addresses per IPAMClaim
 	LockTimeout    time.Duration
 	IPAMTimeout    time.Duration
 	IPAMType       string           // "" means L2 only
@@ -105,7 +106,7 @@ var parseSteps = []struct {
 	parse func(*Raw, Env, *Net) error
 	del   bool
 }{
-	{parseBasics, true}, {parseTap, false}, {parseHost, false}, {parseDHCP, false},
+	{parseBasics, true}, {parsePersistentIPs, false}, {parseTap, false}, {parseHost, false}, {parseDHCP, false},
 	{parseLearnLinkLocal, false}, {parseTimeouts, true}, {checkProbeBound, false}, {parseLog, false},
 	{parseCNIArgs, false}, {parseGC, false}, {parsePrevResult, false},
 }
@@ -128,6 +129,21 @@ func parseBasics(raw *Raw, _ Env, n *Net) error {
 	}
 	if !strings.HasPrefix(n.DataDir, "/") {
 		return invalid("dataDir", "%q must be an absolute path", n.DataDir)
+	}
+	return nil
+}
+
+// parsePersistentIPs checks allowPersistentIPs: a boolean, and true only
+// with an IPAM (the claim's addresses come from it).
+func parsePersistentIPs(raw *Raw, _ Env, n *Net) error {
+	if len(raw.AllowPersistentIPs) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(raw.AllowPersistentIPs, &n.PersistentIPs); err != nil {
+		return invalid("allowPersistentIPs", "%s is not a boolean", raw.AllowPersistentIPs)
+	}
+	if n.PersistentIPs && raw.IPAM.Type == "" {
+		return invalid("allowPersistentIPs", "is true but the network has no ipam section to keep the addresses (use an IPAMClaims-aware IPAM such as tapbridge-ipam)")
 	}
 	return nil
 }

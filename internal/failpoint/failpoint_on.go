@@ -6,13 +6,16 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 )
 
 // Enabled reports whether this binary was built with failpoints.
 const Enabled = true
 
 // Env names the failpoint to trigger: "<step>:error" makes Hit return an
-// error, "<step>:exit" kills the process on the spot, as a crash would.
+// error, "<step>:exit" kills the process on the spot, as a crash would,
+// "<step>:stop" stops it (SIGSTOP) until the test sends SIGCONT, so the
+// test can change the world (stop the API server) at that very step.
 const Env = "TAPBRIDGE_FAILPOINT"
 
 // Hit triggers the configured failpoint if it names step.
@@ -21,8 +24,12 @@ func Hit(step string) error {
 	if !ok || name != step {
 		return nil
 	}
-	if action == "exit" {
+	switch action {
+	case "exit":
 		os.Exit(137) // what a SIGKILL looks like to the runtime
+	case "stop":
+		_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+		return nil
 	}
 	return fmt.Errorf("failpoint %s: injected error", step)
 }

@@ -165,12 +165,12 @@ func parseAttachment(out []byte) (string, endpoint, error) {
 	if err := json.Unmarshal(out, &res); err != nil || len(res.Interfaces) != 3 || len(res.IPs) == 0 {
 		return "", endpoint{}, fmt.Errorf("unexpected ADD result %s: %v", out, err)
 	}
-	mac, err := net.ParseMAC(res.Interfaces[1].Mac)
+	mac, err := net.ParseMAC(res.Interfaces[2].Mac)
 	if err != nil {
 		return "", endpoint{}, err
 	}
 	pfx, err := netip.ParsePrefix(res.IPs[0].Address)
-	return res.Interfaces[2].Name, endpoint{mac: mac, ip: pfx.Addr()}, err
+	return res.Interfaces[1].Name, endpoint{mac: mac, ip: pfx.Addr()}, err
 }
 
 // guest is the MAC and IP a hand-made layout's guest uses on side i.

@@ -65,7 +65,7 @@ func TestCheckAfterTampering(t *testing.T) {
 				t.Fatal(err)
 			}
 			ip := res.IPs[0].Address.IP.String()
-			if err := c.tamper(f, pod, res.Interfaces[0].Name, res.Interfaces[2].Name, ip); err != nil {
+			if err := c.tamper(f, pod, res.Interfaces[0].Name, res.Interfaces[1].Name, ip); err != nil {
 				t.Fatalf("tamper: %v", err)
 			}
 			tampered := f.snapshot()

@@ -30,10 +30,10 @@ func TestAddChained(t *testing.T) {
 	if err := json.Unmarshal(out.Stdout, &res); err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Interfaces) != 4 || res.Interfaces[0].Name != "foreign0" || res.Interfaces[2].Name != "eth0" {
+	if len(res.Interfaces) != 4 || res.Interfaces[0].Name != "foreign0" || res.Interfaces[3].Name != "eth0" {
 		t.Fatalf("interfaces: %v", res.Interfaces)
 	}
-	if len(res.IPs) != 2 || *res.IPs[0].Interface != 0 || *res.IPs[1].Interface != 2 {
+	if len(res.IPs) != 2 || *res.IPs[0].Interface != 0 || *res.IPs[1].Interface != 3 {
 		t.Fatalf("ips: %v", res.IPs)
 	}
 	del := f.exec(harness.Call{Command: "DEL", ContainerID: "cid-a12", Netns: pod.Path(), IfName: "eth0", Stdin: conf})
@@ -81,13 +81,13 @@ func TestCapabilities(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := res.Interfaces[1].Mac; got != c.wantMAC {
+			if got := res.Interfaces[2].Mac; got != c.wantMAC {
 				t.Errorf("guest MAC %s, want %s", got, c.wantMAC)
 			}
 			if got := res.IPs[0].Address.IP.String(); c.wantIP != "" && got != c.wantIP {
 				t.Errorf("IP %s, want %s", got, c.wantIP)
 			}
-			f.expectPodDevices(pod, "eth0", res.Interfaces[2].Name, c.wantMAC)
+			f.expectPodDevices(pod, "eth0", res.Interfaces[1].Name, c.wantMAC)
 			if err := r.del(rt); err != nil {
 				t.Fatal(err)
 			}

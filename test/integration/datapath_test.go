@@ -29,12 +29,12 @@ func TestDataPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.del(rt)
-	guestMAC, _ := net.ParseMAC(res.Interfaces[1].Mac)
+	guestMAC, _ := net.ParseMAC(res.Interfaces[2].Mac)
 	guestIP := res.IPs[0].Address.IP.To4()
 	peerIP := net.IPv4(10, 77, 0, 5).To4()
 	peerMAC := f.peerAddr(peerIP)
 
-	fds, err := guest.OpenTap(pod.Path(), res.Interfaces[2].Name, 1, 107, 107)
+	fds, err := guest.OpenTap(pod.Path(), res.Interfaces[1].Name, 1, 107, 107)
 	if err != nil {
 		t.Fatalf("open the TAP as uid 107: %v", err)
 	}

@@ -102,7 +102,7 @@ func TestTwoIfNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res0.Interfaces[0].Name == res1.Interfaces[0].Name || res0.Interfaces[2].Name == res1.Interfaces[2].Name {
+	if res0.Interfaces[0].Name == res1.Interfaces[0].Name || res0.Interfaces[1].Name == res1.Interfaces[1].Name {
 		t.Fatalf("names collide: %v %v", res0.Interfaces, res1.Interfaces)
 	}
 	if err := r.del(rt0); err != nil {

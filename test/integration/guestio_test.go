@@ -42,8 +42,8 @@ func (f *fixture) attachVM(conf []byte, a harness.Attachment) *guestVM {
 	if err := json.Unmarshal(out.Stdout, &res); err != nil || len(res.Interfaces) != 3 || len(res.IPs) != 1 {
 		f.t.Fatalf("ADD result %s: %v", out.Stdout, err)
 	}
-	vm := &guestVM{att: a, tap: res.Interfaces[2].Name, res: out.Stdout}
-	vm.mac, _ = net.ParseMAC(res.Interfaces[1].Mac)
+	vm := &guestVM{att: a, tap: res.Interfaces[1].Name, res: out.Stdout}
+	vm.mac, _ = net.ParseMAC(res.Interfaces[2].Mac)
 	ip, _, _ := net.ParseCIDR(res.IPs[0].Address)
 	vm.ip = ip.To4()
 	fds, err := guest.OpenTap(a.Pod.Path(), vm.tap, 1, 107, 107)

@@ -31,7 +31,7 @@ func TestLifecycle(t *testing.T) {
 				t.Fatalf("ADD: %v", err)
 			}
 			checkResult(t, res, pod)
-			f.expectPodDevices(pod, "pod1a2b3c4d5e6", "tap1a2b3c4d5e6", res.Interfaces[1].Mac)
+			f.expectPodDevices(pod, "pod1a2b3c4d5e6", "tap1a2b3c4d5e6", res.Interfaces[2].Mac)
 			f.expectBridgeAddr("10.77.0.250/24", true)
 			if ver != "0.3.1" {
 				if err := r.check(rt); err != nil {
@@ -50,14 +50,14 @@ func TestLifecycle(t *testing.T) {
 	}
 }
 
-// checkResult: host veth without sandbox, pod end and TAP in the sandbox,
-// IPs on the pod end.
+// checkResult: host veth without sandbox, then the TAP and last the pod end
+// in the sandbox (Multus before v4.1 reports only the last), IPs on the pod end.
 func checkResult(t *testing.T, res *current.Result, pod harness.Netns) {
 	t.Helper()
 	if len(res.Interfaces) != 3 {
 		t.Fatalf("want 3 interfaces, got %v", res.Interfaces)
 	}
-	host, podIf, tapIf := res.Interfaces[0], res.Interfaces[1], res.Interfaces[2]
+	host, tapIf, podIf := res.Interfaces[0], res.Interfaces[1], res.Interfaces[2]
 	if !strings.HasPrefix(host.Name, "tb") || len(host.Name) != 15 || host.Sandbox != "" {
 		t.Errorf("host interface: %+v", host)
 	}
@@ -68,8 +68,8 @@ func checkResult(t *testing.T, res *current.Result, pod harness.Netns) {
 	if !libvirt || tapIf.Mac[2:] != podIf.Mac[2:] || tapIf.Mac == podIf.Mac {
 		t.Errorf("tap MAC %s is not the guest MAC %s with first byte fe (fa for a guest's fe)", tapIf.Mac, podIf.Mac)
 	}
-	if len(res.IPs) != 1 || res.IPs[0].Interface == nil || *res.IPs[0].Interface != 1 {
-		t.Errorf("IPs must point at the pod interface (index 1): %v", res.IPs)
+	if len(res.IPs) != 1 || res.IPs[0].Interface == nil || *res.IPs[0].Interface != 2 {
+		t.Errorf("IPs must point at the pod interface (index 2): %v", res.IPs)
 	}
 }
 

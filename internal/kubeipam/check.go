@@ -1,0 +1,80 @@
+package kubeipam
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/tapbridge/tapbridge-cni/internal/allocation"
+	"github.com/tapbridge/tapbridge-cni/internal/kubeapi"
+)
+
+// Check verifies that the attachment holds one allocation per range set
+// and that every address of prevResult in this IPAM's ranges is one of
+// them.
+func Check(ctx context.Context, cl *kubeapi.Client, c *Config) error {
+	store := allocation.Store{Dynamic: cl.Dynamic, Metadata: cl.Metadata}
+	user := allocation.User{ContainerID: c.Attachment.ContainerID, IfName: c.Attachment.IfName, Node: c.Node}
+	allocs, err := store.OfUser(ctx, c.Network, user)
+	if err != nil {
+		return fmt.Errorf("list allocations of network %s: %w", c.Network, kubeapi.Classify(err))
+	}
+	held := map[netip.Addr]bool{}
+	for _, a := range allocs {
+		held[a.Addr()] = true
+	}
+	for i, set := range c.Sets {
+		found := false
+		for a := range held {
+			if _, ok := set.Find(a); ok {
+				found = true
+			}
+		}
+		if !found {
+			return fmt.Errorf("%w: attachment %s/%s holds no address of range set %d (%s)", ErrCheck, user.ContainerID, user.IfName, i, set)
+		}
+	}
+	prev, err := prevIPs(c)
+	if err != nil {
+		return err
+	}
+	for _, a := range prev {
+		if !held[a] && c.inRanges(a) {
+			return fmt.Errorf("%w: prevResult address %s has no allocation of attachment %s/%s", ErrCheck, a, user.ContainerID, user.IfName)
+		}
+	}
+	return nil
+}
+
+func (c *Config) inRanges(a netip.Addr) bool {
+	for _, set := range c.Sets {
+		if _, ok := set.Find(a); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func prevIPs(c *Config) ([]netip.Addr, error) {
+	if len(c.Raw.PrevResult) == 0 {
+		return nil, nil
+	}
+	r, err := version.NewResult(c.CNIVersion, c.Raw.PrevResult)
+	if err != nil {
+		return nil, fmt.Errorf("%w: prevResult: %v", ErrDecode, err)
+	}
+	res, err := current.NewResultFromResult(r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: prevResult: %v", ErrDecode, err)
+	}
+	var out []netip.Addr
+	for _, ip := range res.IPs {
+		if a, ok := netip.AddrFromSlice(ip.Address.IP); ok {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out, nil
+}

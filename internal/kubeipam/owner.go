@@ -1,0 +1,88 @@
+package kubeipam
+
+import (
+	"context"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/tapbridge/tapbridge-cni/internal/allocation"
+	"github.com/tapbridge/tapbridge-cni/internal/claim"
+	"github.com/tapbridge/tapbridge-cni/internal/kubeapi"
+	"github.com/tapbridge/tapbridge-cni/internal/selection"
+)
+
+// owner is who an ADD allocates for: the pod attachment, and the claim
+// when the pod's network-selection element names one.
+type owner struct {
+	user  allocation.User
+	claim *claim.Claim
+}
+
+// resolveOwner reads the pod (when CNI_ARGS name one), finds this
+// network's element in its annotation and reads the claim it references.
+func resolveOwner(ctx context.Context, cl *kubeapi.Client, c *Config) (*owner, error) {
+	a := c.Attachment
+	o := &owner{user: allocation.User{ContainerID: a.ContainerID, IfName: a.IfName, Node: c.Node}}
+	if a.PodName == "" {
+		return o, nil
+	}
+	pod, err := cl.GetPod(ctx, a.PodNamespace, a.PodName)
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("%w: pod %s/%s (from CNI_ARGS)", ErrNoPod, a.PodNamespace, a.PodName)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read pod %s/%s: %w", a.PodNamespace, a.PodName, kubeapi.Classify(err))
+	}
+	if a.PodUID != "" && pod.UID != a.PodUID {
+		return nil, fmt.Errorf("%w: pod %s/%s has UID %s, not the %s of CNI_ARGS (re-created)", ErrNoPod, a.PodNamespace, a.PodName, pod.UID, a.PodUID)
+	}
+	o.user.Pod = &allocation.Pod{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID}
+	els, err := selection.Parse(pod.Annotations[selection.Annotation])
+	if err != nil {
+		return nil, fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	el, ok := selection.Find(els, c.Network, a.IfName)
+	if !ok || el.Claim == "" {
+		return o, nil
+	}
+	if o.claim, err = readClaim(ctx, cl, pod.Namespace, el.Claim, c.Network); err != nil {
+		return nil, fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	return o, nil
+}
+
+func readClaim(ctx context.Context, cl *kubeapi.Client, namespace, name, network string) (*claim.Claim, error) {
+	cm, err := claim.Get(ctx, cl.Dynamic, namespace, name)
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("%w: ipam-claim-reference %s/%s does not exist", ErrNoClaim, namespace, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read IPAMClaim %s/%s: %w", namespace, name, kubeapi.Classify(err))
+	}
+	if cm.Network != network {
+		return nil, fmt.Errorf("%w: %s has spec.network %q, this is network %q", ErrOtherNetwork, cm, cm.Network, network)
+	}
+	return cm, nil
+}
+
+// claimRef is the allocation's record of the claim.
+func (o *owner) claimRef() *allocation.Claim {
+	if o.claim == nil {
+		return nil
+	}
+	return &allocation.Claim{Namespace: o.claim.Namespace, Name: o.claim.Name, UID: o.claim.UID}
+}
+
+// claimGone reports whether the claim an allocation names no longer
+// exists (deleted, or deleted and made anew: another UID).
+func claimGone(ctx context.Context, cl *kubeapi.Client, ref *allocation.Claim) (bool, error) {
+	cm, err := claim.Get(ctx, cl.Dynamic, ref.Namespace, ref.Name)
+	if apierrors.IsNotFound(err) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read IPAMClaim %s/%s: %w", ref.Namespace, ref.Name, kubeapi.Classify(err))
+	}
+	return cm.UID != ref.UID, nil
+}

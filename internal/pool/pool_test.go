@@ -1,0 +1,83 @@
+package pool
+
+import (
+	"net/netip"
+	"testing"
+)
+
+func mustRange(t *testing.T, subnet, start, end, gw string, excl ...string) Range {
+	t.Helper()
+	p := func(s string) netip.Addr {
+		if s == "" {
+			return netip.Addr{}
+		}
+		return netip.MustParseAddr(s)
+	}
+	var x []netip.Prefix
+	for _, e := range excl {
+		x = append(x, netip.MustParsePrefix(e))
+	}
+	r, err := NewRange(netip.MustParsePrefix(subnet), p(start), p(end), p(gw), x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestDefaults(t *testing.T) {
+	r := mustRange(t, "10.0.0.0/24", "", "", "10.0.0.1")
+	if r.From.String() != "10.0.0.1" || r.To.String() != "10.0.0.254" {
+		t.Fatalf("v4 span %s-%s", r.From, r.To)
+	}
+	if r.Contains(netip.MustParseAddr("10.0.0.1")) {
+		t.Error("gateway handed out")
+	}
+	r6 := mustRange(t, "2001:db8::/126", "", "", "")
+	if r6.From.String() != "2001:db8::1" || r6.To.String() != "2001:db8::3" {
+		t.Fatalf("v6 span %s-%s", r6.From, r6.To)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	for name, f := range map[string]func() error{
+		"start outside": func() error {
+			_, err := NewRange(netip.MustParsePrefix("10.0.0.0/24"), netip.MustParseAddr("10.0.1.1"), netip.Addr{}, netip.Addr{}, nil)
+			return err
+		},
+		"empty": func() error {
+			_, err := NewRange(netip.MustParsePrefix("10.0.0.0/24"), netip.MustParseAddr("10.0.0.9"), netip.MustParseAddr("10.0.0.8"), netip.Addr{}, nil)
+			return err
+		},
+		"exclude family": func() error {
+			_, err := NewRange(netip.MustParsePrefix("10.0.0.0/24"), netip.Addr{}, netip.Addr{}, netip.Addr{}, []netip.Prefix{netip.MustParsePrefix("::/0")})
+			return err
+		},
+	} {
+		if f() == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// Walk visits every free address exactly once, whatever its start.
+func TestWalk(t *testing.T) {
+	set := Set{mustRange(t, "10.0.0.0/24", "10.0.0.10", "10.0.0.20", "10.0.0.15", "10.0.0.18/31"),
+		mustRange(t, "10.0.1.0/24", "10.0.1.1", "10.0.1.3", "")}
+	taken := map[netip.Addr]bool{netip.MustParseAddr("10.0.1.2"): true}
+	for range 20 {
+		seen := map[netip.Addr]int{}
+		set.Walk(taken, func(a netip.Addr, _ Range) bool { seen[a]++; return true })
+		// 10..20 less .15 (gateway) and .18/.19 = 8, plus .1.1 and .1.3.
+		if len(seen) != 10 {
+			t.Fatalf("walked %d addresses: %v", len(seen), seen)
+		}
+		for a, n := range seen {
+			if n != 1 || taken[a] || !func() bool { _, ok := set.Find(a); return ok }() {
+				t.Fatalf("%s visited %d times", a, n)
+			}
+		}
+	}
+	if set.Size().Int64() != 14 {
+		t.Fatalf("size %v", set.Size())
+	}
+}
