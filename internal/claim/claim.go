@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -22,6 +23,7 @@ var GVR = schema.GroupVersionResource{Group: "k8s.cni.cncf.io", Version: "v1alph
 // Claim is what the IPAM reads of an IPAMClaim.
 type Claim struct {
 	Namespace, Name, UID string
+	ResourceVersion      string
 	Network              string // spec.network: the CNI network it is for
 	Interface            string // spec.interface
 	IPs                  []string
@@ -35,7 +37,7 @@ func Get(ctx context.Context, dyn dynamic.Interface, namespace, name string) (*C
 	if err != nil {
 		return nil, err
 	}
-	c := &Claim{Namespace: namespace, Name: name, UID: string(u.GetUID())}
+	c := &Claim{Namespace: namespace, Name: name, UID: string(u.GetUID()), ResourceVersion: u.GetResourceVersion()}
 	spec, _ := u.Object["spec"].(map[string]any)
 	c.Network, _ = spec["network"].(string)
 	c.Interface, _ = spec["interface"].(string)
@@ -49,16 +51,28 @@ func Get(ctx context.Context, dyn dynamic.Interface, namespace, name string) (*C
 	return c, nil
 }
 
+// Names reports whether status.ips holds a (with any prefix length).
+func (c *Claim) Names(a netip.Addr) bool {
+	for _, s := range c.IPs {
+		if p, err := netip.ParsePrefix(s); err == nil && p.Addr() == a {
+			return true
+		}
+		if b, err := netip.ParseAddr(s); err == nil && b == a {
+			return true
+		}
+	}
+	return false
+}
+
 // SetIPs writes status.ips (addresses with prefix length, as the
 // controller and OVN-Kubernetes write them). A merge patch of the status
-// subresource: no read-modify-write, and only the status is touched. The
-// claim's UID is a precondition, so a claim deleted and made anew under
-// the same name is never given another's addresses.
+// subresource: only the status is touched. The claim's UID is a
+// precondition, so a claim deleted and made anew under the same name is
+// never given another's addresses, and so is the resourceVersion read:
+// a Conflict says someone wrote the claim since.
 func SetIPs(ctx context.Context, dyn dynamic.Interface, c *Claim, ips []string) error {
-	patch, err := json.Marshal(map[string]any{
-		"metadata": map[string]any{"uid": c.UID},
-		"status":   map[string]any{"ips": ips},
-	})
+	meta := map[string]any{"uid": c.UID, "resourceVersion": c.ResourceVersion}
+	patch, err := json.Marshal(map[string]any{"metadata": meta, "status": map[string]any{"ips": ips}})
 	if err != nil {
 		return err
 	}

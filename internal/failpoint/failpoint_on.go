@@ -18,6 +18,8 @@ const Enabled = true
 // test can change the world (stop the API server) at that very step.
 const Env = "TAPBRIDGE_FAILPOINT"
 
+var stopped bool
+
 // Hit triggers the configured failpoint if it names step.
 func Hit(step string) error {
 	name, action, ok := strings.Cut(os.Getenv(Env), ":")
@@ -28,7 +30,11 @@ func Hit(step string) error {
 	case "exit":
 		os.Exit(137) // what a SIGKILL looks like to the runtime
 	case "stop":
-		_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+		// Once per process: a step hit again (a loop's next turn) goes on.
+		if !stopped {
+			stopped = true
+			_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+		}
 		return nil
 	}
 	return fmt.Errorf("failpoint %s: injected error", step)

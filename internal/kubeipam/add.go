@@ -2,9 +2,11 @@ package kubeipam
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -22,11 +24,38 @@ import (
 // call's own deadline may have passed.
 const undoBudget = 3 * time.Second
 
+// claimRaces bounds how often an ADD starts over after losing a race
+// for a claim (see addOnce).
+const claimRaces = 4
+
+// errClaimRace: another ADD gave the claim its addresses first.
+var errClaimRace = errors.New("another ADD wrote the IPAMClaim first")
+
 // Add gives the attachment one address per range set: the claim's when
 // the pod names one (taking any the claim lacks), the attachment's own
 // from an earlier ADD of the same attachment, or new ones. On failure,
 // what this call created or changed is undone.
-func Add(ctx context.Context, cl *kubeapi.Client, c *Config) (res *current.Result, err error) {
+func Add(ctx context.Context, cl *kubeapi.Client, c *Config) (*current.Result, error) {
+	for range claimRaces - 1 {
+		res, err := addOnce(ctx, cl, c)
+		if !errors.Is(err, errClaimRace) {
+			return res, err
+		}
+	}
+	res, err := addOnce(ctx, cl, c)
+	if errors.Is(err, errClaimRace) {
+		return nil, fmt.Errorf("%w: %w %d times", kubeapi.ErrUnavailable, err, claimRaces)
+	}
+	return res, err
+}
+
+// addOnce is one attempt. Two ADDs of one claim that both find it without
+// an address (pods of one VM started at once) would each make one; the
+// claim decides: an ADD writes the claim's status only if the claim is
+// unchanged since it read it, and the loser undoes what it did and starts
+// over, to find the winner's (pick prefers what the status names). An ADD
+// whose addresses the status already names writes nothing.
+func addOnce(ctx context.Context, cl *kubeapi.Client, c *Config) (res *current.Result, err error) {
 	o, err := resolveOwner(ctx, cl, c)
 	if err != nil {
 		return nil, err
@@ -46,7 +75,7 @@ func Add(ctx context.Context, cl *kubeapi.Client, c *Config) (res *current.Resul
 	}
 	var mine []*allocation.Allocation
 	for i, set := range c.Sets {
-		a, err := takeFromSet(ctx, store, c, o, set, held, &u)
+		a, err := takeFromSet(ctx, cl, store, c, o, set, held, &u)
 		if err != nil {
 			return nil, fmt.Errorf("range set %d (%s): %w", i, set, err)
 		}
@@ -55,15 +84,39 @@ func Add(ctx context.Context, cl *kubeapi.Client, c *Config) (res *current.Resul
 	if err := failpoint.Hit("ipam-allocated"); err != nil {
 		return nil, err
 	}
-	if o.claim != nil {
-		if err := claim.SetIPs(ctx, cl.Dynamic, o.claim, cidrs(c, mine)); err != nil {
+	if ips := cidrs(c, mine); o.claim != nil && !slices.Equal(ips, o.claim.IPs) {
+		err := claim.SetIPs(ctx, cl.Dynamic, o.claim, ips)
+		if apierrors.IsConflict(err) {
+			return nil, errClaimRace
+		}
+		if err != nil {
 			return nil, kubeapi.Classify(err)
 		}
 		if err := failpoint.Hit("ipam-claim-status"); err != nil {
 			return nil, err
 		}
 	}
+	if o.claim != nil {
+		sweepClaim(ctx, cl, store, c, o, mine)
+	}
 	return result(c, mine), nil
+}
+
+// sweepClaim deletes the claim's allocations that nobody uses and the
+// claim does not name: what lost races left (a loser's own, kept by a
+// user that has since left). Every ADD of a claim sweeps after its own
+// undo-and-retry, so none outlives the race. Best effort: GC applies the
+// same rule.
+func sweepClaim(ctx context.Context, cl *kubeapi.Client, store allocation.Store, c *Config, o *owner, mine []*allocation.Allocation) {
+	all, err := store.OfClaim(ctx, c.Network, o.claim.UID)
+	if err != nil {
+		return
+	}
+	for _, a := range all {
+		if len(a.Spec.Users) == 0 && !slices.ContainsFunc(mine, func(m *allocation.Allocation) bool { return m.Name == a.Name }) {
+			_ = release(ctx, cl, store, a, nil)
+		}
+	}
 }
 
 // heldBy lists what the owner already holds: the claim's allocations
@@ -87,11 +140,8 @@ func heldBy(ctx context.Context, store allocation.Store, c *Config, o *owner) ([
 
 // takeFromSet returns the set's address for the owner: one it holds
 // (adding this attachment to its users), else a new one.
-func takeFromSet(ctx context.Context, store allocation.Store, c *Config, o *owner, set pool.Set, held []*allocation.Allocation, u *undo.Stack) (*allocation.Allocation, error) {
-	for _, a := range held {
-		if _, ok := set.Find(a.Addr()); !ok {
-			continue
-		}
+func takeFromSet(ctx context.Context, cl *kubeapi.Client, store allocation.Store, c *Config, o *owner, set pool.Set, held []*allocation.Allocation, u *undo.Stack) (a *allocation.Allocation, err error) {
+	if a := pick(o, set, held); a != nil {
 		if a.Has(c.Network, o.user) {
 			return a, nil
 		}
@@ -106,16 +156,36 @@ func takeFromSet(ctx context.Context, store allocation.Store, c *Config, o *owne
 		})
 		return b, failpoint.Hit("ipam-user-added")
 	}
-	a, err := allocate(ctx, store, c, o, set)
-	if err != nil {
+	if a, err = allocate(ctx, store, c, o, set); err != nil {
 		return nil, err
 	}
-	u.Push("delete "+a.Name, func() error {
+	// Undone as DEL would: a pod that joined it meanwhile (a claim's
+	// allocation) keeps it, and the last user to leave deletes it.
+	u.Push("release "+a.Name, func() error {
 		uctx, cancel := undoContext(ctx)
 		defer cancel()
-		return kubeapi.Classify(store.Delete(uctx, a))
+		return release(uctx, cl, store, a, []allocation.User{o.user})
 	})
 	return a, failpoint.Hit("ipam-created")
+}
+
+// pick is the held allocation of set to use: the one the claim's status
+// names (a race's winner), else the first by name, so every ADD of the
+// claim picks the same one.
+func pick(o *owner, set pool.Set, held []*allocation.Allocation) *allocation.Allocation {
+	var best *allocation.Allocation
+	for _, a := range held {
+		if _, ok := set.Find(a.Addr()); !ok {
+			continue
+		}
+		if o.claim != nil && o.claim.Names(a.Addr()) {
+			return a
+		}
+		if best == nil || a.Name < best.Name {
+			best = a
+		}
+	}
+	return best
 }
 
 // allocate creates an allocation for a free address of set. The list of
@@ -154,17 +224,27 @@ func allocate(ctx context.Context, store allocation.Store, c *Config, o *owner, 
 }
 
 // addUser adds u to a claim's allocation, re-reading it after a conflict.
+// An allocation gone meanwhile was a lost race's, undone: errClaimRace
+// starts the ADD over.
 func addUser(ctx context.Context, store allocation.Store, a *allocation.Allocation, u allocation.User) (*allocation.Allocation, error) {
+	name := a.Name
 	for {
 		b, err := store.Update(ctx, a.AddUser(u))
 		if err == nil {
 			return b, nil
 		}
-		if !apierrors.IsConflict(err) {
-			return nil, fmt.Errorf("add user to %s: %w", a.Name, kubeapi.Classify(err))
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("%s is gone: %w", name, errClaimRace)
 		}
-		if a, err = store.Get(ctx, a.Name); err != nil {
-			return nil, fmt.Errorf("re-read %s: %w", a.Name, kubeapi.Classify(err))
+		if !apierrors.IsConflict(err) {
+			return nil, fmt.Errorf("add user to %s: %w", name, kubeapi.Classify(err))
+		}
+		a, err = store.Get(ctx, name)
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("%s is gone: %w", name, errClaimRace)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("re-read %s: %w", name, kubeapi.Classify(err))
 		}
 	}
 }

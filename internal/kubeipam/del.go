@@ -88,7 +88,8 @@ func fromPrev(ctx context.Context, store allocation.Store, c *Config, find func(
 }
 
 // release takes users off a and deletes it once it has no owner left: no
-// user for an attachment's address, no user and no claim for a claim's.
+// user for an attachment's address, no user and no claim keeping it for
+// a claim's.
 // A conflict (someone changed a) re-reads it and decides again.
 func release(ctx context.Context, cl *kubeapi.Client, store allocation.Store, a *allocation.Allocation, users []allocation.User) error {
 	for {
@@ -111,7 +112,8 @@ func release(ctx context.Context, cl *kubeapi.Client, store allocation.Store, a 
 	}
 }
 
-// releaseOnce writes b (a without the released users) or deletes a.
+// releaseOnce writes b (a without the released users) or deletes a when
+// b has no users left and no claim keeps it (claimKeeps).
 func releaseOnce(ctx context.Context, cl *kubeapi.Client, store allocation.Store, a, b *allocation.Allocation) error {
 	if len(b.Spec.Users) > 0 {
 		if len(b.Spec.Users) == len(a.Spec.Users) {
@@ -121,11 +123,11 @@ func releaseOnce(ctx context.Context, cl *kubeapi.Client, store allocation.Store
 		return err
 	}
 	if a.Spec.Claim != nil {
-		gone, err := claimGone(ctx, cl, a.Spec.Claim)
+		keep, err := claimKeeps(ctx, cl, a)
 		if err != nil {
 			return err
 		}
-		if !gone {
+		if keep {
 			if len(a.Spec.Users) == 0 {
 				return nil
 			}

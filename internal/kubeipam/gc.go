@@ -40,8 +40,8 @@ func ParseValid(c *Config) (Valid, error) {
 // GC frees what lost DELs left, for this network: users on this node
 // that the runtime no longer lists (when it sent a list), and users on
 // any node whose pod is gone; then every allocation without an owner
-// left (an attachment's without users, a claim's without users and
-// without its claim). Allocations younger than the call timeout are left
+// left (an attachment's without users, a claim's without users that the
+// claim no longer keeps). Allocations younger than the call timeout are left
 // alone: an ADD may still be making them. It keeps going past failures.
 func GC(ctx context.Context, cl *kubeapi.Client, c *Config, valid Valid) error {
 	store := allocation.Store{Dynamic: cl.Dynamic, Metadata: cl.Metadata}

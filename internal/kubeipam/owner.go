@@ -74,15 +74,18 @@ func (o *owner) claimRef() *allocation.Claim {
 	return &allocation.Claim{Namespace: o.claim.Namespace, Name: o.claim.Name, UID: o.claim.UID}
 }
 
-// claimGone reports whether the claim an allocation names no longer
-// exists (deleted, or deleted and made anew: another UID).
-func claimGone(ctx context.Context, cl *kubeapi.Client, ref *allocation.Claim) (bool, error) {
+// claimKeeps reports whether the claim an allocation names still holds
+// its address: the claim exists (same UID) and its status names the
+// address. An allocation of a claim without users is kept only then; any
+// other is a lost race's or a killed ADD's, whose address nobody got.
+func claimKeeps(ctx context.Context, cl *kubeapi.Client, a *allocation.Allocation) (bool, error) {
+	ref := a.Spec.Claim
 	cm, err := claim.Get(ctx, cl.Dynamic, ref.Namespace, ref.Name)
 	if apierrors.IsNotFound(err) {
-		return true, nil
+		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("read IPAMClaim %s/%s: %w", ref.Namespace, ref.Name, kubeapi.Classify(err))
 	}
-	return cm.UID != ref.UID, nil
+	return cm.UID == ref.UID && cm.Names(a.Addr()), nil
 }

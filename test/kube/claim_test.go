@@ -101,6 +101,55 @@ func TestClaimDeletedWhilePodRuns(t *testing.T) {
 	}
 }
 
+// TestClaimRace: six pods of one VM (one claim, a fresh one) ADD at once
+// on three nodes: the claim decides, every pod gets the same addresses,
+// and the claim holds one allocation per range set.
+func TestClaimRace(t *testing.T) {
+	nw := newNet(t, dualRanges)
+	nodes := []*node{newNode(t, "node-a"), newNode(t, "node-b"), newNode(t, "node-c")}
+	makeClaim(t, "vm5.flat", nw.name, "pod0vm5")
+	ann := claimNetworks(nw, "pod0vm5", "vm5.flat")
+	const k = 6
+	atts := make([]attachment, k)
+	for i := range atts {
+		atts[i] = attachment{cid: fmt.Sprintf("vm5-%d", i), ifname: "pod0vm5", pod: makePod(t, fmt.Sprintf("virt-launcher-vm5-%d", i), ann)}
+	}
+	got := make([]string, k)
+	parallel(k, k, func(i int) {
+		out := nodes[i%len(nodes)].call(nw, "ADD", atts[i], nil)
+		got[i] = fmt.Sprintf("rc %d %s", out.RC, out.Stdout)
+		if out.RC == 0 {
+			got[i] = fmt.Sprint(resultAddrs(t, out.Stdout))
+		}
+	})
+	for i := range got {
+		if got[i] != got[0] {
+			t.Fatalf("pods of one claim got %q and %q", got[0], got[i])
+		}
+	}
+	objs := allocations(t, nw)
+	if len(objs) != 2 {
+		for addr, o := range objs {
+			t.Logf("%s: users %v created %s", addr, users(o), o.GetCreationTimestamp())
+		}
+		t.Fatalf("the claim holds %d allocations, want 2 (one per set); status.ips %v", len(objs), claimIPs(t, "vm5.flat"))
+	}
+	for _, o := range objs {
+		if len(users(o)) != k {
+			t.Fatalf("%s has users %v, want all %d pods", o.GetName(), users(o), k)
+		}
+	}
+	t.Logf("%d concurrent ADDs of one claim: all got %s; status.ips %v", k, got[0], claimIPs(t, "vm5.flat"))
+	for i, a := range atts {
+		nodes[i%len(nodes)].mustSucceed(t, nw, "DEL", a, nil)
+	}
+	deleteClaim(t, "vm5.flat")
+	waitForGC(t, nodes[0], nw)
+	if left := allocations(t, nw); len(left) != 0 {
+		t.Fatalf("left: %v", left)
+	}
+}
+
 // TestClaimErrors: a claim of another network, a missing claim and a
 // malformed annotation each fail with their own code and allocate
 // nothing.

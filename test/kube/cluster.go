@@ -118,6 +118,18 @@ func (c *Cluster) StartAPIServer() error {
 	return c.WaitReady(3 * time.Minute)
 }
 
+// EnsureAPIServer leaves kube-apiserver running and ready, whatever a
+// test did to it (a test's cleanup, so one failure does not fail the rest).
+func (c *Cluster) EnsureAPIServer() error {
+	if c.api.exited() {
+		return c.StartAPIServer()
+	}
+	if err := c.ResumeAPIServer(); err != nil {
+		return err
+	}
+	return c.WaitReady(3 * time.Minute)
+}
+
 // StopAPIServer kills kube-apiserver (SIGKILL, by PID) and reaps it.
 func (c *Cluster) StopAPIServer() error { return c.api.kill() }
 

@@ -70,7 +70,7 @@ func (s started) resume(t *testing.T) (*types.Error, time.Duration) {
 	}
 	rc, err := s.p.Wait(90 * time.Second)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v; stdout %s; stderr %s", err, s.p.Stdout.String(), s.p.Stderr.String())
 	}
 	if rc == 0 {
 		return nil, time.Since(t0)
@@ -80,6 +80,15 @@ func (s started) resume(t *testing.T) (*types.Error, time.Duration) {
 		t.Fatalf("rc %d and stdout %q is not a CNI error", rc, s.p.Stdout.String())
 	}
 	return &e, time.Since(t0)
+}
+
+// apiServerBack is a cleanup for tests that stop or pause the API server.
+func apiServerBack(t *testing.T) func() {
+	return func() {
+		if err := cluster.EnsureAPIServer(); err != nil {
+			t.Error(err)
+		}
+	}
 }
 
 func restartAPI(t *testing.T) {
@@ -94,6 +103,7 @@ func restartAPI(t *testing.T) {
 // first allocation (the undo could not reach the API either) goes with
 // the runtime's DEL once the API is back; the retried ADD succeeds.
 func TestAPIServerStoppedMidAdd(t *testing.T) {
+	t.Cleanup(apiServerBack(t))
 	nw := newNet(t, dualRanges)
 	n := newNode(t, "node-a")
 	a := attachment{cid: "mid-add", ifname: "net1"}
@@ -123,6 +133,7 @@ func TestAPIServerStoppedMidAdd(t *testing.T) {
 // timeout (plus the undo's budget), and once the server answers again a
 // DEL leaves nothing, whatever the server did with the request.
 func TestAPIServerHungMidAdd(t *testing.T) {
+	t.Cleanup(apiServerBack(t))
 	nw := newNet(t, dualRanges)
 	nw.timeout = "4s"
 	n := newNode(t, "node-a")
@@ -156,6 +167,7 @@ func TestAPIServerHungMidAdd(t *testing.T) {
 // server dies: code 11, the allocations stay, and the retried DEL frees
 // them.
 func TestAPIServerStoppedMidDel(t *testing.T) {
+	t.Cleanup(apiServerBack(t))
 	nw := newNet(t, dualRanges)
 	n := newNode(t, "node-a")
 	a := attachment{cid: "mid-del", ifname: "net1"}
@@ -182,6 +194,7 @@ func TestAPIServerStoppedMidDel(t *testing.T) {
 // TestAPIServerRestart: allocations live in etcd, not in the server: a
 // restarted server knows them, and ADD and DEL work on.
 func TestAPIServerRestart(t *testing.T) {
+	t.Cleanup(apiServerBack(t))
 	nw := newNet(t, dualRanges)
 	n := newNode(t, "node-a")
 	first := attachment{cid: "before", ifname: "net1"}
@@ -239,31 +252,38 @@ func TestKillAtEachStep(t *testing.T) {
 		}
 	}
 
-	makeClaim(t, "vm9.flat", nw.name, "pod0vm9")
-	ann := claimNetworks(nw, "pod0vm9", "vm9.flat")
-	var addr string
-	for i, step := range []string{"ipam-created", "ipam-allocated", "ipam-claim-status", "ipam-user-added"} {
-		a := attachment{cid: fmt.Sprintf("vm9-%d", i), ifname: "pod0vm9", pod: makePod(t, fmt.Sprintf("virt-launcher-vm9-%d", i), ann)}
-		if out := n.call(nw, "ADD", a, nil, "TAPBRIDGE_FAILPOINT="+step+":exit"); out.RC != 137 {
-			t.Fatalf("%s: rc %d, want 137 (%s)", step, out.RC, out.Stdout)
+	// A claim's steps: its first ADD creates (ipam-created) and writes
+	// the claim's status (ipam-claim-status); a later pod joins
+	// (ipam-user-added); every ADD passes ipam-allocated.
+	for ci, steps := range [][]string{{"ipam-created", "ipam-user-added"}, {"ipam-claim-status", "ipam-allocated"}} {
+		name := fmt.Sprintf("vm9-%d.flat", ci)
+		makeClaim(t, name, nw.name, "pod0vm9")
+		ann := claimNetworks(nw, "pod0vm9", name)
+		var addr string
+		for i, step := range steps {
+			a := attachment{cid: fmt.Sprintf("vm9-%d-%d", ci, i), ifname: "pod0vm9", pod: makePod(t, fmt.Sprintf("virt-launcher-vm9-%d-%d", ci, i), ann)}
+			if out := n.call(nw, "ADD", a, nil, "TAPBRIDGE_FAILPOINT="+step+":exit"); out.RC != 137 {
+				t.Fatalf("%s: rc %d, want 137 (%s)", step, out.RC, out.Stdout)
+			}
+			got := n.add(t, nw, a) // the runtime retries the pod
+			if addr == "" {
+				addr = fmt.Sprint(got)
+			}
+			if fmt.Sprint(got) != addr {
+				t.Fatalf("claim after a kill at %s: %v, want %s", step, got, addr)
+			}
+			if n := len(claimAllocations(t, nw, name)); n != 2 {
+				t.Fatalf("kill at %s: %s holds %d allocations, want 2", step, name, n)
+			}
+			t.Logf("killed after %s with %s: the retried ADD gets the claim's %s", step, name, addr)
+			n.mustSucceed(t, nw, "DEL", a, nil)
+			deletePod(t, a.pod)
 		}
-		got := n.add(t, nw, a) // the runtime retries the pod
-		if addr == "" {
-			addr = fmt.Sprint(got)
-		}
-		if fmt.Sprint(got) != addr {
-			t.Fatalf("claim after a kill at %s: %v, want %s", step, got, addr)
-		}
-		if len(allocations(t, nw)) != 2 {
-			t.Fatalf("kill at %s: want the claim's two allocations", step)
-		}
-		n.mustSucceed(t, nw, "DEL", a, nil)
-		deletePod(t, a.pod)
+		deleteClaim(t, name)
 	}
-	deleteClaim(t, "vm9.flat")
 	waitForGC(t, n, nw)
 	if rest := allocations(t, nw); len(rest) != 0 {
-		t.Fatalf("claim gone: %d allocations left", len(rest))
+		t.Fatalf("claims gone: %d allocations left", len(rest))
 	}
 }
 
@@ -299,6 +319,7 @@ func TestRBAC(t *testing.T) {
 // answers 50 within the timeout when the API server hangs; VERSION
 // lists the CNI versions.
 func TestStatusAndVersion(t *testing.T) {
+	t.Cleanup(apiServerBack(t))
 	nw := newNet(t, dualRanges)
 	nw.timeout = "4s"
 	n := newNode(t, "node-a")

@@ -70,7 +70,7 @@ func newNet(t *testing.T, ranges string) *network {
 	if len(name) > 50 {
 		name = name[:50]
 	}
-	return &network{name: name, ranges: ranges, timeout: "6s", kubeconfig: saConfig}
+	return &network{name: name, ranges: ranges, timeout: "8s", kubeconfig: saConfig}
 }
 
 func (nw *network) conf(n *node) []byte {
@@ -199,6 +199,18 @@ func allocations(t *testing.T, nw *network) map[string]unstructured.Unstructured
 		if name, _, _ := unstructured.NestedString(it.Object, "spec", "network"); name == nw.name {
 			addr, _, _ := unstructured.NestedString(it.Object, "spec", "address")
 			out[addr] = it
+		}
+	}
+	return out
+}
+
+// claimAllocations are the network's allocations owned by claim name.
+func claimAllocations(t *testing.T, nw *network, name string) []string {
+	t.Helper()
+	var out []string
+	for addr, o := range allocations(t, nw) {
+		if c, _, _ := unstructured.NestedString(o.Object, "spec", "claim", "name"); c == name {
+			out = append(out, addr)
 		}
 	}
 	return out

@@ -37,7 +37,10 @@ func ipCmd(args ...string) error {
 func setUpAPINetns(n harness.Netns) error {
 	for _, args := range [][]string{
 		{"-n", n.Name, "link", "set", "lo", "up"},
-		{"-n", n.Name, "link", "add", apiBridge, "type", "bridge"},
+		// A bridge without a MAC of its own takes its ports' lowest, so
+		// each node joining or leaving would change it under the others'
+		// ARP caches.
+		{"-n", n.Name, "link", "add", apiBridge, "address", "02:00:00:00:fa:01", "type", "bridge"},
 		{"-n", n.Name, "addr", "add", fmt.Sprintf("%s/%d", APIAddr, apiPrefix), "dev", apiBridge},
 		{"-n", n.Name, "link", "set", apiBridge, "up"},
 	} {
