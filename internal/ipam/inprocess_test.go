@@ -242,7 +242,6 @@ func TestHostLocalInProcessRequestedIPs(t *testing.T) {
 		{cmd: "ADD", cid: "taken", ifname: "eth0", conf: set("runtimeConfig.ips", []string{"10.9.0.15"})},
 		{cmd: "ADD", cid: "gw", ifname: "eth0", conf: set("runtimeConfig.ips", []string{"10.9.0.1"})},
 		{cmd: "ADD", cid: "outside", ifname: "eth0", conf: set("runtimeConfig.ips", []string{"10.9.1.5"})},
-		{cmd: "ADD", cid: "twice", ifname: "eth0", conf: set("runtimeConfig.ips", []string{"10.9.0.19", "10.9.0.20"})},
 		{cmd: "ADD", cid: "bad", ifname: "eth0", conf: set("runtimeConfig.ips", []string{"not-an-ip"})},
 		{cmd: "ADD", cid: "unknown", ifname: "eth0", args: "K8S_POD_NAME=p"},
 		{cmd: "ADD", cid: "badenv", ifname: "eth0", args: "IP=10.9.0"},
@@ -250,11 +249,33 @@ func TestHostLocalInProcessRequestedIPs(t *testing.T) {
 		{cmd: "DEL", cid: "rt", ifname: "eth0"},
 	}
 	compare(t, base, steps, func(t *testing.T, o []outcome) {
-		codes(t, o, 0, 0, 0, 0, 999, 999, 999, 999, 999, 999, 999, 0, 0)
+		codes(t, o, 0, 0, 0, 0, 999, 999, 999, 999, 999, 999, 0, 0)
 		if !strings.Contains(o[0].Result, "fd09::15") || !strings.Contains(o[2].Result, "10.9.0.17") {
 			t.Errorf("requested IPs not given: %s / %s", o[0].Result, o[2].Result)
 		}
 	})
+}
+
+// Two requested IPs in one range set: both paths refuse the ADD and keep
+// nothing, but which IP the binary names is random (it holds the requests
+// in a map), so the outcome is compared by its shape, not byte for byte;
+// in process, the second in request order is named, every time.
+func TestHostLocalInProcessTwoIPsInOneSet(t *testing.T) {
+	base := hostLocal("1.1.0", []map[string]any{r4("10.9.0.0/24", "10.9.0.10", "10.9.0.20")})
+	steps := []step{{cmd: "ADD", cid: "twice", ifname: "eth0", conf: set("runtimeConfig.ips", []string{"10.9.0.19", "10.9.0.20"})}}
+	bin := upstreamBin(t)
+	for _, exec := range []bool{true, false} {
+		o := run(t, bin, exec, base, steps)[0]
+		named := strings.TrimPrefix(o.Msg, "failed to allocate all requested IPs: ")
+		if o.Code != 999 || (named != "10.9.0.19" && named != "10.9.0.20") || (!exec && named != "10.9.0.20") {
+			t.Errorf("exec=%v: code %d %q, want 999 naming one of the two (in process: the second)", exec, o.Code, o.Msg)
+		}
+		for f := range o.Store {
+			if strings.HasSuffix(f, "/10.9.0.19") || strings.HasSuffix(f, "/10.9.0.20") {
+				t.Errorf("exec=%v: the refused ADD left %s", exec, f)
+			}
+		}
+	}
 }
 
 func TestHostLocalInProcessRangeSets(t *testing.T) {
