@@ -15,6 +15,7 @@ import (
 
 	"github.com/tapbridge/tapbridge-cni/internal/frame"
 	"github.com/tapbridge/tapbridge-cni/internal/state"
+	"github.com/tapbridge/tapbridge-cni/test/e2e/guest"
 	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
@@ -194,4 +195,92 @@ func TestAgentSecondInstance(t *testing.T) {
 	if running, err := state.NewReader(f.stateDir()).AgentRunning(); err != nil || !running {
 		t.Errorf("agent lock after the second start: %v %v", running, err)
 	}
+}
+
+// TestAgentFlood: one guest floods its port with DISCOVERs; the agent
+// answers it no more than its port's budget (a burst of 20, then 5 a
+// second), counts every other one as rate-limited, and a second guest on
+// the same node is still answered at once.
+func TestAgentFlood(t *testing.T) {
+	f := newFixture(t)
+	conf := f.servedConf()
+	f.startAgent()
+	pods := f.pods(2)
+	var vms []*guestVM
+	for i, pod := range pods {
+		a := harness.Attachment{CID: fmt.Sprintf("flood%d-%s", i, f.node.ID), IfName: "net1", Network: "vmnet",
+			Bridge: harness.BridgeName, HostAddr: "10.77.0.250/24", Pod: pod}
+		vms = append(vms, f.attachVM(conf, a))
+	}
+	f.waitMetric("tapbridge_agent_attachments_served", func(v float64) bool { return v == 2 }, 10*time.Second)
+	flooder, other := vms[0], vms[1]
+
+	const n = 300
+	start := time.Now()
+	err := onOneCPU(func() error {
+		for i := 0; i < n; i++ {
+			if err := flooder.write(discoverFrom(t, flooder)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	limited := `tapbridge_agent_refusals_total{protocol="dhcp4",reason="rate-limited"}`
+	offers := `tapbridge_agent_replies_total{protocol="dhcp4",type="offer"}`
+	f.waitMetric(`tapbridge_agent_requests_total{protocol="dhcp4",type="discover"}`, func(v float64) bool { return v+metric(f.scrape(), limited) >= n }, 10*time.Second)
+	elapsed := time.Since(start)
+	answered, refused := metric(f.scrape(), offers), metric(f.scrape(), limited)
+	budget := 20 + 5*elapsed.Seconds() + 1
+	t.Logf("%d DISCOVERs from one guest in %s: %v answered (budget %.0f), %v refused as rate-limited", n, elapsed.Round(time.Millisecond), answered, budget, refused)
+	if answered > budget || answered+refused < n {
+		t.Errorf("flood: %v answered, %v refused of %d; want at most %.0f answered and every other refused", answered, refused, n, budget)
+	}
+
+	// The other guest is served as if nothing happened.
+	if err := other.write(discoverFrom(t, other)); err != nil {
+		t.Fatal(err)
+	}
+	if !offerArrives(t, other, 5*time.Second) {
+		t.Fatal("the second guest got no OFFER while the first flooded its own port")
+	}
+}
+
+func discoverFrom(t *testing.T, vm *guestVM) []byte {
+	t.Helper()
+	d, err := dhcpv4.NewDiscovery(vm.mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := frame.Header{Src: vm.mac, Dst: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+		IPSrc: netip.MustParseAddr("0.0.0.0"), IPDst: netip.MustParseAddr("255.255.255.255")}
+	return frame.UDP4(h, 68, 67, d.ToBytes())
+}
+
+// offerArrives reads the guest's TAP until an OFFER of its own address
+// comes, or limit passes.
+func offerArrives(t *testing.T, vm *guestVM, limit time.Duration) bool {
+	t.Helper()
+	buf := make([]byte, 65536)
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if err := vm.fd.SetReadDeadline(deadline); err != nil {
+			t.Fatal(err)
+		}
+		n, err := vm.fd.Read(buf)
+		if err != nil {
+			return false
+		}
+		p, err := frame.Parse(buf[min(n, guest.VnetHdrLen):n])
+		if err != nil || p.Proto != frame.ProtoUDP || p.DstPort != 68 {
+			continue
+		}
+		m, err := dhcpv4.FromBytes(p.Payload)
+		if err == nil && m.MessageType() == dhcpv4.MessageTypeOffer && m.YourIPAddr.Equal(vm.ip) {
+			return true
+		}
+	}
+	return false
 }
