@@ -317,11 +317,25 @@ func TestParseForDel(t *testing.T) {
 	if n.Bridge != "br-ext" || n.DataDir != DefaultDataDir || n.LockTimeout != DefaultLockTimeout || n.IPAMType != "host-local" {
 		t.Errorf("DEL's parse lost what DEL needs: %+v", n)
 	}
+	// Fields DEL does not use may even have the wrong type, and a
+	// relative logFile is not opened.
 	for name, mod := range map[string]func(map[string]any){
-		"no bridge":        func(c map[string]any) { c["bridge"] = "" },
-		"relative dataDir": func(c map[string]any) { c["dataDir"] = "state" },
-		"bad lockTimeout":  func(c map[string]any) { c["lockTimeout"] = "soon" },
-		"not JSON":         func(c map[string]any) { c["mtu"] = "x" },
+		"mtu not a number":     func(c map[string]any) { c["mtu"] = "x" },
+		"mtu out of range":     func(c map[string]any) { c["mtu"] = 7 },
+		"dhcp not an object":   func(c map[string]any) { c["dhcp"] = true },
+		"relative logFile":     func(c map[string]any) { c["logFile"] = "tapbridge.log" },
+		"learnLinkLocal a str": func(c map[string]any) { c["learnLinkLocal"] = "yes" },
+	} {
+		n, err := parse(t, mod, Env{ForDel: true})
+		if err != nil || n.Bridge != "br-ext" || n.IPAMType != "host-local" || n.LogFile != "" {
+			t.Errorf("DEL's parse with %s: %v %+v", name, err, n)
+		}
+	}
+	for name, mod := range map[string]func(map[string]any){
+		"no bridge":           func(c map[string]any) { c["bridge"] = "" },
+		"relative dataDir":    func(c map[string]any) { c["dataDir"] = "state" },
+		"bad lockTimeout":     func(c map[string]any) { c["lockTimeout"] = "soon" },
+		"bridge not a string": func(c map[string]any) { c["bridge"] = 7 },
 	} {
 		if _, err := parse(t, mod, Env{ForDel: true}); err == nil {
 			t.Errorf("DEL's parse took %s", name)

@@ -78,10 +78,9 @@ func Parse(stdin []byte, env Env) (*Net, error) {
 	if len(stdin) > MaxConfigBytes {
 		return nil, invalid("config", "network configuration is %d bytes, more than the %d allowed", len(stdin), MaxConfigBytes)
 	}
-	raw := &Raw{}
-	dec := json.NewDecoder(bytes.NewReader(stdin))
-	if err := dec.Decode(raw); err != nil {
-		return nil, &FieldError{Field: "config", Msg: err.Error(), Kind: ErrDecode}
+	raw, err := decode(stdin, env.ForDel)
+	if err != nil {
+		return nil, err
 	}
 	n := &Net{Bytes: stdin, Name: raw.Name, CNIVersion: raw.CNIVersion, IPAMType: raw.IPAM.Type, IPAMExec: raw.IPAMExec}
 	for _, step := range parseSteps {
@@ -96,6 +95,37 @@ func Parse(stdin []byte, env Env) (*Net, error) {
 	return n, nil
 }
 
+// decode reads stdin into Raw. For DEL, a field of the wrong type that
+// DEL does not use must not fail the call either: the document is then
+// read again into only what DEL needs (delRaw), the rest left empty.
+func decode(stdin []byte, forDel bool) (*Raw, error) {
+	raw := &Raw{}
+	err := json.NewDecoder(bytes.NewReader(stdin)).Decode(raw)
+	if err == nil {
+		return raw, nil
+	}
+	decodeErr := &FieldError{Field: "config", Msg: err.Error(), Kind: ErrDecode}
+	if !forDel {
+		return nil, decodeErr
+	}
+	var d delRaw
+	if err := json.NewDecoder(bytes.NewReader(stdin)).Decode(&d); err != nil {
+		return nil, decodeErr
+	}
+	return &Raw{PluginConf: d.PluginConf, Bridge: d.Bridge, DataDir: d.DataDir, LockTimeout: d.LockTimeout,
+		IPAMTimeout: d.IPAMTimeout, IPAMExec: d.IPAMExec}, nil
+}
+
+// delRaw is what DEL reads of the config when the whole does not decode.
+type delRaw struct {
+	types.PluginConf
+	Bridge      string `json:"bridge"`
+	DataDir     string `json:"dataDir"`
+	LockTimeout string `json:"lockTimeout,omitempty"`
+	IPAMTimeout string `json:"ipamTimeout,omitempty"`
+	IPAMExec    bool   `json:"ipamExec"`
+}
+
 // parseSteps are Parse's steps in order; del marks those DEL needs (where
 // the state is, which bridge and lock, how long to wait). DEL must not
 // fail on the others: a config ADD refused created nothing, and a runtime
@@ -106,9 +136,17 @@ var parseSteps = []struct {
 	parse func(*Raw, Env, *Net) error
 	del   bool
 }{
-	{parseBasics, true}, {parsePersistentIPs, false}, {parseTap, false}, {parseHost, false}, {parseDHCP, false},
+	{parseBasics, true}, {parseMTU, false}, {parsePersistentIPs, false}, {parseTap, false}, {parseHost, false}, {parseDHCP, false},
 	{parseLearnLinkLocal, false}, {parseTimeouts, true}, {checkProbeBound, false}, {parseLog, false},
 	{parseCNIArgs, false}, {parseGC, false}, {parsePrevResult, false},
+}
+
+func parseMTU(raw *Raw, _ Env, n *Net) error {
+	if raw.MTU != 0 && (raw.MTU < minMTU || raw.MTU > maxMTU) {
+		return invalid("mtu", "%d is outside %d..%d (0 means the bridge's MTU)", raw.MTU, minMTU, maxMTU)
+	}
+	n.MTU = raw.MTU
+	return nil
 }
 
 func parseBasics(raw *Raw, _ Env, n *Net) error {
@@ -118,10 +156,7 @@ func parseBasics(raw *Raw, _ Env, n *Net) error {
 	if err := checkLinkName(raw.Bridge); err != nil {
 		return invalid("bridge", "%q %v", raw.Bridge, err)
 	}
-	if raw.MTU != 0 && (raw.MTU < minMTU || raw.MTU > maxMTU) {
-		return invalid("mtu", "%d is outside %d..%d (0 means the bridge's MTU)", raw.MTU, minMTU, maxMTU)
-	}
-	n.Bridge, n.MTU, n.PortIsolation = raw.Bridge, raw.MTU, raw.PortIsolation
+	n.Bridge, n.PortIsolation = raw.Bridge, raw.PortIsolation
 	n.SpoofCheck = raw.SpoofCheck == nil || *raw.SpoofCheck
 	n.DataDir = raw.DataDir
 	if n.DataDir == "" {
@@ -221,10 +256,12 @@ var logLevels = map[string]slog.Level{
 }
 
 func parseLog(raw *Raw, _ Env, n *Net) error {
-	n.LogFile = raw.LogFile
-	if n.LogFile != "" && !strings.HasPrefix(n.LogFile, "/") {
-		return invalid("logFile", "%q must be an absolute path", n.LogFile)
+	// Set only once valid: a DEL that ignores this step's error must not
+	// open a relative path in whatever directory the runtime runs in.
+	if raw.LogFile != "" && !strings.HasPrefix(raw.LogFile, "/") {
+		return invalid("logFile", "%q must be an absolute path", raw.LogFile)
 	}
+	n.LogFile = raw.LogFile
 	n.LogLevel = slog.LevelWarn
 	if raw.LogLevel != "" {
 		// Exactly the four names (any case): slog's own parser would also

@@ -83,6 +83,9 @@ func forgedProbes(gm net.HardwareAddr) []probe {
 	badHType := func(b []byte) []byte { b[14+1] = 6; return b } // IEEE 802 hardware type
 	return []probe{
 		{"forged source MAC", false, udp(foreignMAC, guest4, 40000, 9)},
+		{"forged source MAC, IPv6 from the guest IP", false, func(d net.HardwareAddr, m []byte) []byte {
+			return ether(d, foreignMAC, unix.ETH_P_IPV6, udp6(guest6, gateway6, 40000, 9, m))
+		}},
 		{"forged IPv4 source", false, udp(gm, forged4, 40000, 9)},
 		{"IPv4 from 0.0.0.0 that is not DHCP", false, udp(gm, zero4, 5000, 5000)},
 		{"ARP with forged sender IP", false, arpFrame(gm, gm, forged4, host4, nil)},

@@ -137,6 +137,9 @@ func Del(ctx context.Context, c Call) error {
 			msgs = append(msgs, err.Error())
 		}
 	}
+	if err := st.sweepTorn(); err != nil {
+		msgs = append(msgs, err.Error())
+	}
 	if msgs != nil {
 		return errors.New(strings.Join(msgs, ";"))
 	}

@@ -100,20 +100,23 @@ func (s *store) Reserve(id, ifname string, ip net.IP, rangeID string) (bool, err
 	return s.Store.Reserve(id, ifname, ip, rangeID)
 }
 
-// ReleaseByID releases the attachment's addresses as upstream does, then
-// removes every torn reservation (see Reserve) of the store: a DEL must
-// leave nothing of an ADD that was killed, and a torn file names no owner
-// that a DEL could match. Upstream's release already reads every file of
-// the store, so one more listing keeps the call's cost of the same order.
-func (s *store) ReleaseByID(id, ifname string) error {
-	err := s.Store.ReleaseByID(id, ifname)
-	s.sweepTorn()
-	return err
+// sweepTorn removes every torn reservation (see Reserve) of the store,
+// which DEL does once: a DEL must leave nothing of an ADD that was
+// killed, and a torn file names no owner that a DEL could match.
+// Upstream's release already reads every file of the store, so one more
+// listing keeps the call's cost of the same order.
+func (s *store) sweepTorn() error {
+	if err := s.Lock(); err != nil {
+		return err
+	}
+	defer s.Unlock()
+	s.removeTorn()
+	return nil
 }
 
-// sweepTorn removes the empty address files of the store (we hold its
-// lock, so none is being written).
-func (s *store) sweepTorn() {
+// removeTorn removes the empty address files of the store; the caller
+// holds its lock, so none is being written.
+func (s *store) removeTorn() {
 	dir := filepath.Dir(s.lock.Name())
 	entries, err := os.ReadDir(dir)
 	if err != nil {
