@@ -59,6 +59,7 @@ func parseFlags(args []string) (flags, error) {
 func main() {
 	f, err := parseFlags(os.Args[1:])
 	if err != nil {
+		fmt.Fprintln(os.Stderr, "tapbridge-agent:", err)
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: f.logLevel}))

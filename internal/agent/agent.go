@@ -16,6 +16,7 @@ import (
 	"reflect"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -39,11 +40,23 @@ type Agent struct {
 	lls    *linkLocals // who holds which link-local on the node
 	mu     sync.Mutex
 	ports  map[string]*port // by attachment key; guarded by mu (the metrics collector reads it)
+
+	// ops serialises what changes the served set: the watch loop's
+	// updates and the retries of ports that failed to start.
+	ops     sync.Mutex
+	retries map[string]*time.Timer // by attachment key; guarded by ops
+	stopped bool                   // Run has returned; guarded by ops
 }
+
+// retryAfter is how long a port that failed to start (its device or the
+// bridge not found, a socket error) waits before it is tried again: the
+// agent has no other event that would bring it back.
+const retryAfter = 2 * time.Second
 
 // New makes an agent; Run starts it.
 func New(o Options) *Agent {
-	a := &Agent{reader: state.NewReader(o.Dir), dir: o.Dir, log: o.Log, ports: map[string]*port{}, lls: newLinkLocals()}
+	a := &Agent{reader: state.NewReader(o.Dir), dir: o.Dir, log: o.Log, ports: map[string]*port{}, lls: newLinkLocals(),
+		retries: map[string]*time.Timer{}}
 	a.m = newMetrics(o.Registry, a.portLabels)
 	return a
 }
@@ -97,13 +110,24 @@ func (a *Agent) apply(changes []change) {
 // learned link-local is read before any port starts, so no guest can
 // claim, in between, what another one's table holds.
 func (a *Agent) resync() {
+	a.ops.Lock()
+	defer a.ops.Unlock()
+	if a.stopped {
+		return
+	}
 	recs, err := a.reader.Records()
+	unreadable := unreadableKeys(err)
 	if err != nil {
-		// Unreadable records are reported; the others are served.
 		a.log.Error("read records", "err", err)
+		if recs == nil && len(unreadable) == 0 {
+			return // the listing itself failed: change nothing
+		}
 	}
 	want := map[string]state.Record{}
 	all := map[string]bool{}
+	for key := range unreadable {
+		all[key] = true // an unreadable record keeps what it had
+	}
 	for _, r := range recs {
 		all[r.Key] = true
 		a.know(r)
@@ -113,7 +137,7 @@ func (a *Agent) resync() {
 	}
 	a.lls.keep(all)
 	for _, key := range a.servedKeys() {
-		if _, ok := want[key]; !ok {
+		if _, ok := want[key]; !ok && !unreadable[key] {
 			a.unserve(key)
 		}
 	}
@@ -135,17 +159,44 @@ func (a *Agent) know(rec state.Record) {
 	}
 }
 
+// unreadableKeys are the attachments whose record Records could not
+// decode: their ports are left as they are (serving the record as it was
+// last read) rather than stopped for a read that may work next time.
+func unreadableKeys(err error) map[string]bool {
+	keys := map[string]bool{}
+	var walk func(error)
+	walk = func(err error) {
+		var u *state.UnreadableError
+		if joined, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range joined.Unwrap() {
+				walk(e)
+			}
+		} else if errors.As(err, &u) {
+			keys[u.Key] = true
+		}
+	}
+	if err != nil {
+		walk(err)
+	}
+	return keys
+}
+
 // update brings one attachment's port in line with its record.
 func (a *Agent) update(key string) {
+	a.ops.Lock()
+	defer a.ops.Unlock()
+	if a.stopped {
+		return
+	}
 	rec, err := a.reader.Record(key)
 	switch {
 	case errors.Is(err, state.ErrNotFound):
 		a.lls.forget(key)
 		a.unserve(key)
 	case err != nil:
+		// Keep the port as it is: a record that cannot be read now is
+		// still the attachment's, and stopping would cut its guest off.
 		a.log.Error("read record", "attachment", key, "err", err)
-		a.lls.forget(key)
-		a.unserve(key)
 	default:
 		a.know(rec)
 		if !watched(rec) {
@@ -156,21 +207,29 @@ func (a *Agent) update(key string) {
 	}
 }
 
-// serve starts serving rec, unless its port already serves exactly rec.
+// serve starts serving rec, unless its port already serves exactly rec
+// on the same device (a DEL and ADD of the same attachment can write an
+// identical record for a new device). A port that fails to start is
+// tried again after retryAfter, until its record goes.
 func (a *Agent) serve(key string, rec state.Record) {
 	a.mu.Lock()
 	old := a.ports[key]
 	a.mu.Unlock()
-	if old != nil && reflect.DeepEqual(old.rec, rec) {
+	if old != nil && reflect.DeepEqual(old.rec, rec) && old.ifindex == ifindexOf(rec.HostIf) {
 		return
 	}
 	if old != nil {
 		a.unserve(key)
 	}
+	if t := a.retries[key]; t != nil {
+		t.Stop()
+		delete(a.retries, key)
+	}
 	p, err := startPort(key, rec, a.m, a.log, a.lls)
 	if err != nil {
 		a.m.portErrors.Inc()
-		a.log.Error("serve attachment", "attachment", key, "port", rec.HostIf, "err", err)
+		a.log.Error("serve attachment", "attachment", key, "port", rec.HostIf, "err", err, "retry", retryAfter)
+		a.retries[key] = time.AfterFunc(retryAfter, func() { a.update(key) })
 		return
 	}
 	a.mu.Lock()
@@ -181,6 +240,10 @@ func (a *Agent) serve(key string, rec state.Record) {
 }
 
 func (a *Agent) unserve(key string) {
+	if t := a.retries[key]; t != nil {
+		t.Stop()
+		delete(a.retries, key)
+	}
 	a.mu.Lock()
 	p := a.ports[key]
 	delete(a.ports, key)
@@ -193,6 +256,13 @@ func (a *Agent) unserve(key string) {
 }
 
 func (a *Agent) stopAll() {
+	a.ops.Lock()
+	defer a.ops.Unlock()
+	a.stopped = true // a retry already firing finds nothing to do
+	for key, t := range a.retries {
+		t.Stop()
+		delete(a.retries, key)
+	}
 	for _, key := range a.servedKeys() {
 		a.unserve(key)
 	}

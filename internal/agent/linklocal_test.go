@@ -87,8 +87,11 @@ func TestDADTarget(t *testing.T) {
 		h := frame.Header{Src: guestMAC, Dst: guestMAC, IPSrc: netip.IPv6Unspecified(), IPDst: netip.MustParseAddr("ff02::1")}
 		return frame.ICMPv6(h, 255, append([]byte{135, 0, 0, 0, 0, 0, 0, 0}, ll.AsSlice()...))
 	}()
-	code := withOption(nil)
-	code[14+40+1] = 1
+	// Code 1 with a checksum that is right for it: only the code is wrong.
+	code := func() []byte {
+		h := frame.Header{Src: guestMAC, Dst: guestMAC, IPSrc: netip.IPv6Unspecified(), IPDst: solicitedNode(ll)}
+		return frame.ICMPv6(h, 255, append([]byte{135, 1, 0, 0, 0, 0, 0, 0}, ll.AsSlice()...))
+	}()
 	for name, b := range map[string][]byte{
 		"bad checksum":               badSum,
 		"not to the solicited group": wrongGroup,

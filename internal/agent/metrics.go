@@ -127,8 +127,13 @@ func (c *spoofCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *spoofCollector) Collect(ch chan<- prometheus.Metric) {
+	r, err := spoof.NewCountReader()
+	if err != nil {
+		return
+	}
+	defer r.Close()
 	for _, p := range c.ports() {
-		n, err := spoof.ReadCounts(p.port)
+		n, err := r.Read(p.port)
 		if err != nil {
 			// A port without a table (spoofCheck off and nothing
 			// intercepted, or going away) has no series.

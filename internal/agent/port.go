@@ -37,6 +37,7 @@ const maxFrame = 4096
 type port struct {
 	key      string
 	rec      state.Record
+	ifindex  int // the host port's device, which the socket is bound to
 	labels   portLabels
 	guest    net.HardwareAddr
 	sock     *socket
@@ -73,14 +74,20 @@ func startPort(key string, rec state.Record, m *metrics, log *slog.Logger, lls *
 	}
 	kinds := filterKinds{serve: serves(rec), learn: rec.LearnLinkLocal}
 	if kinds.serve {
+		// One family's failure (no server identifier for a /32, say)
+		// does not take the others, or learning, with it.
 		if err := p.addServices(rec, guest); err != nil {
-			return nil, err
+			p.log.Error("not every service of the port could start", "err", err)
 		}
 	}
 	if kinds.learn {
 		p.services[protoLinkLocal] = &learnService{key: key, port: rec.HostIf, bridge: rec.Bridge, lls: lls, m: m, log: p.log}
 	}
-	if p.sock, err = openSocket(hostIf.Attrs().Index, kinds); err != nil {
+	if len(p.services) == 0 {
+		return nil, fmt.Errorf("port %s: no service could start", rec.HostIf)
+	}
+	p.ifindex = hostIf.Attrs().Index
+	if p.sock, err = openSocket(p.ifindex, kinds); err != nil {
 		return nil, fmt.Errorf("port %s: %w", rec.HostIf, err)
 	}
 	go p.run()
@@ -105,11 +112,17 @@ func (p *port) addServices(rec state.Record, guest net.HardwareAddr) error {
 	for _, a := range addrs {
 		nets = append(nets, a.IPNet)
 	}
-	mac := br.Attrs().HardwareAddr
-	if err := p.addDHCP4(rec, guest, mac, prefixes(nets)); err != nil {
-		return err
+	mac, hostAddrs := br.Attrs().HardwareAddr, prefixes(nets)
+	return errors.Join(p.addDHCP4(rec, guest, mac, hostAddrs), p.addIPv6(rec, guest, mac, hostAddrs))
+}
+
+// ifindexOf is the index of the named device now, 0 if there is none.
+func ifindexOf(name string) int {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return 0
 	}
-	return p.addIPv6(rec, guest, mac, prefixes(nets))
+	return l.Attrs().Index
 }
 
 func (p *port) addDHCP4(rec state.Record, guest, src net.HardwareAddr, hostAddrs []netip.Prefix) error {

@@ -11,15 +11,16 @@ import (
 )
 
 // watcher reports changes to the records directory (inotify, through the
-// Go netpoller). A record is published by a rename into the directory,
-// its claim appears by a link and it goes by an unlink, so these three
-// events say everything; a record is never rewritten in place.
+// Go netpoller). The plugin publishes a record by a rename into the
+// directory, its claim appears by a link and it goes by an unlink; a file
+// rewritten in place (by an operator, or a future writer) is seen when it
+// is closed.
 type watcher struct {
 	f  *os.File
 	rc syscall.RawConn
 }
 
-const watchMask = unix.IN_MOVED_TO | unix.IN_CREATE | unix.IN_DELETE | unix.IN_MOVED_FROM |
+const watchMask = unix.IN_MOVED_TO | unix.IN_CREATE | unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN_CLOSE_WRITE |
 	unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR
 
 // errDirGone is returned once the watched directory is removed or moved:

@@ -21,35 +21,59 @@ type Counts struct {
 // ErrNoTable is returned by ReadCounts for a port without a table.
 var ErrNoTable = errors.New("port has no anti-spoofing table")
 
-// ReadCounts reads the counters of one port's chain (one GETRULE dump of
-// the port's own chain, whatever the number of ports). A rule counts as
-// an intercept rule when it is one of interceptRules, counters aside.
+// ReadCounts reads the counters of one port's chain (see CountReader).
 func ReadCounts(port string) (Counts, error) {
+	r, err := NewCountReader()
+	if err != nil {
+		return Counts{}, fmt.Errorf("read counters of port %s: %w", port, err)
+	}
+	defer r.Close()
+	return r.Read(port)
+}
+
+// CountReader reads ports' counters over one netlink socket, so reading
+// every port of the node (a metrics scrape) opens one socket, not one
+// per port.
+type CountReader struct {
+	c *nftables.Conn
+}
+
+// NewCountReader opens the socket; Close closes it.
+func NewCountReader() (*CountReader, error) {
+	c, err := nftables.New(nftables.AsLasting())
+	if err != nil {
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	return &CountReader{c: c}, nil
+}
+
+// Close closes the reader's socket.
+func (r *CountReader) Close() error { return r.c.CloseLasting() }
+
+// Read reads the counters of one port's chain: a GETTABLE and one
+// GETRULE dump of the port's own chain. A rule counts as an intercept
+// rule when it is one of interceptRules, counters aside.
+func (r *CountReader) Read(port string) (Counts, error) {
 	if err := checkIfName("port", port); err != nil {
 		return Counts{}, fmt.Errorf("read counters of port %s: %w", port, err)
 	}
-	c, err := nftables.New(nftables.AsLasting())
-	if err != nil {
-		return Counts{}, fmt.Errorf("read counters of port %s: open netlink: %w", port, err)
-	}
-	defer func() { _ = c.CloseLasting() }()
 	t := tableOf(port)
 	// A dump of a missing chain is empty, not an error: look at the table.
-	if _, err := c.ListTableOfFamily(t.Name, t.Family); errors.Is(err, unix.ENOENT) {
+	if _, err := r.c.ListTableOfFamily(t.Name, t.Family); errors.Is(err, unix.ENOENT) {
 		return Counts{}, fmt.Errorf("read counters of port %s: %w", port, ErrNoTable)
 	}
-	rules, err := c.GetRules(t, chainOf(t, port))
+	rules, err := r.c.GetRules(t, chainOf(t, port))
 	if err != nil {
 		return Counts{}, fmt.Errorf("read counters of port %s: %w", port, err)
 	}
 	intercept := interceptRules()
 	var n Counts
-	for _, r := range rules {
-		packets, bytes, ok := ruleCounter(r.Exprs)
+	for _, rule := range rules {
+		packets, bytes, ok := ruleCounter(rule.Exprs)
 		if !ok {
 			continue
 		}
-		if slices.ContainsFunc(intercept, func(want []expr.Any) bool { return sameExprs(r.Exprs, want) }) {
+		if slices.ContainsFunc(intercept, func(want []expr.Any) bool { return sameExprs(rule.Exprs, want) }) {
 			n.Intercepted += packets
 			n.InterceptedBytes += bytes
 		} else {
