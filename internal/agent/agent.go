@@ -166,13 +166,17 @@ func unreadableKeys(err error) map[string]bool {
 	keys := map[string]bool{}
 	var walk func(error)
 	walk = func(err error) {
-		var u *state.UnreadableError
-		if joined, ok := err.(interface{ Unwrap() []error }); ok {
-			for _, e := range joined.Unwrap() {
-				walk(e)
-			}
-		} else if errors.As(err, &u) {
+		if u, ok := err.(*state.UnreadableError); ok {
 			keys[u.Key] = true
+			return
+		}
+		switch e := err.(type) {
+		case interface{ Unwrap() []error }:
+			for _, inner := range e.Unwrap() {
+				walk(inner)
+			}
+		case interface{ Unwrap() error }:
+			walk(e.Unwrap())
 		}
 	}
 	if err != nil {
