@@ -6,7 +6,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -52,6 +54,12 @@ func setUp(args *skel.CmdArgs) (*call, error) {
 		return nil, err
 	}
 	cl, err := kubeapi.New(conf.Kubeconfig, conf.Timeout)
+	if errors.Is(err, fs.ErrNotExist) {
+		// The DaemonSet writes it on each node: until it has, the IPAM
+		// is not ready yet (ADD: try again later; STATUS: 50), which is
+		// not a wrong network config.
+		return nil, fmt.Errorf("%w: %w (not written yet by the DaemonSet?)", kubeapi.ErrUnavailable, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errKubeconfig, err)
 	}

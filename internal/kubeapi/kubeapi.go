@@ -68,8 +68,13 @@ func Classify(err error) error {
 		return nil
 	}
 	switch {
-	case apierrors.IsForbidden(err), apierrors.IsUnauthorized(err):
+	case apierrors.IsForbidden(err):
 		return fmt.Errorf("%w: %w", ErrForbidden, err)
+	case apierrors.IsUnauthorized(err):
+		// A token the API no longer takes (rotated, or its pod replaced
+		// in a rolling update) is fixed by the DaemonSet's next refresh:
+		// try again later, unlike an RBAC refusal.
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case unavailable(err):
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}

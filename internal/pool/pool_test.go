@@ -81,3 +81,27 @@ func TestWalk(t *testing.T) {
 		t.Fatalf("size %v", set.Size())
 	}
 }
+
+// An excluded prefix is stepped over whole: a /64 with a /65 excluded is
+// walked in no time from any start, and only its free half is offered;
+// an exclusion that ends past the range's end stops at it.
+func TestWalkSkipsExclusions(t *testing.T) {
+	set := Set{mustRange(t, "fd00::/64", "", "", "", "fd00::/65")}
+	for range 50 {
+		var got netip.Addr
+		set.Walk(nil, func(a netip.Addr, _ Range) bool { got = a; return false })
+		if !got.IsValid() || netip.MustParsePrefix("fd00::/65").Contains(got) {
+			t.Fatalf("offered %v", got)
+		}
+	}
+	small := Set{mustRange(t, "10.0.0.0/24", "10.0.0.1", "10.0.0.100", "", "10.0.0.0/26"),
+		mustRange(t, "10.0.1.0/24", "10.0.1.1", "10.0.1.5", "")}
+	for range 20 {
+		seen := map[netip.Addr]bool{}
+		small.Walk(nil, func(a netip.Addr, _ Range) bool { seen[a] = true; return true })
+		// .64 to .100 of the first range, and all five of the second.
+		if len(seen) != 37+5 {
+			t.Fatalf("walked %d addresses", len(seen))
+		}
+	}
+}

@@ -340,9 +340,12 @@ func TestStatusAndVersion(t *testing.T) {
 		t.Fatalf("STATUS against a hung API server: rc %d %s, want code 50", out.RC, out.Stdout)
 	}
 	t.Logf("STATUS against a hung API server: code 50 in %s: %s", took.Round(time.Millisecond), out.Err.Msg)
+	// A kubeconfig the DaemonSet has not written yet: not ready (50 for
+	// STATUS, 11 for ADD), not a wrong config.
 	bad := *nw
 	bad.kubeconfig = "/nonexistent/kubeconfig"
-	n.mustFail(t, &bad, "STATUS", attachment{}, 7)
+	n.mustFail(t, &bad, "STATUS", attachment{}, 50)
+	n.mustFail(t, &bad, "ADD", attachment{cid: "no-kubeconfig", ifname: "net1"}, 11)
 	out = n.call(nw, "VERSION", attachment{}, nil)
 	if out.RC != 0 || !strings.Contains(string(out.Stdout), `"1.1.0"`) {
 		t.Fatalf("VERSION: rc %d %s", out.RC, out.Stdout)
