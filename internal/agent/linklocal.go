@@ -225,7 +225,7 @@ func dadTarget(p frame.Packet) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	target := netip.AddrFrom16([16]byte(m[8:24]))
-	if !spoof.IsLearnable(target) || p.IPDst != solicitedNode(target) || !validDADOptions(m[24:]) {
+	if !spoof.IsLearnable(target) || p.IPDst != solicitedNode(target) || !optionsFromUnspecified(m[24:]) {
 		return netip.Addr{}, false
 	}
 	return target, true
@@ -239,10 +239,11 @@ func solicitedNode(a netip.Addr) netip.Addr {
 	return netip.AddrFrom16(g)
 }
 
-// validDADOptions: every option has a length that fits (RFC 4861 4.6:
-// type, length in units of 8 bytes, data), and none is a source
-// link-layer address, which a solicitation from :: must not carry (7.1.1).
-func validDADOptions(opts []byte) bool {
+// optionsFromUnspecified: every option has a length that fits (RFC 4861
+// 4.6: type, length in units of 8 bytes, data), and none is a source
+// link-layer address, which a message from :: must not carry (a neighbour
+// solicitation, 7.1.1; a router solicitation, 6.1.1).
+func optionsFromUnspecified(opts []byte) bool {
 	for len(opts) > 0 {
 		if len(opts) < 2 {
 			return false

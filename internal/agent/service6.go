@@ -75,6 +75,11 @@ func (s *raService) handle(p frame.Packet) outcome {
 		o.refusal = ra.Malformed.String()
 		return o
 	}
+	// From ::, a solicitation may carry no source link-layer option.
+	if p.IPSrc.IsUnspecified() && (len(p.Payload) < 8 || !optionsFromUnspecified(p.Payload[8:])) {
+		o.refusal = ra.Malformed.String()
+		return o
+	}
 	if ok, r := ra.IsSolicitation(p.Payload); !ok {
 		o.refusal = r.String()
 		return o

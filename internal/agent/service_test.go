@@ -68,13 +68,17 @@ func TestRAService(t *testing.T) {
 		!ra.ValidChecksum(adv.IPSrc, adv.IPDst, adv.Payload) || adv.Dst.String() != allNodesMAC.String() {
 		t.Errorf("advertisement %+v", adv)
 	}
-	// RFC 4861 6.1.1: a solicitation that may have been routed, or whose
-	// checksum is wrong, is dropped.
+	// RFC 4861 6.1.1: a solicitation that may have been routed, whose
+	// checksum is wrong, or from :: with a source link-layer option, is
+	// dropped.
 	routed, _ := frame.Parse(frame.ICMPv6(h, 64, rs))
 	bad := frame.ICMPv6(h, ndHopLimit, rs)
 	bad[len(bad)-1] ^= 1
 	corrupt, _ := frame.Parse(bad)
-	for name, p := range map[string]frame.Packet{"hop limit 64": routed, "bad checksum": corrupt} {
+	unspec := h
+	unspec.IPSrc = netip.IPv6Unspecified()
+	fromUnspecWithSLLA, _ := frame.Parse(frame.ICMPv6(unspec, ndHopLimit, append(append([]byte{}, rs...), 1, 1, 2, 0, 0, 0, 0, 1)))
+	for name, p := range map[string]frame.Packet{"hop limit 64": routed, "bad checksum": corrupt, "from :: with a source link-layer option": fromUnspecWithSLLA} {
 		if o := s.handle(p); o.refusal != ra.Malformed.String() || len(o.replies) != 0 {
 			t.Errorf("%s: %+v", name, o)
 		}
