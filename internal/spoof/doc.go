@@ -71,6 +71,10 @@
 //
 // # Limits
 //
+//   - The intercept rules see untagged frames only. On a checked port a
+//     tagged frame is dropped anyway; on an Open port (spoofCheck off) a
+//     guest that tags its DHCP requests itself sends them past the agent
+//     onto the L2, as it could send anything else there.
 //   - A guest that uses a link-local address not derived by EUI-64 (RFC 7217
 //     stable-privacy, as NetworkManager does by default, or a random one) has
 //     that address dropped unless its port learns; otherwise configure the
