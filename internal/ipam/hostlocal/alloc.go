@@ -56,7 +56,7 @@ func (a *allocator) get(id, ifname string, want net.IP) (*current.IPConfig, erro
 // reserve takes the requested address, which must be in the set, free,
 // and not the gateway.
 func (a *allocator) reserve(id, ifname string, want net.IP) (*current.IPConfig, error) {
-	if err := canonicalIP(&want); err != nil {
+	if err := CanonicalIP(&want); err != nil {
 		return nil, err
 	}
 	r, err := a.set.rangeFor(want)

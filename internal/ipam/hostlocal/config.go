@@ -110,7 +110,7 @@ func (n *netConf) collectRequested(cniArgs string) error {
 		c.requested = append(c.requested, w.canonical())
 	}
 	for i := range c.requested {
-		if err := canonicalIP(&c.requested[i]); err != nil {
+		if err := CanonicalIP(&c.requested[i]); err != nil {
 			return fmt.Errorf("cannot understand ip: %v", err)
 		}
 	}

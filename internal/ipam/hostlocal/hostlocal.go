@@ -119,14 +119,24 @@ func unique(ips []net.IP) []net.IP {
 	return out
 }
 
+// open loads the call's config and opens its store, as DEL and CHECK
+// begin; the caller closes the store.
+func open(ctx context.Context, c Call) (*ipamConf, *store, error) {
+	conf, _, err := loadConfig(c.Config, c.Args)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := openStore(ctx, conf)
+	if err != nil {
+		return nil, nil, err
+	}
+	return conf, st, nil
+}
+
 // Del releases every address of the attachment, range by range, going on
 // past failures and reporting them all.
 func Del(ctx context.Context, c Call) error {
-	conf, _, err := loadConfig(c.Config, c.Args)
-	if err != nil {
-		return err
-	}
-	st, err := openStore(ctx, conf)
+	conf, st, err := open(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -149,11 +159,7 @@ func Del(ctx context.Context, c Call) error {
 // Check succeeds when the store holds at least one address of the
 // attachment, whichever it is (as the binary checks).
 func Check(ctx context.Context, c Call) error {
-	conf, _, err := loadConfig(c.Config, c.Args)
-	if err != nil {
-		return err
-	}
-	st, err := openStore(ctx, conf)
+	_, st, err := open(ctx, c)
 	if err != nil {
 		return err
 	}

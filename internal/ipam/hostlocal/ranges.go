@@ -26,7 +26,7 @@ type rangeSet []ipRange
 // is the subnet's first address, the range runs from there to the last
 // address (IPv4: the one before broadcast). Messages are host-local's.
 func (r *ipRange) canonicalize() error {
-	if err := canonicalIP(&r.Subnet.IP); err != nil {
+	if err := CanonicalIP(&r.Subnet.IP); err != nil {
 		return err
 	}
 	ones, bits := r.Subnet.Mask.Size()
@@ -43,7 +43,7 @@ func (r *ipRange) canonicalize() error {
 	}
 	if r.Gateway == nil {
 		r.Gateway = nextIP(r.Subnet.IP)
-	} else if err := canonicalIP(&r.Gateway); err != nil {
+	} else if err := CanonicalIP(&r.Gateway); err != nil {
 		return err
 	}
 	if err := r.canonicalBound("RangeStart", &r.RangeStart, nextIP(r.Subnet.IP)); err != nil {
@@ -58,7 +58,7 @@ func (r *ipRange) canonicalBound(name string, bound *net.IP, def net.IP) error {
 		*bound = def
 		return nil
 	}
-	if err := canonicalIP(bound); err != nil {
+	if err := CanonicalIP(bound); err != nil {
 		return err
 	}
 	if !r.contains(*bound) {
@@ -70,7 +70,7 @@ func (r *ipRange) canonicalBound(name string, bound *net.IP, def net.IP) error {
 // contains reports whether addr is in the subnet and between the bounds
 // that are set.
 func (r *ipRange) contains(addr net.IP) bool {
-	if canonicalIP(&addr) != nil || len(addr) != len(r.Subnet.IP) {
+	if CanonicalIP(&addr) != nil || len(addr) != len(r.Subnet.IP) {
 		return false
 	}
 	if !(*net.IPNet)(&r.Subnet).Contains(addr) {
@@ -116,7 +116,7 @@ func (s rangeSet) canonicalize() error {
 
 // rangeFor is the range of the set that holds addr.
 func (s rangeSet) rangeFor(addr net.IP) (*ipRange, error) {
-	if err := canonicalIP(&addr); err != nil {
+	if err := CanonicalIP(&addr); err != nil {
 		return nil, err
 	}
 	for i := range s {
@@ -151,9 +151,9 @@ func (s rangeSet) String() string {
 	return strings.Join(out, ",")
 }
 
-// canonicalIP stores an IPv4 address in 4 bytes and an IPv6 one in 16,
+// CanonicalIP stores an IPv4 address in 4 bytes and an IPv6 one in 16,
 // as the store's file names and the result need.
-func canonicalIP(ip *net.IP) error {
+func CanonicalIP(ip *net.IP) error {
 	if v4 := ip.To4(); v4 != nil {
 		*ip = v4
 		return nil

@@ -14,6 +14,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/tapbridge/tapbridge-cni/internal/ipam/hostlocal"
 )
 
 // Call is one call as the binary would get it.
@@ -210,7 +212,7 @@ func (n *netConf) checkAddresses() error {
 			}
 			a.Address = net.IPNet{IP: ip, Mask: subnet.Mask}
 		}
-		if err := canonicalIP(&a.Address.IP); err != nil {
+		if err := hostlocal.CanonicalIP(&a.Address.IP); err != nil {
 			return fmt.Errorf("invalid address %d: %s", i, err)
 		}
 		if a.Address.IP.To4() != nil {
@@ -225,16 +227,4 @@ func (n *netConf) checkAddresses() error {
 		}
 	}
 	return nil
-}
-
-func canonicalIP(ip *net.IP) error {
-	if v4 := ip.To4(); v4 != nil {
-		*ip = v4
-		return nil
-	}
-	if v6 := ip.To16(); v6 != nil {
-		*ip = v6
-		return nil
-	}
-	return fmt.Errorf("IP %s not v4 nor v6", *ip)
 }
