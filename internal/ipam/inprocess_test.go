@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
 // The upstream binaries of the version go.mod pins (scripts/install-deps.sh).
@@ -91,7 +93,7 @@ func run(t *testing.T, bin string, exec bool, base map[string]any, steps []step)
 			}
 			o.Code, o.Msg = ce.Code, ce.Msg
 		}
-		o.Store = files(t, store)
+		o.Store = harness.Files(t, store)
 		out = append(out, o)
 	}
 	return out
@@ -102,25 +104,6 @@ func clone(m map[string]any) map[string]any {
 	var c map[string]any
 	_ = json.Unmarshal(b, &c)
 	return c
-}
-
-// files are the store's files by path below it, with their contents.
-func files(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		rel, _ := filepath.Rel(dir, path)
-		out[rel] = fmt.Sprintf("%s %q", info.Mode(), b)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // compare plays the steps both ways and fails on the first call whose
@@ -418,7 +401,7 @@ func TestHostLocalInProcessAndExecShareTheStore(t *testing.T) {
 	}
 	wg.Wait()
 	leases := 0
-	for name := range files(t, filepath.Join(store, "vmnet")) {
+	for name := range harness.Files(t, filepath.Join(store, "vmnet")) {
 		if name != "lock" && !strings.HasPrefix(name, "last_reserved_ip.") {
 			leases++
 		}
@@ -460,7 +443,7 @@ func TestHostLocalInProcessLockTimeout(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("Add returned after %s with a 300ms timeout", d)
 	}
-	if f := files(t, store); len(f) != 1 {
+	if f := harness.Files(t, store); len(f) != 1 {
 		t.Fatalf("store after a timed-out ADD: %v", f)
 	}
 }
@@ -499,7 +482,7 @@ func TestHostLocalInProcessReclaimsTornReservation(t *testing.T) {
 	if err := p.Del(context.Background(), Call{ContainerID: "gone", IfName: "eth0"}); err != nil {
 		t.Fatal(err)
 	}
-	f := files(t, store)
+	f := harness.Files(t, store)
 	if _, ok := f["vmnet/10.9.0.12"]; ok {
 		t.Errorf("DEL left the torn reservation of 10.9.0.12: %v", f)
 	}

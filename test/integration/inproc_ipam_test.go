@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -56,33 +55,15 @@ func runIPAMScenario(t *testing.T, exec bool) ipamRun {
 	note(plain.check(a))
 	note(plain.del(a))
 	add(plain, rtConf("cid-ipam-d", f.pod(), "eth0"))
-	run.store = ipamFiles(t, f.ipamDir())
+	run.store = harness.Files(t, f.ipamDir())
 	// GC with only b valid: tapbridge releases d's lease itself.
 	note(plain.gc(&libcni.GCArgs{ValidAttachments: []types.GCAttachment{{ContainerID: b.ContainerID, IfName: b.IfName}}}))
-	for k, v := range ipamFiles(t, f.ipamDir()) {
+	for k, v := range harness.Files(t, f.ipamDir()) {
 		run.store["after GC: "+k] = v
 	}
 	note(plain.del(b))
 	f.expectClean(before)
 	return run
-}
-
-func ipamFiles(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		rel, _ := filepath.Rel(dir, path)
-		out[rel] = fmt.Sprintf("%s %q", info.Mode(), b)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // The plugin with host-local in process gives what it gives with the
