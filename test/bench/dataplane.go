@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -57,6 +58,7 @@ func (b *bench) allLayouts() []dpLayout {
 		{"tb-nospoof", `tapbridge "spoofCheck": false`, func(ctx context.Context, p *dpPair) ([2]endpoint, error) {
 			return b.dpTapbridge(ctx, p, false)
 		}},
+		{"tb-hook", `tapbridge "spoofCheck": false plus an empty ingress chain (policy accept) on its port`, b.dpTapbridgeHookOnly},
 		{"direct", "direct TAP on br-ext", b.dpDirect},
 		{"inpod", "in-pod bridge (KubeVirt bridge binding)", b.dpInPod},
 		{"vethfloor", "veth floor (packet socket on the pod end of a veth on br-ext; no TAP, no tc)", b.dpVethFloor},
@@ -123,11 +125,54 @@ func (p *dpPair) newPod(b *bench, side int) (harness.Netns, error) {
 // dpTapbridge attaches one pod per node with the plugin binary, exec'd as
 // the runtime does, and opens the TAP the result names, as QEMU would.
 func (b *bench) dpTapbridge(ctx context.Context, p *dpPair, spoof bool) ([2]endpoint, error) {
+	eps, _, err := b.dpTapbridgePorts(ctx, p, spoof)
+	return eps, err
+}
+
+// dpTapbridgeHookOnly is tapbridge without anti-spoofing plus, on each
+// host port, a netdev ingress base chain like anti-spoofing's but with no
+// rule and policy accept: what hooking a chain on the port costs per frame
+// before any rule is evaluated, beside what the rules add (tb against it).
+func (b *bench) dpTapbridgeHookOnly(ctx context.Context, p *dpPair) ([2]endpoint, error) {
+	eps, ports, err := b.dpTapbridgePorts(ctx, p, false)
+	if err != nil {
+		return eps, err
+	}
+	for side, port := range ports {
+		if err := inNS(p.nodes[side], func() error { return emptyIngressChain(port) }); err != nil {
+			return eps, err
+		}
+	}
+	return eps, nil
+}
+
+// emptyIngressChain hooks an accept-all base chain on port's ingress, in
+// a table of its own (the node netns goes, and the table with it).
+func emptyIngressChain(port string) error {
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	defer c.CloseLasting()
+	accept := nftables.ChainPolicyAccept
+	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyNetdev, Name: "bench-hook-" + port})
+	c.AddChain(&nftables.Chain{Name: "guest", Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookIngress,
+		Priority: nftables.ChainPriorityFilter, Device: port, Policy: &accept})
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("hook an empty chain on %s: %w", port, err)
+	}
+	return nil
+}
+
+// dpTapbridgePorts attaches a guest on each side with tapbridge and opens
+// its TAP; it also returns each side's host port (the veth's host end).
+func (b *bench) dpTapbridgePorts(ctx context.Context, p *dpPair, spoof bool) ([2]endpoint, [2]string, error) {
+	var ports [2]string
 	var eps [2]endpoint
 	for side := range 2 {
 		pod, err := p.newPod(b, side)
 		if err != nil {
-			return eps, err
+			return eps, ports, err
 		}
 		dir := filepath.Join(b.dir, p.tag+fmt.Sprint(side))
 		conf := tapbridgeConf(tbOpts{DataDir: filepath.Join(dir, "state"), Node: fmt.Sprintf("node-%d", side),
@@ -141,36 +186,36 @@ func (b *bench) dpTapbridge(ctx context.Context, p *dpPair, spoof bool) ([2]endp
 			return err
 		})
 		if err != nil {
-			return eps, err
+			return eps, ports, err
 		}
-		tapName, ep, err := parseAttachment(out)
+		hostIf, tapName, ep, err := parseAttachment(out)
 		if err != nil {
-			return eps, err
+			return eps, ports, err
 		}
 		if err := inNS(pod, func() (err error) { ep.fd, err = openTap(tapName); return err }); err != nil {
-			return eps, err
+			return eps, ports, err
 		}
-		p.fds, eps[side] = append(p.fds, ep.fd), ep
+		p.fds, eps[side], ports[side] = append(p.fds, ep.fd), ep, hostIf
 	}
-	return eps, nil
+	return eps, ports, nil
 }
 
-// parseAttachment reads the TAP name, guest MAC and IP from tapbridge's
+// parseAttachment reads the host port, TAP name, guest MAC and IP from tapbridge's
 // result (interfaces: host veth, pod end with the guest MAC, TAP).
-func parseAttachment(out []byte) (string, endpoint, error) {
+func parseAttachment(out []byte) (hostIf, tap string, ep endpoint, err error) {
 	var res struct {
 		Interfaces []struct{ Name, Mac string }
 		IPs        []struct{ Address string }
 	}
 	if err := json.Unmarshal(out, &res); err != nil || len(res.Interfaces) != 3 || len(res.IPs) == 0 {
-		return "", endpoint{}, fmt.Errorf("unexpected ADD result %s: %v", out, err)
+		return "", "", endpoint{}, fmt.Errorf("unexpected ADD result %s: %v", out, err)
 	}
 	mac, err := net.ParseMAC(res.Interfaces[2].Mac)
 	if err != nil {
-		return "", endpoint{}, err
+		return "", "", endpoint{}, err
 	}
 	pfx, err := netip.ParsePrefix(res.IPs[0].Address)
-	return res.Interfaces[1].Name, endpoint{mac: mac, ip: pfx.Addr()}, err
+	return res.Interfaces[0].Name, res.Interfaces[1].Name, endpoint{mac: mac, ip: pfx.Addr()}, err
 }
 
 // guest is the MAC and IP a hand-made layout's guest uses on side i.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tapbridge/tapbridge-cni/internal/attachment"
 	"github.com/tapbridge/tapbridge-cni/internal/bridge"
+	"github.com/tapbridge/tapbridge-cni/internal/ipam"
 	"github.com/tapbridge/tapbridge-cni/internal/link"
 	"github.com/tapbridge/tapbridge-cni/internal/redirect"
 	"github.com/tapbridge/tapbridge-cni/internal/spoof"
@@ -167,8 +168,10 @@ func (k *kernelSteps) detach(podPath, cid string) error {
 type floorData struct {
 	trivial, trivialCPU time.Duration
 	skel, skelCPU       time.Duration // ADD of the minimal skel plugin, its host-local ADD included
-	ipamAdd, ipamDel    time.Duration
+	ipamAdd, ipamDel    time.Duration // host-local's exec, as bridge runs it
 	ipamAddCPU          time.Duration
+	inAdd, inDel        time.Duration // host-local in process, as tapbridge runs it
+	inAddCPU            time.Duration
 	steps, noSpoof      *kernelSteps
 	inproc              *inprocResult
 }
@@ -199,6 +202,9 @@ func (b *bench) measureFloor(ctx context.Context) (*floorData, error) {
 		s := summarize(runs)
 		f.ipamAdd, f.ipamDel, f.ipamAddCPU = fromMS(s.Add.P50), fromMS(s.Del.P50), fromMS(s.AddCPU)
 	} else if f.ipamAdd, f.ipamDel, f.ipamAddCPU, err = b.hostLocalAlone(ctx); err != nil {
+		return nil, err
+	}
+	if f.inAdd, f.inDel, f.inAddCPU, err = b.hostLocalInProcess(ctx); err != nil {
 		return nil, err
 	}
 	for _, spoofOn := range []bool{true, false} {
@@ -240,6 +246,44 @@ func (b *bench) hostLocalAlone(ctx context.Context) (add, del, addCPU time.Durat
 	r, err := b.runBatch(ctx, batch{Bin: b.upstream("host-local"), Tag: b.id + "-floor-hl",
 		Conf: func(int) []byte { return conf }, Pods: b.pods[:b.floorN()], K: 1})
 	return percentile(r.Add, 50), percentile(r.Del, 50), percentile(r.AddCPU, 50), err
+}
+
+// hostLocalInProcess runs host-local's ADDs, then its DELs, in this
+// process with tapbridge's config, through the package tapbridge calls
+// (internal/ipam): what the plugin's IPAM costs it now that host-local no
+// longer runs as a process of its own. CPU is the calling thread's: the
+// in-process IPAM runs on the caller's goroutine, which inNS locks to it.
+func (b *bench) hostLocalInProcess(ctx context.Context) (add, del, addCPU time.Duration, err error) {
+	tb, _, _ := b.cpVariants()
+	p := ipam.Plugin{Type: "host-local", Config: tb.Conf(filepath.Join(b.dir, "ipam", "floor-host-local-inproc")),
+		Path: b.cniPath(), Timeout: time.Minute}
+	if !p.InProcess() {
+		return 0, 0, 0, fmt.Errorf("host-local does not run in process")
+	}
+	n := b.floorN()
+	adds, dels, cpus := make([]time.Duration, n), make([]time.Duration, n), make([]time.Duration, n)
+	call := func(i int) ipam.Call {
+		return ipam.Call{ContainerID: fmt.Sprintf("%s-hl-inproc-%04d", b.id, i), IfName: podIfName, Netns: b.pods[i].Path()}
+	}
+	b.waitQuiet(ctx)
+	err = inNS(b.node, func() error {
+		for i := range n {
+			t0, c0 := time.Now(), threadCPU()
+			if _, err := p.Add(ctx, call(i)); err != nil {
+				return fmt.Errorf("in-process host-local ADD: %w", err)
+			}
+			adds[i], cpus[i] = time.Since(t0), threadCPU()-c0
+		}
+		for i := range n {
+			t0 := time.Now()
+			if err := p.Del(ctx, call(i)); err != nil {
+				return fmt.Errorf("in-process host-local DEL: %w", err)
+			}
+			dels[i] = time.Since(t0)
+		}
+		return nil
+	})
+	return percentile(adds, 50), percentile(dels, 50), percentile(cpus, 50), err
 }
 
 func (b *bench) runKernelSteps(ctx context.Context, ks *kernelSteps) error {

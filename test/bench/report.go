@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,7 +42,7 @@ func target(ratio float64, lessOrEqual bool, limit float64) (ratioS, targetS, re
 	if ok {
 		result = "PASS"
 	}
-	return fmt.Sprintf("%.2f", ratio), fmt.Sprintf("%s %.1f×", op, limit), result
+	return fmt.Sprintf("%.2f", ratio), fmt.Sprintf("%s %s×", op, strconv.FormatFloat(limit, 'f', -1, 64)), result
 }
 
 // withTarget fills a row's ratio, target and result columns.
