@@ -51,7 +51,7 @@ func (b *bench) layouts() []dpLayout {
 }
 
 func (b *bench) allLayouts() []dpLayout {
-	return []dpLayout{
+	lays := []dpLayout{
 		{"tb", "tapbridge (TAP → redirect → veth → br-ext)", func(ctx context.Context, p *dpPair) ([2]endpoint, error) {
 			return b.dpTapbridge(ctx, p, true)
 		}},
@@ -63,6 +63,13 @@ func (b *bench) allLayouts() []dpLayout {
 		{"inpod", "in-pod bridge (KubeVirt bridge binding)", b.dpInPod},
 		{"vethfloor", "veth floor (packet socket on the pod end of a veth on br-ext; no TAP, no tc)", b.dpVethFloor},
 	}
+	if b.alt != "" { // an A/B of a data-path change: the -alt build's line in the log
+		lays = append(lays, dpLayout{"tb-alt", "tapbridge (-alt build)", func(ctx context.Context, p *dpPair) ([2]endpoint, error) {
+			eps, _, err := b.dpTapbridgePorts(ctx, p, b.alt, true)
+			return eps, err
+		}})
+	}
+	return lays
 }
 
 // newPair makes nodes A and B, each with br-ext, and the uplink veth.
@@ -125,7 +132,7 @@ func (p *dpPair) newPod(b *bench, side int) (harness.Netns, error) {
 // dpTapbridge attaches one pod per node with the plugin binary, exec'd as
 // the runtime does, and opens the TAP the result names, as QEMU would.
 func (b *bench) dpTapbridge(ctx context.Context, p *dpPair, spoof bool) ([2]endpoint, error) {
-	eps, _, err := b.dpTapbridgePorts(ctx, p, spoof)
+	eps, _, err := b.dpTapbridgePorts(ctx, p, b.tapbridge, spoof)
 	return eps, err
 }
 
@@ -134,7 +141,7 @@ func (b *bench) dpTapbridge(ctx context.Context, p *dpPair, spoof bool) ([2]endp
 // rule and policy accept: what hooking a chain on the port costs per frame
 // before any rule is evaluated, beside what the rules add (tb against it).
 func (b *bench) dpTapbridgeHookOnly(ctx context.Context, p *dpPair) ([2]endpoint, error) {
-	eps, ports, err := b.dpTapbridgePorts(ctx, p, false)
+	eps, ports, err := b.dpTapbridgePorts(ctx, p, b.tapbridge, false)
 	if err != nil {
 		return eps, err
 	}
@@ -165,8 +172,9 @@ func emptyIngressChain(port string) error {
 }
 
 // dpTapbridgePorts attaches a guest on each side with tapbridge and opens
-// its TAP; it also returns each side's host port (the veth's host end).
-func (b *bench) dpTapbridgePorts(ctx context.Context, p *dpPair, spoof bool) ([2]endpoint, [2]string, error) {
+// its TAP with the tapbridge binary bin; it also returns each side's host
+// port (the veth's host end).
+func (b *bench) dpTapbridgePorts(ctx context.Context, p *dpPair, bin string, spoof bool) ([2]endpoint, [2]string, error) {
 	var ports [2]string
 	var eps [2]endpoint
 	for side := range 2 {
@@ -180,7 +188,7 @@ func (b *bench) dpTapbridgePorts(ctx context.Context, p *dpPair, spoof bool) ([2
 			IPAM: hostLocal(filepath.Join(dir, "ipam"), "10.90.0.0/24", fmt.Sprintf("10.90.0.%d", 10+100*side), fmt.Sprintf("10.90.0.%d", 99+100*side))})
 		var out []byte
 		err = inNS(p.nodes[side], func() error {
-			r, err := pluginCall{Bin: b.tapbridge, Command: "ADD", ContainerID: fmt.Sprintf("%s-%d", p.tag, side),
+			r, err := pluginCall{Bin: bin, Command: "ADD", ContainerID: fmt.Sprintf("%s-%d", p.tag, side),
 				Netns: pod.Path(), IfName: podIfName, Path: b.cniPath(), Stdin: conf}.run(ctx)
 			out = r.Stdout
 			return err
