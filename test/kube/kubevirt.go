@@ -73,18 +73,21 @@ func (c *Cluster) NodeKubeconfig(ctx context.Context) (string, error) {
 	return c.TokenKubeconfig("tapbridge-cni", token)
 }
 
-// CreateNamespace makes a namespace and its default service account,
-// which no controller-manager runs here to make (pods need it).
-func (c *Cluster) CreateNamespace(ctx context.Context, name string) error {
+// EnsureNamespace makes a namespace (unless it exists, as "default"
+// does) and its default service account, which no controller-manager
+// runs here to make (pods need it).
+func (c *Cluster) EnsureNamespace(ctx context.Context, name string) error {
 	cs, err := c.Clientset()
 	if err != nil {
 		return err
 	}
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create namespace %s: %w", name, err)
 	}
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}
-	if _, err := cs.CoreV1().ServiceAccounts(name).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
+	_, err = cs.CoreV1().ServiceAccounts(name).Create(ctx, sa, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create service account %s/default: %w", name, err)
 	}
 	return nil

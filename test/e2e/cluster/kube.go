@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -25,8 +26,8 @@ type API struct {
 
 // StartAPI starts the API server in "<ID>-api", applies the project's
 // manifests (the IPAMClaim and IPAllocation CRDs, the IPAM's RBAC, ...),
-// joins every node to it, writes the nodes' kubeconfig and makes
-// namespace. The API is stopped (by PID) and its netns removed when the
+// joins every node to it, writes the nodes' kubeconfig and makes sure
+// namespace (and its default service account) exists. The API is stopped (by PID) and its netns removed when the
 // cluster closes, after the pods and before the nodes. Conflists
 // registered from now on point tapbridge-ipam at it. The tapbridge-ipam
 // binary must be in the plugin's directory (the nodes' CNI_PATH).
@@ -69,7 +70,7 @@ func (a *API) setUp(ctx context.Context, nodes []*Node) error {
 	if a.Kubeconfig, err = a.NodeKubeconfig(ctx); err != nil {
 		return err
 	}
-	return a.CreateNamespace(ctx, a.Namespace)
+	return a.EnsureNamespace(ctx, a.Namespace)
 }
 
 // API is the cluster's API server, nil before StartAPI.
@@ -95,33 +96,56 @@ type rawJSON string
 
 func (r rawJSON) MarshalJSON() ([]byte, error) { return []byte(r), nil }
 
-// Launcher is a VM's virt-launcher pod as the API holds it.
+// Launcher is a VM's virt-launcher pod: its object in the API and its
+// sandbox on a node.
 type Launcher struct {
-	VM, Network, Claim string // Claim: the element's ipam-claim-reference ("" for none)
-	Ref                PodRef
+	VM      string     // the VM's name
+	Name    string     // the sandbox's name in the cluster; default VM
+	Pod     string     // the pod object's name; default virt-launcher-<VM>-<5 random>
+	Network string     // the network of its one network-selection element
+	Claim   string     // the element's ipam-claim-reference; "" for none
+	Options PodOptions // the capability arguments (MAC: also the element's mac)
 }
 
-// AddLauncher creates in the API vm's virt-launcher pod podName, whose
-// network-selection element is network (this pod's interface, mac
-// o.MAC) with ipam-claim-reference claim ("" for none), then makes its
-// sandbox on node n and ADDs it as Multus would for that element (the
-// capability arguments of o, CNI_ARGS naming the pod). On failure the
-// pod object is deleted again.
-func (a *API) AddLauncher(ctx context.Context, n *Node, network, vm, podName, claim string, o PodOptions) (*Pod, error) {
-	el := kube.Element{Name: network, Namespace: a.Namespace, Interface: IfNameFor(network), Claim: claim}
-	if o.MAC != nil {
-		el.MAC = o.MAC.String()
+// AddLauncher creates l's pod in the API, shaped as KubeVirt's (one
+// network-selection element: l.Network on this pod's interface, with the
+// MAC and the claim), then makes its sandbox on node n and ADDs it as
+// Multus would for that element (the capability arguments, CNI_ARGS
+// naming the pod and its UID). On failure the pod object is deleted again.
+func (a *API) AddLauncher(ctx context.Context, n *Node, l Launcher) (*Pod, error) {
+	if l.Name == "" {
+		l.Name = l.VM
 	}
-	obj, err := a.CreateLauncher(ctx, a.Namespace, podName, vm, el)
+	if l.Pod == "" {
+		l.Pod = LauncherName(l.VM)
+	}
+	el := kube.Element{Name: l.Network, Namespace: a.Namespace, Interface: IfNameFor(l.Network), Claim: l.Claim}
+	if l.Options.MAC != nil {
+		el.MAC = l.Options.MAC.String()
+	}
+	obj, err := a.CreateLauncher(ctx, a.Namespace, l.Pod, l.VM, el)
 	if err != nil {
 		return nil, err
 	}
-	o.Object = PodRef{Namespace: obj.Namespace, Name: obj.Name, UID: string(obj.UID)}
-	p, err := n.AddPodWith(ctx, network, podName, o)
+	l.Options.Object = PodRef{Namespace: obj.Namespace, Name: obj.Name, UID: string(obj.UID)}
+	p, err := n.AddPodWith(ctx, l.Network, l.Name, l.Options)
 	if err != nil {
 		return nil, errors.Join(err, a.DeletePod(ctx, obj.Namespace, obj.Name))
 	}
 	return p, nil
+}
+
+// LauncherName is a name as KubeVirt's generateName gives a
+// virt-launcher pod: "virt-launcher-<vm>-" and 5 random characters of
+// the API server's alphabet.
+func LauncherName(vm string) string {
+	const alphabet = "bcdfghjklmnpqrstvwxz2456789"
+	b := make([]byte, 5)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return "virt-launcher-" + vm + "-" + string(b)
 }
 
 // RemoveLauncher deletes the pod object of p, as the API server does
