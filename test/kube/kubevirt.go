@@ -9,7 +9,6 @@ package kube
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -42,21 +41,22 @@ const NetworksAnnotation = "k8s.v1.cni.cncf.io/networks"
 // build/kube's kube-apiserver and kubectl of Version (scripts/deps/kube.sh
 // builds them, 11-20 minutes once), and etcd.
 func CheckBinaries() error {
-	var errs []error
+	var missing []string
 	for _, bin := range []string{KubeAPIServer(), Kubectl()} {
 		if _, err := os.Stat(bin); err != nil {
-			errs = append(errs, fmt.Errorf("%s is missing", bin))
+			missing = append(missing, bin+" is missing")
 			continue
 		}
 		if v, _ := os.ReadFile(bin + ".version"); strings.TrimSpace(string(v)) != Version {
-			errs = append(errs, fmt.Errorf("%s is of version %q, want %s", bin, strings.TrimSpace(string(v)), Version))
+			missing = append(missing, fmt.Sprintf("%s is of version %q, want %s", bin, strings.TrimSpace(string(v)), Version))
 		}
 	}
 	if _, err := exec.LookPath("etcd"); err != nil {
-		errs = append(errs, errors.New("etcd is not installed (Debian's etcd-server)"))
+		missing = append(missing, "etcd is not installed (Debian's etcd-server)")
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("%w: run scripts/deps/kube.sh (make deps) first: it installs etcd and builds kube-apiserver and kubectl %s from source into build/kube once (11-20 minutes on 2 cores)", errors.Join(errs...), Version)
+	if len(missing) > 0 {
+		return fmt.Errorf("%s: run scripts/deps/kube.sh (or make deps) first: it installs etcd and builds kube-apiserver and kubectl %s from source into build/kube, once (11-20 minutes on 2 cores)",
+			strings.Join(missing, "; "), Version)
 	}
 	return nil
 }
