@@ -21,16 +21,17 @@ const IPAMType = "tapbridge-ipam"
 type API struct {
 	*kube.Cluster
 	Kubeconfig string // the nodes' kubeconfig for tapbridge-ipam
-	Namespace  string // where the VMs' pods and claims are
+	Namespace  string // where the VMs' pods, their claims and NADs are
 }
 
 // StartAPI starts the API server in "<ID>-api", applies the project's
 // manifests (the IPAMClaim and IPAllocation CRDs, the IPAM's RBAC, ...),
 // joins every node to it, writes the nodes' kubeconfig and makes sure
-// namespace (and its default service account) exists. The API is stopped (by PID) and its netns removed when the
-// cluster closes, after the pods and before the nodes. Conflists
-// registered from now on point tapbridge-ipam at it. The tapbridge-ipam
-// binary must be in the plugin's directory (the nodes' CNI_PATH).
+// namespace (and its default service account) exists. The API is
+// stopped (by PID) and its netns removed when the cluster closes, after
+// the pods and before the nodes. Conflists registered from now on point
+// tapbridge-ipam at it. The tapbridge-ipam binary must be in the
+// plugin's directory (the nodes' CNI_PATH).
 func (c *Cluster) StartAPI(ctx context.Context, namespace string) (*API, error) {
 	if err := kube.CheckBinaries(); err != nil {
 		return nil, err
