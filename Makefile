@@ -50,7 +50,9 @@ kube:
 e2e:
 	$(GO) test -count=1 -p 1 -timeout 20m ./test/e2e/...
 
-# The main job: a sandbox cluster with real VMs, a connectivity matrix, a clean teardown.
+# The main job: a sandbox cluster with real VMs, a connectivity matrix, a VM
+# restart and a live migration keeping the VM's address (tapbridge-ipam on a
+# real kube-apiserver from build/kube: deps builds it once), a clean teardown.
 demo: deps build
 	$(GO) run ./test/e2e/demo
 

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"net"
-	"net/netip"
 	"testing"
 	"time"
 
@@ -12,34 +11,36 @@ import (
 )
 
 // TestDHCPMigration live-migrates a guest of a served network (its MAC
-// and addresses pinned, one-minute leases) from node1 to node2. After the
-// switch-over node2's agent answers the migrated guest's renewals (IPv4
-// and IPv6) with the same addresses, node1's agent answers it nothing
-// more, and once the source attachment is deleted node1's agent stops
-// serving it; the guest keeps both addresses throughout.
+// pinned, its IPv4 and IPv6 addresses its IPAMClaim's on tapbridge-ipam,
+// one-minute leases) from node1 to node2. The target pod gets the
+// source's addresses. After the switch-over node2's agent answers the
+// migrated guest's renewals (IPv4 and IPv6) with the same addresses,
+// node1's agent answers it nothing more, and once the source attachment
+// is deleted node1's agent stops serving it; the guest keeps both
+// addresses throughout, and the claim keeps them until it is deleted.
 func TestDHCPMigration(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), dhcpTimeout)
 	defer cancel()
 	c := newCluster(t)
 	node1, node2 := c.Node("node1"), c.Node("node2")
+	api := startAPI(ctx, t, c)
 	baseline := baselines(t, c)
-	key := variant(t, c, "vmnet3-dhcp-pinned", cluster.Pin, cluster.Serve("1m"))
-	opts := cluster.PodOptions{
-		MAC: net.HardwareAddr{0x02, 0xa5, 0x00, 0x00, 0x15, 0x02},
-		IPs: []netip.Prefix{netip.MustParsePrefix("172.16.3.232/24"), netip.MustParsePrefix("fd00:3::232/64")},
+	key := variant(t, c, "vmnet3-dhcp-persistent", cluster.Persistent("["+persistent3v4+","+persistent3v6+"]"), cluster.Serve("1m"))
+	vm := newClaimedVM(ctx, t, api, "vm-mig", key, net.HardwareAddr{0x02, 0xa5, 0x00, 0x00, 0x15, 0x02})
+	src := vm.add(ctx, t, node1, "vm-mig")
+	if !src.IP.IsValid() || !src.IP6.IsValid() {
+		t.Fatalf("%s: want an IPv4 and an IPv6 address from the claim", src)
 	}
-	src, err := node1.AddPodWith(ctx, key, "vm-mig", opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addrs := []string{src.IP.Addr().String(), src.IP6.Addr().String()}
 	guests := []cluster.Guest{dhcpGuest(src)}
 	srcVM := bootGuests(ctx, t, c, guests)[0]
 	expectServed(t, srcVM)
 
-	target, err := node2.AddPodWith(ctx, key, "vm-mig-target", opts)
-	if err != nil {
-		t.Fatal(err)
+	target := vm.add(ctx, t, node2, "vm-mig-target")
+	if target.IP != src.IP || target.IP6 != src.IP6 {
+		t.Fatalf("the migration target got %s and %s, the source has %s and %s", target.IP, target.IP6, src.IP, src.IP6)
 	}
+	vm.expectHeld(ctx, t, addrs, src, target)
 	dst, err := c.BootIncoming(ctx, image, guests[0], target) // the same command line as booted
 	if err != nil {
 		t.Fatal(err)
@@ -67,12 +68,8 @@ func TestDHCPMigration(t *testing.T) {
 	expectNoReplies(t, node1, from1, src)
 
 	delAt := node1.AgentLogEnd()
-	if err := src.Del(ctx); err != nil {
-		t.Fatalf("DEL %s: %v", src, err)
-	}
-	if err := src.Remove(); err != nil {
-		t.Error(err)
-	}
+	vm.remove(ctx, t, src)
+	vm.expectHeld(ctx, t, addrs, target)
 	stopped, err := node1.WaitAgentLog(ctx, delAt, func(l cluster.AgentLogLine) bool {
 		return l.Msg == "stopped serving" && l.Attachment == src.Key()
 	})
@@ -110,6 +107,11 @@ func TestDHCPMigration(t *testing.T) {
 	reach6(ctx, t, node2, target)
 	expectNoLoss(t, dst)
 	tearDown(ctx, t, c, baseline, dst)
+	if err := api.RemoveLauncher(ctx, target); err != nil {
+		t.Error(err)
+	}
+	vm.expectHeld(ctx, t, addrs)
+	vm.expectFreedWithClaim(ctx, t, c, addrs)
 }
 
 // renewalsOf are the answered renewals the guest printed so far.

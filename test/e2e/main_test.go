@@ -27,6 +27,10 @@ func TestMain(m *testing.M) {
 		if pluginPath, err = harness.BuildPlugin(filepath.Join(tmp, "bin"), ""); err != nil {
 			return err
 		}
+		// Beside the plugin, so in the nodes' CNI_PATH (cluster.StartAPI).
+		if _, err = harness.BuildIPAM(filepath.Join(tmp, "bin")); err != nil {
+			return err
+		}
 		if agentPath, err = harness.BuildAgent(filepath.Join(tmp, "agent")); err != nil {
 			return err
 		}

@@ -18,15 +18,19 @@ import (
 	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
-// The migrating VM's identity, pinned as a user pins it today: the MAC
-// as KubeVirt's macAddress or KubeMacPool gives it, the address through
-// the pod's network selection (runtimeConfig.ips, static IPAM). The
-// address is outside both nodes' host-local ranges of vmnet3.
+// The migrating VM's identity: the MAC as KubeVirt's macAddress or
+// KubeMacPool pins it (the "mac" capability), the address its IPAMClaim's
+// on vmnet3-persistent, vmnet3 with tapbridge-ipam in a range outside
+// both nodes' host-local ranges of vmnet3 (and vmnet3-dhcp's).
 var (
-	migMAC  = net.HardwareAddr{0x02, 0xa5, 0x00, 0x00, 0x15, 0x01}
-	migIP   = netip.MustParsePrefix("172.16.3.230/24")
-	peerIP  = netip.MustParsePrefix("172.16.3.200/24")
-	migOpts = cluster.PodOptions{MAC: migMAC, IPs: []netip.Prefix{migIP}}
+	migMAC = net.HardwareAddr{0x02, 0xa5, 0x00, 0x00, 0x15, 0x01}
+	peerIP = netip.MustParsePrefix("172.16.3.200/24")
+)
+
+const (
+	persistent3   = "vmnet3-persistent"
+	persistent3v4 = `[{"subnet":"172.16.3.0/24","rangeStart":"172.16.3.220","rangeEnd":"172.16.3.239"}]`
+	persistent3v6 = `[{"subnet":"fd00:3::/64","rangeStart":"fd00:3::220","rangeEnd":"fd00:3::239"}]`
 )
 
 // TCG boots and a migration on a shared 2-core machine: generous bounds.
@@ -40,7 +44,8 @@ type migration struct {
 	c            *cluster.Cluster
 	node1, node2 *cluster.Node
 	peer         harness.Netns
-	pinned       string // the network key of the pinned variant of vmnet3
+	vm           *claimedVM   // the migrating VM's claim on persistent3
+	ip           netip.Prefix // its address, the claim's
 	g            cluster.Guest
 	src, target  *cluster.Pod
 	watch        *cluster.Pod // another VM, on node2, pinging the migrating one
@@ -59,19 +64,28 @@ type migration struct {
 
 // TestMigration live-migrates a QEMU guest from node1 to node2 while a
 // peer on the switch, both nodes and another VM ping it and a TCP
-// connection to it stays open: the target attachment (same MAC, same
-// address) is added beside the live source without disturbing either
-// node and stays silent on the L2 until QEMU's announce, after which the
-// switch forwards the MAC to node2; DEL of the source then leaves the
-// target alone and node1 as it was.
+// connection to it stays open: the target attachment (same MAC, and the
+// same address from the VM's IPAMClaim on tapbridge-ipam) is added
+// beside the live source without disturbing either node and stays
+// silent on the L2 until QEMU's announce, after which the switch
+// forwards the MAC to node2; DEL of the source then leaves the target
+// alone, its address with the claim, and node1 as it was; the address is
+// freed only once the claim is deleted.
 func TestMigration(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), migrationTimeout)
 	defer cancel()
 	m := &migration{c: newCluster(t), vms: map[*cluster.Pod]*cluster.VM{}, baseline: map[string]harness.State{}}
 	m.node1, m.node2 = m.c.Node("node1"), m.c.Node("node2")
+	api := startAPI(ctx, t, m.c)
 	for _, n := range m.c.Nodes {
 		m.baseline[n.Name] = state(t, n)
 	}
+	for _, n := range m.c.Nodes {
+		if _, err := n.Variant("vmnet3", persistent3, cluster.Persistent("["+persistent3v4+"]")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.vm = newClaimedVM(ctx, t, api, "vm-mig", persistent3, migMAC)
 	steps := []struct {
 		name string
 		fn   func(context.Context, *testing.T)
@@ -91,25 +105,23 @@ func TestMigration(t *testing.T) {
 	}
 }
 
-// setUp attaches the migrating VM on node1 (pinned MAC and address) and
-// a watching VM on node2, boots both, and starts the watchers: pings from
-// a peer on the switch, from each node's host address and from the
-// watching VM, and a TCP stream from the peer.
+// setUp attaches the migrating VM on node1 (pinned MAC, its claim's
+// address) and a watching VM on node2, boots both, and starts the
+// watchers: pings from a peer on the switch, from each node's host
+// address and from the watching VM, and a TCP stream from the peer.
 func (m *migration) setUp(ctx context.Context, t *testing.T) {
-	for _, n := range m.c.Nodes {
-		key, err := n.PinnedVariant("vmnet3")
-		if err != nil {
-			t.Fatal(err)
-		}
-		m.pinned = key
+	m.src = m.vm.add(ctx, t, m.node1, "vm-mig")
+	m.ip = m.src.IP
+	if !m.ip.IsValid() {
+		t.Fatalf("%s got no IPv4 address", m.src)
 	}
-	m.src = m.addPinned(ctx, t, m.node1, "vm-mig")
+	m.vm.expectHeld(ctx, t, []string{m.ip.Addr().String()}, m.src)
 	m.watch = addPod(ctx, t, m.node2, "vmnet3", "vm-watch")
 	var err error
 	if m.peer, err = m.c.AddPeer("peer", 1, peerIP); err != nil {
 		t.Fatal(err)
 	}
-	guests := []cluster.Guest{{Pod: m.src}, {Pod: m.watch, Watch: migIP.Addr()}}
+	guests := []cluster.Guest{{Pod: m.src}, {Pod: m.watch, Watch: m.ip.Addr()}}
 	for _, vm := range bootGuests(ctx, t, m.c, guests) {
 		m.vms[vm.Pod] = vm
 	}
@@ -125,21 +137,6 @@ func (m *migration) setUp(ctx context.Context, t *testing.T) {
 	})
 }
 
-// addPinned adds a pod of the pinned network with the migrating VM's MAC
-// and address, and checks it got exactly those.
-func (m *migration) addPinned(ctx context.Context, t *testing.T, n *cluster.Node, name string) *cluster.Pod {
-	t.Helper()
-	p, err := n.AddPodWith(ctx, m.pinned, name, migOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("ADD %s: tap %s, mac %s", p, p.Tap, p.MAC)
-	if p.IP != migIP || !bytes.Equal(p.MAC, migMAC) {
-		t.Fatalf("%s got %s %s, want the pinned %s %s", p.Name, p.IP, p.MAC, migIP, migMAC)
-	}
-	return p
-}
-
 func (m *migration) startWatchers(t *testing.T) {
 	t.Helper()
 	from := []struct {
@@ -152,26 +149,28 @@ func (m *migration) startWatchers(t *testing.T) {
 		{m.node2.NS, "node2 " + static3["node2"].Addr().String(), static3["node2"].Addr()},
 	}
 	for _, f := range from {
-		p, err := m.c.StartPinger(f.ns, f.name, f.src, migIP.Addr())
+		p, err := m.c.StartPinger(f.ns, f.name, f.src, m.ip.Addr())
 		if err != nil {
 			t.Fatal(err)
 		}
 		m.pingers = append(m.pingers, p)
 	}
 	var err error
-	if m.stream, err = m.c.StartStream(m.peer, peerIP.Addr(), migIP.Addr()); err != nil {
+	if m.stream, err = m.c.StartStream(m.peer, peerIP.Addr(), m.ip.Addr()); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // watchReplies are the replies the watching VM's ping got so far.
 func (m *migration) watchReplies() []cluster.Reply {
-	return cluster.ParseReplies(m.vms[m.watch].Lines(), migIP.Addr())
+	return cluster.ParseReplies(m.vms[m.watch].Lines(), m.ip.Addr())
 }
 
-// addTarget adds the target attachment on node2 with the source's MAC
-// and address while the source runs: node1 does not change at all, and
-// node2 holds exactly its two attachments, its host address untouched.
+// addTarget adds the target attachment on node2 (a second virt-launcher
+// pod naming the claim) while the source runs: it gets the source's MAC
+// and address, the claim's allocation has both pods as users, node1 does
+// not change at all, and node2 holds exactly its two attachments, its
+// host address untouched.
 func (m *migration) addTarget(ctx context.Context, t *testing.T) {
 	m.expectFDB(ctx, t, "port-node1", "before the target's ADD")
 	before1, before2 := m.nodeState(t, m.node1, m.src), m.nodeState(t, m.node2, m.watch)
@@ -183,14 +182,18 @@ func (m *migration) addTarget(ctx context.Context, t *testing.T) {
 		t.Fatal(err)
 	}
 	m.addedAt = time.Now()
-	m.target = m.addPinned(ctx, t, m.node2, "vm-mig-target")
+	m.target = m.vm.add(ctx, t, m.node2, "vm-mig-target")
+	if m.target.IP != m.ip {
+		t.Fatalf("the migration target got %s, the source has %s", m.target.IP, m.ip)
+	}
+	m.vm.expectHeld(ctx, t, []string{m.ip.Addr().String()}, m.src, m.target)
 	if d := before1.Diff(m.nodeState(t, m.node1, m.src)); d != "" {
 		t.Errorf("the target's ADD on node2 changed node1:\n%s", d)
 	}
 	after2 := m.nodeState(t, m.node2, m.watch, m.target)
 	live := []harness.Attachment{
 		m.watch.Attachment("vmnet3", static3["node2"].String(), false),
-		m.target.Attachment(m.pinned, static3["node2"].String(), true),
+		m.target.Attachment(persistent3, static3["node2"].String(), true), // no host-local lease
 	}
 	if err := after2.Live(live); err != nil {
 		t.Errorf("node2 after the target's ADD: %v", err)
@@ -340,14 +343,14 @@ func (m *migration) expectNeigh(t *testing.T) {
 			return err
 		}
 		for _, n := range neighs {
-			if n.IP.Equal(migIP.Addr().AsSlice()) {
+			if n.IP.Equal(m.ip.Addr().AsSlice()) {
 				if !bytes.Equal(n.HardwareAddr, migMAC) {
-					return fmt.Errorf("the peer's neighbour entry for %s is %s, want %s", migIP.Addr(), n.HardwareAddr, migMAC)
+					return fmt.Errorf("the peer's neighbour entry for %s is %s, want %s", m.ip.Addr(), n.HardwareAddr, migMAC)
 				}
 				return nil
 			}
 		}
-		return fmt.Errorf("the peer has no neighbour entry for %s", migIP.Addr())
+		return fmt.Errorf("the peer has no neighbour entry for %s", m.ip.Addr())
 	})
 	if err != nil {
 		t.Error(err)
@@ -368,15 +371,15 @@ func (m *migration) downtime(ctx context.Context, t *testing.T) {
 	})
 	var report []string
 	for _, p := range m.pingers {
-		report = append(report, fmt.Sprintf("  ping %-20s -> %s: %s", p.Name, migIP.Addr(), p.Stop()))
+		report = append(report, fmt.Sprintf("  ping %-20s -> %s: %s", p.Name, m.ip.Addr(), p.Stop()))
 	}
-	report = append(report, fmt.Sprintf("  ping %-20s -> %s: %s", "vm-watch "+m.watch.IP.Addr().String(), migIP.Addr(), cluster.OutageOf(m.watchReplies())))
+	report = append(report, fmt.Sprintf("  ping %-20s -> %s: %s", "vm-watch "+m.watch.IP.Addr().String(), m.ip.Addr(), cluster.OutageOf(m.watchReplies())))
 	res := m.stream.Stop()
-	report = append(report, fmt.Sprintf("  tcp  %-20s -> %s:%d: %s", "peer", migIP.Addr(), cluster.EchoPort, res))
+	report = append(report, fmt.Sprintf("  tcp  %-20s -> %s:%d: %s", "peer", m.ip.Addr(), cluster.EchoPort, res))
 	frames := m.cap2.From(migMAC)
 	garps := 0
 	for _, f := range frames {
-		if f.GratuitousARP(migIP.Addr()) {
+		if f.GratuitousARP(m.ip.Addr()) {
 			garps++
 		}
 	}
@@ -402,19 +405,16 @@ func framesAfter(frames []cluster.Frame, t time.Time) int {
 	return n
 }
 
-// delSource: DEL of the source pod, after its QEMU is gone, leaves node2
-// exactly as it was and the guest reachable, and node1 as before any pod.
+// delSource: DEL of the source pod, after its QEMU is gone (and its pod
+// object), leaves node2 exactly as it was, the address with the claim
+// and the target, the guest reachable, and node1 as before any pod.
 func (m *migration) delSource(ctx context.Context, t *testing.T) {
 	before2 := m.nodeState(t, m.node2, m.watch, m.target)
-	if err := m.src.Del(ctx); err != nil {
-		t.Fatalf("DEL %s: %v", m.src, err)
-	}
-	if err := m.src.Remove(); err != nil {
-		t.Error(err)
-	}
+	m.vm.remove(ctx, t, m.src)
 	if d := before2.Diff(m.nodeState(t, m.node2, m.watch, m.target)); d != "" {
 		t.Errorf("DEL of the source changed node2:\n%s", d)
 	}
+	m.vm.expectHeld(ctx, t, []string{m.ip.Addr().String()}, m.target)
 	if err := m.target.Check(ctx); err != nil {
 		t.Errorf("CHECK %s after the source's DEL: %v", m.target, err)
 	}
@@ -424,12 +424,18 @@ func (m *migration) delSource(ctx context.Context, t *testing.T) {
 	}
 }
 
+// delRest DELs the target and the watching VM: node2 is as before any
+// pod; the claim keeps the address with no user until it is deleted.
 func (m *migration) delRest(ctx context.Context, t *testing.T) {
 	for _, p := range []*cluster.Pod{m.target, m.watch} {
 		if vm := m.vms[p]; vm != nil {
 			if err := vm.Stop(); err != nil {
 				t.Error(err)
 			}
+		}
+		if p == m.target {
+			m.vm.remove(ctx, t, p)
+			continue
 		}
 		if err := p.Del(ctx); err != nil {
 			t.Errorf("DEL %s: %v", p, err)
@@ -441,6 +447,9 @@ func (m *migration) delRest(ctx context.Context, t *testing.T) {
 	if d := m.baseline["node2"].Diff(state(t, m.node2)); d != "" {
 		t.Errorf("node2 is not back to what it was:\n%s", d)
 	}
+	addr := []string{m.ip.Addr().String()}
+	m.vm.expectHeld(ctx, t, addr)
+	m.vm.expectFreedWithClaim(ctx, t, m.c, addr)
 }
 
 // await polls cond until it holds, failing the test after awaitLimit.

@@ -79,6 +79,11 @@ func BuildAgent(dir string) (string, error) {
 	return build(dir, "tapbridge-agent", "")
 }
 
+// BuildIPAM builds tapbridge-ipam into dir and returns its path.
+func BuildIPAM(dir string) (string, error) {
+	return build(dir, "tapbridge-ipam", "")
+}
+
 func build(dir, binary, tags string) (string, error) {
 	out := filepath.Join(dir, binary)
 	args := []string{"build", "-o", out}

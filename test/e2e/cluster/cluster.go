@@ -61,6 +61,7 @@ type Cluster struct {
 	ownDir  bool // WorkDir was made by New and is removed by Close
 	mu      sync.Mutex
 	closers []func() error // run in reverse by Close
+	api     *API           // set by StartAPI
 }
 
 // New builds the switch and the nodes. On error, whatever was built is

@@ -7,14 +7,6 @@ import (
 	"github.com/tapbridge/tapbridge-cni/test/e2e/guest"
 )
 
-// PinnedVariant registers on the node a network like network, but whose
-// pods bring their own address and MAC, as a migratable VM needs until
-// IPAM keeps an address per VM (see Pin). It returns the variant's key,
-// "<network>-pinned", also its name.
-func (n *Node) PinnedVariant(network string) (string, error) {
-	return n.Variant(network, network+"-pinned", Pin)
-}
-
 // BootIncoming starts, on the TAP of target, a QEMU waiting for the live
 // migration of the guest g describes (booted on another pod): the same
 // image, kernel command line, MAC and devices, as KubeVirt's target

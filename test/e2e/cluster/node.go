@@ -114,8 +114,9 @@ func (n *Node) SetNetwork(key string, conflist []byte) (*libcni.NetworkConfigLis
 }
 
 // localize points the conflist's dataDir, logFile, IPAM dataDir and node
-// name at this node: on a real node they are the defaults and the
-// hostname, but the simulated nodes share one filesystem and hostname.
+// name at this node (and tapbridge-ipam at the cluster's API server): on
+// a real node they are the defaults and the hostname, but the simulated
+// nodes share one filesystem and hostname.
 func (n *Node) localize(conflist []byte) ([]byte, error) {
 	var list map[string]any
 	if err := json.Unmarshal(conflist, &list); err != nil {
@@ -134,8 +135,18 @@ func (n *Node) localize(conflist []byte) ([]byte, error) {
 			plugin["hostAddress"] = host
 		}
 		host["nodeName"] = n.Name
-		if ipam, _ := plugin["ipam"].(map[string]any); ipam != nil && ipam["type"] == "host-local" {
+		ipam, _ := plugin["ipam"].(map[string]any)
+		switch {
+		case ipam == nil:
+		case ipam["type"] == "host-local":
 			ipam["dataDir"] = n.IPAMDir()
+		case ipam["type"] == IPAMType:
+			// Its store is the API: the node's kubeconfig, and the node's
+			// name for its users (the nodes share one hostname).
+			ipam["nodeName"] = n.Name
+			if api := n.c.API(); api != nil {
+				ipam["kubeconfig"] = api.Kubeconfig
+			}
 		}
 	}
 	return json.Marshal(list)

@@ -47,7 +47,15 @@ type Pod struct {
 type PodOptions struct {
 	MAC net.HardwareAddr // runtimeConfig.mac; the network needs the mac capability
 	IPs []netip.Prefix   // runtimeConfig.ips; the network needs the ips capability
+	// Object is the pod in the API that K8S_POD_NAMESPACE, K8S_POD_NAME
+	// and K8S_POD_UID of CNI_ARGS name (an IPAM on the API, such as
+	// tapbridge-ipam, reads it); zero: "default"/"virt-launcher-<name>",
+	// no UID, and no such object.
+	Object PodRef
 }
+
+// PodRef names a pod object in the API.
+type PodRef struct{ Namespace, Name, UID string }
 
 // IfNameFor is KubeVirt's name for the pod interface of a network:
 // "pod" + 11 hex of a hash of the network name.
@@ -82,10 +90,14 @@ func (n *Node) AddPodWith(ctx context.Context, network, name string, o PodOption
 }
 
 func (p *Pod) runtimeConf() *libcni.RuntimeConf {
+	obj := p.Object()
+	args := [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", obj.Namespace}, {"K8S_POD_NAME", obj.Name}}
+	if obj.UID != "" {
+		args = append(args, [2]string{"K8S_POD_UID", obj.UID})
+	}
 	rc := &libcni.RuntimeConf{
 		ContainerID: p.ContainerID, NetNS: p.NS.Path(), IfName: p.IfName,
-		Args:           [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", "virt-launcher-" + p.Name}},
-		CapabilityArgs: map[string]any{},
+		Args: args, CapabilityArgs: map[string]any{},
 	}
 	if p.opts.MAC != nil {
 		rc.CapabilityArgs["mac"] = p.opts.MAC.String()
@@ -98,6 +110,14 @@ func (p *Pod) runtimeConf() *libcni.RuntimeConf {
 		rc.CapabilityArgs["ips"] = ips
 	}
 	return rc
+}
+
+// Object is the pod object CNI_ARGS name.
+func (p *Pod) Object() PodRef {
+	if p.opts.Object.Name != "" {
+		return p.opts.Object
+	}
+	return PodRef{Namespace: "default", Name: "virt-launcher-" + p.Name}
 }
 
 func (p *Pod) attachment() types.GCAttachment {

@@ -19,9 +19,15 @@ func (n *Node) Variant(network, key string, edits ...Edit) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("variant %s of %s: %w", key, network, err)
 	}
+	return n.VariantOf(b, key, edits...)
+}
+
+// VariantOf is Variant of a conflist given as bytes (e.g. the config of
+// a NAD of conf/k8s, see kube.NADConfig).
+func (n *Node) VariantOf(conflist []byte, key string, edits ...Edit) (string, error) {
 	var list map[string]any
-	if err := json.Unmarshal(b, &list); err != nil {
-		return "", fmt.Errorf("variant %s of %s: %w", key, network, err)
+	if err := json.Unmarshal(conflist, &list); err != nil {
+		return "", fmt.Errorf("variant %s: %w", key, err)
 	}
 	list["name"] = key
 	plugins, _ := list["plugins"].([]any)
@@ -32,7 +38,8 @@ func (n *Node) Variant(network, key string, edits ...Edit) (string, error) {
 			}
 		}
 	}
-	if b, err = json.Marshal(list); err != nil {
+	b, err := json.Marshal(list)
+	if err != nil {
 		return "", err
 	}
 	if _, err := n.SetNetwork(key, b); err != nil {

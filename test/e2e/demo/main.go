@@ -1,29 +1,42 @@
 // Command demo shows tapbridge-cni's flat L2 with real VMs, on one machine
 // and without Kubernetes (`make demo`, as root):
 //
-//  1. builds the plugin, fetches the upstream IPAM plugins and the guest
-//     image if missing;
+//  1. builds the plugin, the node agent and tapbridge-ipam, fetches the
+//     upstream IPAM plugins and the guest image if missing; it needs
+//     build/kube (kube-apiserver and kubectl, scripts/deps/kube.sh) and
+//     says so and stops when that is missing;
 //  2. builds a simulated cluster in network namespaces (package cluster):
 //     a switch, node1 and node2, each with its br-ext on the switch and
-//     the node agent, tapbridge-agent, run as its DaemonSet would;
-//  3. attaches 4 VM pods through libcni with the conflists of conf/cni,
-//     one per (node, subnet), both networks served by the node agent:
-//     vmnet3-dhcp (172.16.3.0/24 and fd00:3::/64, static host addresses)
-//     and vmnet13 (172.16.13.0/24, host addresses from a pool; "dhcp"
-//     turned on here), and boots a QEMU guest on each pod's TAP with no
-//     address on its kernel command line: its DHCP clients (busybox
-//     udhcpc, Debian's dhclient -6) get them from the agent;
+//     the node agent, tapbridge-agent, run as its DaemonSet would, and a
+//     real kube-apiserver and etcd in a netns of their own that both
+//     nodes reach, with the project's CRDs and RBAC applied;
+//  3. attaches 4 VM pods through libcni, one per (node, subnet), both
+//     networks served by the node agent: vmnet3-dhcp of conf/cni
+//     (172.16.3.0/24 and fd00:3::/64, host-local, static host addresses)
+//     and vmnet13-persistent, the NAD of conf/k8s/nad-tapbridge-ipam.yaml
+//     (172.16.13.0/24, tapbridge-ipam, allowPersistentIPs, host
+//     addresses from a pool; "dhcp" turned on here), whose VMs each have
+//     an IPAMClaim and a virt-launcher pod in the API naming it, as the
+//     kubevirt-ipam-controller and KubeVirt make them (claims.go); it
+//     boots a QEMU guest on each pod's TAP with no address on its kernel
+//     command line: its DHCP clients (busybox udhcpc, Debian's dhclient
+//     -6) get them from the agent;
 //  4. prints the topology, where each guest's addresses came from, and a
 //     connectivity matrix: every VM and every node host address to every
 //     other, IPv4 and IPv6, with ICMP and TCP;
-//  5. live-migrates a fifth VM (MAC and address pinned) from node1 to
-//     node2 while a peer on the switch, both nodes and vm3 ping it and a
-//     TCP connection to it stays open, and prints the downtime they saw
-//     (migrate.go);
-//  6. DELs everything and shows each node back to what it was.
+//  5. re-creates vm4's pod (DEL, pod deleted, a new pod and sandbox,
+//     ADD, the guest booted again): it gets its claim's address again;
+//  6. live-migrates a fifth VM (its MAC pinned, its address its claim's)
+//     from node1 to node2 while a peer on the switch, both nodes and vm4
+//     ping it and a TCP connection to it stays open, and prints the
+//     downtime they saw (migrate.go); the target gets the source's
+//     address, which stays after the source's DEL;
+//  7. DELs everything and shows each node back to what it was, and the
+//     claims' addresses kept until the claims are deleted.
 //
 // Nothing is done in the machine's root network namespace. Ctrl-C at any
-// point stops the guests and removes every namespace and file it made.
+// point stops the guests and the API server and removes every namespace
+// and file it made.
 package main
 
 import (
@@ -39,6 +52,7 @@ import (
 	"github.com/tapbridge/tapbridge-cni/test/e2e/cluster"
 	"github.com/tapbridge/tapbridge-cni/test/e2e/guest"
 	"github.com/tapbridge/tapbridge-cni/test/harness"
+	"github.com/tapbridge/tapbridge-cni/test/kube"
 )
 
 // demo holds the run's state, so teardown can undo whatever exists.
@@ -47,6 +61,7 @@ type demo struct {
 	tmp      string
 	plugin   string
 	agent    string
+	api      *cluster.API
 	image    guest.Image
 	c        *cluster.Cluster
 	pods     []*cluster.Pod
@@ -54,7 +69,7 @@ type demo struct {
 	baseline map[string]harness.State
 	failed   int // applicable pairs of the matrix that did not answer
 
-	pinned         string        // key of vmnet3's pinned variant (migrate.go)
+	claims         []vmClaim     // the IPAMClaims made, in order (claims.go)
 	migGuest       cluster.Guest // how the migrating VM was booted
 	node1BeforeMig harness.State // node1 before the migrating VM came
 }
@@ -105,6 +120,7 @@ func (d *demo) run(ctx context.Context) error {
 		{"probe", d.probe},
 		{"live migration", d.migrate},
 		{"delete the pods", d.deleteAll},
+		{"delete the claims", d.releaseClaims},
 	}
 	for _, s := range steps {
 		if err := s.fn(ctx); err != nil {
@@ -122,11 +138,18 @@ func (d *demo) run(ctx context.Context) error {
 
 func (d *demo) prepare(ctx context.Context) error {
 	var err error
+	// Checked first: without it the demo would fail minutes later.
+	if err := kube.CheckBinaries(); err != nil {
+		return fmt.Errorf("the demo runs tapbridge-ipam on a real kube-apiserver: %w", err)
+	}
 	if d.tmp, err = os.MkdirTemp("", "tapbridge-demo-"); err != nil {
 		return err
 	}
-	d.say("building tapbridge-cni")
+	d.say("building tapbridge-cni and tapbridge-ipam (both in the nodes' CNI_PATH)")
 	if d.plugin, err = harness.BuildPlugin(filepath.Join(d.tmp, "bin"), ""); err != nil {
+		return err
+	}
+	if _, err = harness.BuildIPAM(filepath.Join(d.tmp, "bin")); err != nil {
 		return err
 	}
 	d.say("building tapbridge-agent")
@@ -150,6 +173,9 @@ func (d *demo) build(ctx context.Context) error {
 	d.c = c
 	d.say("cluster %s: switch %s-sw; node1, node2 each with %s enslaving an uplink to the switch, and tapbridge-agent (pids %d, %d) in its netns on its dataDir",
 		c.ID, c.ID, cluster.HostBridge, c.Nodes[0].AgentPID(), c.Nodes[1].AgentPID())
+	if err := d.startAPI(ctx); err != nil {
+		return err
+	}
 	for _, n := range c.Nodes {
 		if err := served(n); err != nil {
 			return err
@@ -162,7 +188,7 @@ func (d *demo) build(ctx context.Context) error {
 			return err
 		}
 		d.baseline[n.Name] = s
-		for _, net := range []string{"vmnet3-dhcp", "vmnet13"} {
+		for _, net := range []string{"vmnet3-dhcp", persistentNet} {
 			if err := n.Status(ctx, net); err != nil {
 				return fmt.Errorf("STATUS %s on %s: %w", net, n.Name, err)
 			}
@@ -173,13 +199,19 @@ func (d *demo) build(ctx context.Context) error {
 
 // served registers on n the demo's networks, both served by the node
 // agent: conf/cni's vmnet3-dhcp (vmnet3's subnet, dual-stack, "dhcp":
-// {"enabled": true}) as shipped, and vmnet13 with "dhcp" turned on (the
-// shipped vmnet13 leaves the guest's address to the guest).
+// {"enabled": true}) as shipped, and the NAD vmnet13-persistent of
+// conf/k8s (tapbridge-ipam, allowPersistentIPs) with "dhcp" turned on
+// (the shipped NAD leaves the guest's address to the guest). The
+// cluster points its IPAM at the sandbox's API server and node name.
 func served(n *cluster.Node) error {
 	if _, err := n.Network("vmnet3-dhcp"); err != nil {
 		return err
 	}
-	_, err := n.Variant("vmnet13", "vmnet13", cluster.Serve(""))
+	conf, err := kube.NADConfig(persistentNADFile, persistentNet)
+	if err != nil {
+		return err
+	}
+	_, err = n.VariantOf(conf, persistentNet, cluster.Serve(""))
 	return err
 }
 
@@ -187,25 +219,37 @@ func served(n *cluster.Node) error {
 // at a time, one per core), so they wait for node2's before probing.
 var plan = []struct{ name, node, network string }{
 	{"vm1", "node1", "vmnet3-dhcp"},
-	{"vm2", "node1", "vmnet13"},
+	{"vm2", "node1", persistentNet},
 	{"vm3", "node2", "vmnet3-dhcp"},
-	{"vm4", "node2", "vmnet13"},
+	{"vm4", "node2", persistentNet},
 }
 
 func (d *demo) attach(ctx context.Context) error {
 	for _, p := range plan {
-		pod, err := d.c.Node(p.node).AddPod(ctx, p.network, p.name)
+		var pod *cluster.Pod
+		var err error
+		if p.network == persistentNet {
+			pod, err = d.addVM(ctx, p.node, p.name, p.name, cluster.PodOptions{})
+		} else if pod, err = d.c.Node(p.node).AddPod(ctx, p.network, p.name); err == nil {
+			d.pods = append(d.pods, pod)
+		}
 		if err != nil {
 			return err
 		}
-		d.pods = append(d.pods, pod)
 		ip := pod.IP.String()
 		if pod.IP6.IsValid() {
 			ip += " and " + pod.IP6.String()
 		}
-		d.say("ADD %s on %s (%s): IPAM gave %s, MAC %s, TAP %s in %s", pod.Name, p.node, p.network, ip, pod.MAC, pod.Tap, pod.NS.Name)
+		d.say("ADD %s on %s (%s): %s gave %s, MAC %s, TAP %s in %s", pod.Name, p.node, p.network, ipamOf(p.network), ip, pod.MAC, pod.Tap, pod.NS.Name)
 	}
 	return nil
+}
+
+func ipamOf(network string) string {
+	if network == persistentNet {
+		return "tapbridge-ipam (its IPAMClaim)"
+	}
+	return "host-local"
 }
 
 // teardown undoes whatever run got to, without the (maybe cancelled)
@@ -219,10 +263,13 @@ func (d *demo) teardown() error {
 			errs = append(errs, d.delPod(ctx, p))
 		}
 		errs = append(errs, d.c.Close())
+		if d.api != nil {
+			d.say("stopped kube-apiserver and etcd (by PID, each waited for)")
+		}
 		if left := leftNetns(d.c.ID); len(left) > 0 {
 			errs = append(errs, fmt.Errorf("namespaces left behind: %v", left))
 		} else {
-			d.say("removed every namespace of %s", d.c.ID)
+			d.say("removed every namespace of %s (nodes, pods, switch, API server)", d.c.ID)
 		}
 	}
 	if d.tmp != "" {
@@ -232,7 +279,8 @@ func (d *demo) teardown() error {
 }
 
 // delPod stops the pod's guest, DELs the attachment and removes the pod
-// netns, as a runtime does when a VM pod ends.
+// netns, as a runtime does when a VM pod ends, then the pod object of a
+// VM with a claim, as the API server does once kubelet is done.
 func (d *demo) delPod(ctx context.Context, p *cluster.Pod) error {
 	if vm := d.vms[p]; vm != nil {
 		_ = vm.Stop()
@@ -240,7 +288,11 @@ func (d *demo) delPod(ctx context.Context, p *cluster.Pod) error {
 	if _, err := os.Stat(p.NS.Path()); os.IsNotExist(err) {
 		return nil // already deleted
 	}
-	return errors.Join(p.Del(ctx), p.Remove())
+	err := errors.Join(p.Del(ctx), p.Remove())
+	if p.Network == persistentNet {
+		err = errors.Join(err, d.api.RemoveLauncher(ctx, p))
+	}
+	return err
 }
 
 // forget drops a pod that is gone from the ones teardown deletes.

@@ -14,25 +14,27 @@ import (
 	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
 
-// The migrating VM, pinned as a user pins it today: its MAC as KubeVirt's
-// macAddress (or KubeMacPool) gives it, its address through the pod's
-// network selection (runtimeConfig.ips with the static IPAM).
+// The migrating VM: its MAC pinned as KubeVirt's macAddress (or
+// KubeMacPool) pins it, through the pod's network selection (the "mac"
+// capability); its address its IPAMClaim's, on the persistent network.
+// The peer on the switch takes an address below the NAD's range.
 var (
-	migMAC  = net.HardwareAddr{0x02, 0xa5, 0x00, 0x00, 0x15, 0x05}
-	migIP   = netip.MustParsePrefix("172.16.3.230/24")
-	peerIP  = netip.MustParsePrefix("172.16.3.200/24")
-	migOpts = cluster.PodOptions{MAC: migMAC, IPs: []netip.Prefix{migIP}}
+	migMAC = net.HardwareAddr{0x02, 0xa5, 0x00, 0x00, 0x15, 0x05}
+	peerIP = netip.MustParsePrefix("172.16.13.5/24")
 )
 
-// watcherVM is the VM (on node2, vmnet3) that pings the migrating one
-// from inside its guest (tb.watch).
-const watcherVM = "vm3"
+// watcherVM is the VM (on node2, on the persistent network) whose pod is
+// re-created before the migration and whose new guest pings the
+// migrating one from inside (tb.watch).
+const watcherVM = "vm4"
 
 // migrationRun is the state of the migration step.
 type migrationRun struct {
 	d          *demo
+	ip         netip.Prefix // vm5's address, its claim's
 	src, dst   *cluster.Pod
 	srcVM      *cluster.VM
+	watch      *cluster.VM // vm4's guest on its re-created pod
 	pingers    []*cluster.Pinger
 	stream     *cluster.Stream
 	capture    *cluster.Capture
@@ -42,14 +44,15 @@ type migrationRun struct {
 	streamAtSw int
 }
 
-// migrate live-migrates a VM from node1 to node2 while a peer on the
-// switch, both nodes and vm3 ping it and a TCP connection to it stays
-// open, and prints the downtime they saw.
+// migrate re-creates vm4's pod, then live-migrates a VM from node1 to
+// node2 while a peer on the switch, both nodes and vm4 ping it and a TCP
+// connection to it stays open, and prints the downtime they saw.
 func (d *demo) migrate(ctx context.Context) error {
 	fmt.Println()
-	d.say("live migration: vm5 (MAC %s, address %s pinned) boots on node1 and moves to node2", migMAC, migIP)
+	d.say("VM restart and live migration: vm4's pod is re-created; vm5 (MAC %s pinned, its address from IPAMClaim %s) boots on node1 and moves to node2",
+		migMAC, "vm5."+persistentNet)
 	m := &migrationRun{d: d}
-	steps := []func(context.Context) error{m.source, m.watchers, m.target, m.run, m.announce, m.downtime, m.delSource}
+	steps := []func(context.Context) error{m.source, m.boot, m.watchers, m.target, m.run, m.announce, m.downtime, m.delSource}
 	for _, s := range steps {
 		if err := s(ctx); err != nil {
 			return err
@@ -58,15 +61,10 @@ func (d *demo) migrate(ctx context.Context) error {
 	return nil
 }
 
+// source adds vm5's first pod on node1 (with a new claim), and re-creates
+// vm4's pod on node2.
 func (m *migrationRun) source(ctx context.Context) error {
 	d := m.d
-	for _, n := range d.c.Nodes {
-		key, err := n.PinnedVariant("vmnet3")
-		if err != nil {
-			return err
-		}
-		d.pinned = key
-	}
 	before, err := d.c.Node("node1").State()
 	if err != nil {
 		return err
@@ -75,35 +73,71 @@ func (m *migrationRun) source(ctx context.Context) error {
 	if m.src, err = m.add(ctx, "node1", "vm5"); err != nil {
 		return err
 	}
-	g := cluster.Guest{Pod: m.src, Retry: 90 * time.Second}
-	d.migGuest = g
-	d.say("  booting vm5 on node1")
-	if m.srcVM, err = d.c.Boot(ctx, d.image, g); err != nil {
+	m.ip = m.src.IP
+	for _, p := range d.pods {
+		if p.Name == watcherVM {
+			if _, err := d.recreate(ctx, p); err != nil {
+				return err
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("no pod of %s to re-create", watcherVM)
+}
+
+// boot boots vm5 and vm4's new guest together, both with DHCP: the
+// agents serve each its claim's address.
+func (m *migrationRun) boot(ctx context.Context) error {
+	d := m.d
+	var watchPod *cluster.Pod
+	for _, p := range d.pods {
+		if p.Name == watcherVM {
+			watchPod = p
+		}
+	}
+	guests := []cluster.Guest{
+		{Pod: m.src, DHCP: true, Retry: 90 * time.Second},
+		{Pod: watchPod, DHCP: true, Retry: 90 * time.Second, Watch: m.ip.Addr()},
+	}
+	d.migGuest = guests[0]
+	d.say("  booting vm5 on node1 and vm4 again on node2 (DHCP from the agents; vm4 then pings vm5 10 times a second)")
+	vms, err := d.c.BootAll(ctx, d.image, guests, 2, 0, nil)
+	for _, vm := range vms {
+		if vm != nil {
+			d.vms[vm.Pod] = vm
+		}
+	}
+	if err != nil {
 		return err
 	}
-	d.vms[m.src] = m.srcVM
-	d.say("  vm5 is up after %.1fs", m.srcVM.Ready.Seconds())
+	m.srcVM, m.watch = vms[0], vms[1]
+	for _, vm := range vms {
+		if vm.Got.IP != vm.Pod.IP {
+			return fmt.Errorf("%s's guest got %s by %s, its claim's address is %s", vm.Pod.Name, vm.Got.IP, vm.Got.From4, vm.Pod.IP)
+		}
+		d.say("  %s is up after %.1fs; its guest got %s by %s from %s's agent: its claim's address ✓", vm.Pod.Name, vm.Ready.Seconds(), vm.Got.IP, vm.Got.From4, vm.Pod.Node.Name)
+	}
 	return nil
 }
 
-// add attaches a pod of the pinned network and checks it got the pinned
-// MAC and address.
+// add attaches a pod of vm5 (its claim, the pinned MAC) and checks it
+// got the pinned MAC (addVM checks the address).
 func (m *migrationRun) add(ctx context.Context, node, name string) (*cluster.Pod, error) {
-	p, err := m.d.c.Node(node).AddPodWith(ctx, m.d.pinned, name, migOpts)
+	p, err := m.d.addVM(ctx, node, name, "vm5", cluster.PodOptions{MAC: migMAC})
 	if err != nil {
 		return nil, err
 	}
-	m.d.pods = append(m.d.pods, p)
-	m.d.say("  ADD %s on %s (%s, runtimeConfig.mac and .ips): IP %s, MAC %s, TAP %s", name, node, m.d.pinned, p.IP, p.MAC, p.Tap)
-	if p.IP != migIP || !bytes.Equal(p.MAC, migMAC) {
-		return nil, fmt.Errorf("%s got %s %s, want the pinned %s %s", name, p.IP, p.MAC, migIP, migMAC)
+	m.d.say("  ADD %s on %s (pod %s, runtimeConfig.mac, ipam-claim-reference %s): IP %s, MAC %s, TAP %s",
+		name, node, p.Object().Name, m.d.claim("vm5").name, p.IP, p.MAC, p.Tap)
+	if !bytes.Equal(p.MAC, migMAC) {
+		return nil, fmt.Errorf("%s got MAC %s, want the pinned %s", name, p.MAC, migMAC)
 	}
 	return p, nil
 }
 
-// watchers: a peer on the switch, each node from its host address and
-// vm3 (tb.watch) ping vm5 10 times a second; the peer keeps a TCP
-// connection to vm5's echo responder, a line every 100 ms.
+// watchers: a peer on the switch and each node from its host address
+// ping vm5 10 times a second, as vm4 does from its guest (tb.watch); the
+// peer keeps a TCP connection to vm5's echo responder, a line every 100 ms.
 func (m *migrationRun) watchers(ctx context.Context) error {
 	d := m.d
 	peer, err := d.c.AddPeer("peer", 1, peerIP)
@@ -116,9 +150,9 @@ func (m *migrationRun) watchers(ctx context.Context) error {
 		src  netip.Addr
 	}{{peer, "peer", peerIP.Addr()}}
 	for _, n := range d.c.Nodes {
-		a, ok, err := n.HostAddr(migIP.Masked())
+		a, ok, err := n.HostAddr(m.ip.Masked())
 		if err != nil || !ok {
-			return fmt.Errorf("%s has no host address on %s (%v)", n.Name, migIP.Masked(), err)
+			return fmt.Errorf("%s has no host address on %s (%v)", n.Name, m.ip.Masked(), err)
 		}
 		from = append(from, struct {
 			ns   harness.Netns
@@ -127,13 +161,13 @@ func (m *migrationRun) watchers(ctx context.Context) error {
 		}{n.NS, n.Name, a.Addr()})
 	}
 	for _, f := range from {
-		p, err := d.c.StartPinger(f.ns, fmt.Sprintf("%s %s", f.name, f.src), f.src, migIP.Addr())
+		p, err := d.c.StartPinger(f.ns, fmt.Sprintf("%s %s", f.name, f.src), f.src, m.ip.Addr())
 		if err != nil {
 			return err
 		}
 		m.pingers = append(m.pingers, p)
 	}
-	if m.stream, err = d.c.StartStream(peer, peerIP.Addr(), migIP.Addr()); err != nil {
+	if m.stream, err = d.c.StartStream(peer, peerIP.Addr(), m.ip.Addr()); err != nil {
 		return err
 	}
 	d.say("  watching vm5: peer %s on the switch, node1 and node2 from their host addresses, and %s (from inside its guest) ping it every %v; the peer keeps one TCP connection to it, a line every %v",
@@ -149,16 +183,12 @@ func (m *migrationRun) watchers(ctx context.Context) error {
 }
 
 func (m *migrationRun) watchReplies() []cluster.Reply {
-	for p, vm := range m.d.vms {
-		if p.Name == watcherVM {
-			return cluster.ParseReplies(vm.Lines(), migIP.Addr())
-		}
-	}
-	return nil
+	return cluster.ParseReplies(m.watch.Lines(), m.ip.Addr())
 }
 
 // target adds the target pod on node2 beside the live source (node1 must
-// not change) and starts QEMU there waiting for the migration.
+// not change; the target gets the claim's address, which the source
+// holds) and starts QEMU there waiting for the migration.
 func (m *migrationRun) target(ctx context.Context) error {
 	d := m.d
 	node1 := d.c.Node("node1")
@@ -173,6 +203,14 @@ func (m *migrationRun) target(ctx context.Context) error {
 	if m.dst, err = m.add(ctx, "node2", "vm5-target"); err != nil {
 		return err
 	}
+	a, err := d.allocationOf(ctx, d.claim("vm5"))
+	if err != nil {
+		return err
+	}
+	if len(a.Users) != 2 {
+		return fmt.Errorf("IPAllocation %s has users %v, want the source and the target", a.Name, a.Users)
+	}
+	d.say("  the target got %s, the source's address, from the same claim: IPAllocation %s has 2 users (source and target) ✓", m.dst.IP, a.Name)
 	after, err := node1.State()
 	if err != nil {
 		return err
@@ -282,7 +320,7 @@ func (m *migrationRun) downtime(ctx context.Context) error {
 	frames := m.capture.From(migMAC)
 	garp := 0
 	for _, f := range frames {
-		if f.GratuitousARP(migIP.Addr()) {
+		if f.GratuitousARP(m.ip.Addr()) {
 			garp++
 		}
 	}
@@ -290,8 +328,9 @@ func (m *migrationRun) downtime(ctx context.Context) error {
 	return res.Err
 }
 
-// delSource DELs the source pod and checks node1 is as before vm5 came,
-// while vm5 still answers on node2.
+// delSource DELs the source pod (and deletes its pod object) and checks
+// that node1 is as before vm5 came, that the claim's address stays with
+// the target, and that vm5 still answers on node2.
 func (m *migrationRun) delSource(ctx context.Context) error {
 	d := m.d
 	if err := d.delPod(ctx, m.src); err != nil {
@@ -305,16 +344,24 @@ func (m *migrationRun) delSource(ctx context.Context) error {
 	if diff := d.node1BeforeMig.Diff(after); diff != "" {
 		return fmt.Errorf("node1 after the source's DEL is not as before vm5:\n%s", diff)
 	}
-	node2 := d.c.Node("node2")
-	a, _, err := node2.HostAddr(migIP.Masked())
+	a, err := d.allocationOf(ctx, d.claim("vm5"))
 	if err != nil {
 		return err
 	}
-	rtt, err := node2.Reach(ctx, a.Addr(), migIP.Addr(), 30*time.Second)
+	if len(a.Users) != 1 || a.Users[0] != m.dst.ContainerID {
+		return fmt.Errorf("after the source's DEL IPAllocation %s has users %v, want the target's %s only", a.Name, a.Users, m.dst.ContainerID)
+	}
+	node2 := d.c.Node("node2")
+	h, _, err := node2.HostAddr(m.ip.Masked())
+	if err != nil {
+		return err
+	}
+	rtt, err := node2.Reach(ctx, h.Addr(), m.ip.Addr(), 30*time.Second)
 	if err != nil {
 		return fmt.Errorf("vm5 after the source's DEL: %w", err)
 	}
-	d.say("  DEL of vm5 on node1: node1 is as it was before vm5; vm5 answers on node2 (ping %v, tcp echo ok)", rtt.Round(time.Microsecond))
+	d.say("  DEL of vm5's source on node1, pod deleted: node1 is as it was before vm5; %s stays vm5's (IPAllocation %s, the target its only user) ✓; vm5 answers on node2 (ping %v, tcp echo ok)",
+		m.ip.Addr(), a.Name, rtt.Round(time.Microsecond))
 	return nil
 }
 

@@ -106,9 +106,6 @@ func (d *demo) boot(ctx context.Context) error {
 		if i < 2 {
 			g.Wait = 12 * time.Second
 		}
-		if p.Name == watcherVM {
-			g.Watch = migIP.Addr() // for the migration step, from its probes' end on
-		}
 		guests = append(guests, g)
 	}
 	d.say("booting %d guests with QEMU (TCG), 2 at a time, each on its pod's TAP inside the pod netns, with no address on its kernel command line: udhcpc and dhclient -6 get them from the node agent", len(guests))

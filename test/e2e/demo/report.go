@@ -13,8 +13,8 @@ import (
 )
 
 // hostAddressSource says where each network's host addresses come from,
-// as configured in conf/cni/<node>/<network>.conflist.
-var hostAddressSource = map[string]string{"vmnet3-dhcp": "hostAddress.static", "vmnet13": "hostAddress.pool"}
+// as configured in conf/cni/<node>/<network>.conflist and the NAD.
+var hostAddressSource = map[string]string{"vmnet3-dhcp": "hostAddress.static", persistentNet: "hostAddress.pool"}
 
 func (d *demo) printTopology(all []endpoint) {
 	fmt.Printf("\nTopology: one flat L2 (switch %s-sw), no router, no ip_forward, no address on any uplink\n", d.c.ID)
@@ -28,7 +28,10 @@ func (d *demo) printTopology(all []endpoint) {
 		fmt.Printf("  %s  %s + uplink  host addresses: %s\n", n.Name, cluster.HostBridge, strings.Join(addrs, ", "))
 		for _, p := range d.pods {
 			if p.Node == n {
-				fmt.Printf("    %-4s %-11s %-16s MAC %s  %s/%s  (host veth %s)\n", p.Name, p.Network, p.IP, p.MAC, p.IfName, p.Tap, p.HostIf)
+				fmt.Printf("    %-4s %-18s %-16s MAC %s  %s/%s  (host veth %s)\n", p.Name, p.Network, p.IP, p.MAC, p.IfName, p.Tap, p.HostIf)
+				if c := d.claim(p.Name); c != nil {
+					fmt.Printf("         pod %s/%s, IPAMClaim %s (ipam-claim-reference of its network-selection element)\n", vmNamespace, p.Object().Name, c.name)
+				}
 				fmt.Printf("         %s\n", d.addrSource(p))
 			}
 		}
