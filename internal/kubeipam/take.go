@@ -28,12 +28,17 @@ const exactTries = 3
 // (another pod of the VM, or an ADD killed before it wrote the status),
 // and is then joined. Only when every try fails (a nearly full set) does
 // it list the network's names to find a free one, or to say "full".
+// An attachment's first candidate taken is read too: it is where an
+// earlier ADD of the same attachment most likely went, if the cached
+// list in heldBy had not caught up with it.
 func (t *taker) allocate(i int) (*allocation.Allocation, error) {
 	var got *allocation.Allocation
 	var err error
 	seed := t.o.seed(t.c.Network, i)
+	first := true
 	t.c.Sets[i].Candidates(seed, candidateTries, func(addr netip.Addr, _ pool.Range) bool {
-		got, err = t.try(addr)
+		got, err = t.try(addr, first)
+		first = false
 		return got == nil && err == nil
 	})
 	if got != nil || err != nil {
@@ -54,7 +59,7 @@ func (t *taker) allocateListed(i int) (*allocation.Allocation, error) {
 		}
 		var got *allocation.Allocation
 		t.c.Sets[i].Walk(taken, func(addr netip.Addr, _ pool.Range) bool {
-			got, err = t.try(addr)
+			got, err = t.try(addr, false)
 			return got == nil && err == nil
 		})
 		if got != nil || err != nil {
@@ -65,13 +70,14 @@ func (t *taker) allocateListed(i int) (*allocation.Allocation, error) {
 }
 
 // try creates the owner's allocation at addr; nil, nil when the address
-// is another owner's.
-func (t *taker) try(addr netip.Addr) (*allocation.Allocation, error) {
+// is another owner's. A claim's AlreadyExists is always read (it may be
+// the claim's), an attachment's only when look says so.
+func (t *taker) try(addr netip.Addr, look bool) (*allocation.Allocation, error) {
 	a, err := t.create(addr)
 	if err == nil || !apierrors.IsAlreadyExists(err) {
 		return a, err
 	}
-	if t.o.claim == nil {
+	if t.o.claim == nil && !look {
 		return nil, nil
 	}
 	b, err := t.store.Get(t.ctx, allocation.Name(t.c.Network, addr))
@@ -81,8 +87,11 @@ func (t *taker) try(addr netip.Addr) (*allocation.Allocation, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read allocation of %s: %w", addr, kubeapi.Classify(err))
 	}
-	if t.o.owns(b) {
+	switch {
+	case t.o.claim != nil && t.o.owns(b):
 		return t.join(b)
+	case t.o.claim == nil && b.Spec.Claim == nil && b.Has(t.c.Network, t.o.user):
+		return b, nil
 	}
 	return nil, nil
 }
