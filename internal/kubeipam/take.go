@@ -87,6 +87,12 @@ func (t *taker) try(addr netip.Addr, look bool) (*allocation.Allocation, error) 
 	if err != nil {
 		return nil, fmt.Errorf("read allocation of %s: %w", addr, kubeapi.Classify(err))
 	}
+	return t.adopt(b)
+}
+
+// adopt returns b if it is the owner's already: the claim's (joined), or
+// this attachment's own; nil, nil if it is another owner's.
+func (t *taker) adopt(b *allocation.Allocation) (*allocation.Allocation, error) {
 	switch {
 	case t.o.claim != nil && t.o.owns(b):
 		return t.join(b)
@@ -113,11 +119,8 @@ func (t *taker) exact(addr netip.Addr) (*allocation.Allocation, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read allocation of %s: %w", addr, kubeapi.Classify(err))
 		}
-		switch {
-		case t.o.claim != nil && t.o.owns(b):
-			return t.join(b)
-		case t.o.claim == nil && b.Spec.Claim == nil && b.Has(t.c.Network, t.o.user):
-			return b, nil
+		if a, err := t.adopt(b); a != nil || err != nil {
+			return a, err
 		}
 		return nil, fmt.Errorf("%w: %s is %s", ErrTaken, addr, holder(b))
 	}
