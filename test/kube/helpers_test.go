@@ -306,19 +306,17 @@ func waitGone(t *testing.T, get func() error) {
 }
 
 // makeClaim creates an IPAMClaim. The kubevirt-ipam-controller writes
-// spec.network (the NAD config's name) and leaves spec.interface empty
-// (""); a non-empty one is what OVN-Kubernetes' convention would write.
+// spec.network (the NAD config's name) and an empty spec.interface (the
+// CRD requires the key; its Go type has no omitempty); a non-empty one is
+// what OVN-Kubernetes' convention would write.
 func makeClaim(t *testing.T, name, network, iface string) *unstructured.Unstructured {
 	t.Helper()
 	_, dyn := clients(t)
 	u := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "k8s.cni.cncf.io/v1alpha1", "kind": "IPAMClaim",
 		"metadata": map[string]any{"name": name, "namespace": podNamespace},
-		"spec":     map[string]any{"network": network},
+		"spec":     map[string]any{"network": network, "interface": iface},
 	}}
-	if iface != "" {
-		_ = unstructured.SetNestedField(u.Object, iface, "spec", "interface")
-	}
 	out, err := dyn.Resource(claimGVR).Namespace(podNamespace).Create(ctxT(t), u, metav1.CreateOptions{FieldValidation: "Strict"})
 	if err != nil {
 		t.Fatalf("create IPAMClaim %s: %v", name, err)
