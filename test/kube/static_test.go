@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 const staticRanges = `[[{"subnet":"10.105.0.0/24","rangeStart":"10.105.0.10","rangeEnd":"10.105.0.200","gateway":"10.105.0.1"}],[{"subnet":"2001:db8:105::/64"}]]`
@@ -121,4 +123,49 @@ func mustFailWith(t *testing.T, n *node, nw *network, a attachment, stdin []byte
 		}
 	}
 	t.Logf("ADD %s: code %d: %s", a.cid, code, out.Err.Msg)
+}
+
+// TestClaimAddressReadByName: a claim's address is found through its
+// status.ips, by name. Its allocation deleted behind the IPAM's back is
+// made again at the same address (the claim never gets a second one);
+// taken meanwhile by another attachment, the ADD fails naming both.
+func TestClaimAddressReadByName(t *testing.T) {
+	nw := newNet(t, staticRanges)
+	n := newNode(t, "node-a")
+	makeClaim(t, "vm6.flat", nw.name, "")
+	ann := claimNetworks(nw, "pod0vm6", "vm6.flat")
+	first := attachment{cid: "vm6-1", ifname: "pod0vm6", pod: makePod(t, "virt-launcher-vm6-1", ann)}
+	got := n.add(t, nw, first)
+	_, dyn := clients(t)
+	objs := allocations(t, nw)
+	for _, o := range objs {
+		if err := dyn.Resource(allocGVR).Delete(ctxT(t), o.GetName(), metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	second := attachment{cid: "vm6-2", ifname: "pod0vm6", pod: makePod(t, "virt-launcher-vm6-2", ann)}
+	if again := n.add(t, nw, second); fmt.Sprint(again) != fmt.Sprint(got) {
+		t.Fatalf("allocations gone, the claim's pod got %v, want the claim's %v", again, got)
+	}
+	for _, o := range allocations(t, nw) {
+		if err := dyn.Resource(allocGVR).Delete(ctxT(t), o.GetName(), metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	thief := attachment{cid: "thief", ifname: "net1", ip: got[0].String()}
+	n.add(t, nw, thief)
+	third := attachment{cid: "vm6-3", ifname: "pod0vm6", pod: makePod(t, "virt-launcher-vm6-3", ann)}
+	mustFailWith(t, n, nw, third, nil, 117, got[0].String(), "vms/vm6.flat", "thief")
+	if ips := claimIPs(t, "vm6.flat"); len(ips) != 2 || ips[0] != got[0].String()+"/24" {
+		t.Fatalf("status.ips changed to %v", ips)
+	}
+	n.mustSucceed(t, nw, "DEL", thief, nil)
+	for _, a := range []attachment{first, second, third} {
+		n.mustSucceed(t, nw, "DEL", a, nil)
+	}
+	deleteClaim(t, "vm6.flat")
+	waitForGC(t, n, nw)
+	if left := allocations(t, nw); len(left) != 0 {
+		t.Fatalf("left: %d", len(left))
+	}
 }
