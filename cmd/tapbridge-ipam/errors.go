@@ -19,11 +19,13 @@ const (
 	codeNotAvailable = 50 // STATUS: the plugin cannot serve an ADD now (CNI 1.1)
 	codeCheck        = 103
 	codeFull         = 110
-	codeOtherNetwork = 111
+	codeClaimSpec    = 111
 	codeAnnotation   = 112
 	codeForbidden    = 113
 	codeNoClaim      = 114
 	codeNoPod        = 115
+	codeRequest      = 116
+	codeTaken        = 117
 )
 
 // codes maps each error kind to its CNI code, most specific first: an
@@ -39,10 +41,12 @@ var codes = []struct {
 	{kubeapi.ErrUnavailable, types.ErrTryAgainLater},
 	{kubeapi.ErrForbidden, codeForbidden},
 	{kubeipam.ErrFull, codeFull},
-	{kubeipam.ErrOtherNetwork, codeOtherNetwork},
+	{kubeipam.ErrClaimSpec, codeClaimSpec},
 	{selection.ErrMalformed, codeAnnotation},
 	{kubeipam.ErrNoClaim, codeNoClaim},
 	{kubeipam.ErrNoPod, codeNoPod},
+	{kubeipam.ErrRequest, codeRequest},
+	{kubeipam.ErrTaken, codeTaken},
 	{kubeipam.ErrCheck, codeCheck},
 }
 

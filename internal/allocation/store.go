@@ -133,11 +133,6 @@ func (s Store) OfUserCached(ctx context.Context, network string, u User) ([]*All
 	return s.list(ctx, NetworkLabel+"="+Key(network)+","+userLabel(network, u), "0")
 }
 
-// OfClaim lists the allocations of network that the claim with uid owns.
-func (s Store) OfClaim(ctx context.Context, network, uid string) ([]*Allocation, error) {
-	return s.list(ctx, NetworkLabel+"="+Key(network)+","+ClaimLabel+"="+uid, "")
-}
-
 // OfNetwork lists every allocation of network.
 func (s Store) OfNetwork(ctx context.Context, network string) ([]*Allocation, error) {
 	return s.list(ctx, NetworkLabel+"="+Key(network), "")

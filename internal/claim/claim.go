@@ -51,6 +51,20 @@ func Get(ctx context.Context, dyn dynamic.Interface, namespace, name string) (*C
 	return c, nil
 }
 
+// Addrs are the addresses status.ips holds (with or without a prefix
+// length), in order; an entry that is neither is skipped.
+func (c *Claim) Addrs() []netip.Addr {
+	var out []netip.Addr
+	for _, s := range c.IPs {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Addr().Unmap())
+		} else if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
+}
+
 // Names reports whether status.ips holds a (with any prefix length).
 func (c *Claim) Names(a netip.Addr) bool {
 	for _, s := range c.IPs {

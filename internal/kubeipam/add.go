@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"slices"
 	"time"
 
@@ -53,8 +52,10 @@ func Add(ctx context.Context, cl *kubeapi.Client, c *Config) (*current.Result, e
 // an address (pods of one VM started at once) would each make one; the
 // claim decides: an ADD writes the claim's status only if the claim is
 // unchanged since it read it, and the loser undoes what it did and starts
-// over, to find the winner's (pick prefers what the status names). An ADD
-// whose addresses the status already names writes nothing.
+// over, to find the winner's in the status. An ADD whose addresses the
+// status already names writes nothing. Both usually pick the same address
+// anyway (allocate tries the claim's own sequence of candidates), and then
+// the loser only takes itself off the winner's allocation.
 func addOnce(ctx context.Context, cl *kubeapi.Client, c *Config) (res *current.Result, err error) {
 	o, err := resolveOwner(ctx, cl, c)
 	if err != nil {
@@ -73,9 +74,10 @@ func addOnce(ctx context.Context, cl *kubeapi.Client, c *Config) (res *current.R
 	if err != nil {
 		return nil, err
 	}
+	t := taker{ctx: ctx, cl: cl, store: store, c: c, o: o, u: &u}
 	var mine []*allocation.Allocation
 	for i, set := range c.Sets {
-		a, err := takeFromSet(ctx, cl, store, c, o, set, held, &u)
+		a, err := t.fromSet(i, held)
 		if err != nil {
 			return nil, fmt.Errorf("range set %d (%s): %w", i, set, err)
 		}
@@ -96,131 +98,99 @@ func addOnce(ctx context.Context, cl *kubeapi.Client, c *Config) (res *current.R
 			return nil, err
 		}
 	}
-	if o.claim != nil {
-		sweepClaim(ctx, cl, store, c, o, mine)
-	}
 	return result(c, mine), nil
 }
 
-// sweepClaim deletes the claim's allocations that nobody uses and the
-// claim does not name: what lost races left (a loser's own, kept by a
-// user that has since left). Every ADD of a claim sweeps after its own
-// undo-and-retry, so none outlives the race. Best effort: GC applies the
-// same rule.
-func sweepClaim(ctx context.Context, cl *kubeapi.Client, store allocation.Store, c *Config, o *owner, mine []*allocation.Allocation) {
-	all, err := store.OfClaim(ctx, c.Network, o.claim.UID)
-	if err != nil {
-		return
-	}
-	for _, a := range all {
-		if len(a.Spec.Users) == 0 && !slices.ContainsFunc(mine, func(m *allocation.Allocation) bool { return m.Name == a.Name }) {
-			_ = release(ctx, cl, store, a, nil)
-		}
-	}
-}
-
-// heldBy lists what the owner already holds: the claim's allocations
-// (a consistent read: a claim must never get a second address), or the
-// attachment's own from the API server's cache (a repeated ADD gets the
-// same addresses back; a cache a moment behind costs at worst a second
-// allocation of the attachment, which its DEL releases with the first).
+// heldBy reads what the owner already holds, without a list of the
+// network. A claim's addresses are the ones its status.ips names (the
+// one record of them, written only by the ADD that won the claim), each
+// read by name. An attachment's come from a list selected by its own
+// label, served from the API server's cache: one request whose answer
+// holds only the attachment's allocations (none but on a repeated ADD),
+// and it finds an earlier ADD's address wherever that one landed, which
+// no lookup by name can (the address an ADD gets depends on what was
+// taken at the time). A cache a moment behind costs at worst a second
+// allocation of the attachment, which its DEL releases with the first;
+// allocate's sequence, seeded by the attachment, mostly finds the first
+// anyway.
 func heldBy(ctx context.Context, store allocation.Store, c *Config, o *owner) ([]*allocation.Allocation, error) {
-	var held []*allocation.Allocation
-	var err error
-	if o.claim != nil {
-		held, err = store.OfClaim(ctx, c.Network, o.claim.UID)
-	} else {
-		held, err = store.OfUserCached(ctx, c.Network, o.user)
+	if o.claim == nil {
+		held, err := store.OfUserCached(ctx, c.Network, o.user)
+		if err != nil {
+			return nil, fmt.Errorf("list allocations of attachment %s/%s: %w", o.user.ContainerID, o.user.IfName, kubeapi.Classify(err))
+		}
+		return held, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("list allocations of network %s: %w", c.Network, kubeapi.Classify(err))
+	var held []*allocation.Allocation
+	for _, addr := range o.claim.Addrs() {
+		if setOf(c.Sets, addr) < 0 {
+			continue // an older config's: the status is rewritten with this one's
+		}
+		a, err := store.Get(ctx, allocation.Name(c.Network, addr))
+		if apierrors.IsNotFound(err) {
+			continue // fromSet makes it again, at the same address
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read allocation of %s: %w", addr, kubeapi.Classify(err))
+		}
+		if !o.owns(a) {
+			return nil, fmt.Errorf("%w: %s names %s in status.ips, but it is %s", ErrTaken, o.claim, addr, holder(a))
+		}
+		held = append(held, a)
 	}
 	return held, nil
 }
 
-// takeFromSet returns the set's address for the owner: one it holds
-// (adding this attachment to its users), else a new one.
-func takeFromSet(ctx context.Context, cl *kubeapi.Client, store allocation.Store, c *Config, o *owner, set pool.Set, held []*allocation.Allocation, u *undo.Stack) (a *allocation.Allocation, err error) {
-	if a := pick(o, set, held); a != nil {
-		if a.Has(c.Network, o.user) {
-			return a, nil
-		}
-		b, err := addUser(ctx, store, a, o.user)
-		if err != nil {
-			return nil, err
-		}
-		u.Push("remove "+o.user.ContainerID+" from "+b.Name, func() error {
-			uctx, cancel := undoContext(ctx)
-			defer cancel()
-			return removeUser(uctx, store, b, o.user)
-		})
-		return b, failpoint.Hit("ipam-user-added")
-	}
-	if a, err = allocate(ctx, store, c, o, set); err != nil {
-		return nil, err
-	}
-	// Undone as DEL would: a pod that joined it meanwhile (a claim's
-	// allocation) keeps it, and the last user to leave deletes it.
-	u.Push("release "+a.Name, func() error {
-		uctx, cancel := undoContext(ctx)
-		defer cancel()
-		return release(uctx, cl, store, a, []allocation.User{o.user})
-	})
-	return a, failpoint.Hit("ipam-created")
+// taker makes or finds one ADD's allocations, pushing the undo of each
+// change it makes.
+type taker struct {
+	ctx   context.Context
+	cl    *kubeapi.Client
+	store allocation.Store
+	c     *Config
+	o     *owner
+	u     *undo.Stack
 }
 
-// pick is the held allocation of set to use: the one the claim's status
-// names (a race's winner), else the first by name, so every ADD of the
-// claim picks the same one.
-func pick(o *owner, set pool.Set, held []*allocation.Allocation) *allocation.Allocation {
-	var best *allocation.Allocation
-	for _, a := range held {
-		if _, ok := set.Find(a.Addr()); !ok {
-			continue
+// fromSet returns set i's address for the owner: the claim's (joining
+// it), the attachment's own from an earlier ADD, the requested one, or a
+// new one. A request must agree with what the owner already holds.
+func (t *taker) fromSet(i int, held []*allocation.Allocation) (*allocation.Allocation, error) {
+	set, want := t.c.Sets[i], t.c.Want[i]
+	a := inSet(set, held)
+	switch {
+	case t.o.claim != nil:
+		have, ok := t.o.claimAddr(set)
+		if !ok {
+			break
 		}
-		if o.claim != nil && o.claim.Names(a.Addr()) {
+		if want.IsValid() && want != have {
+			return nil, fmt.Errorf("%w: requested %s, but %s holds %s (status.ips)", ErrTaken, want, t.o.claim, have)
+		}
+		if a != nil {
+			return t.join(a)
+		}
+		want = have // its allocation is gone: made again at the claim's address
+	case a != nil:
+		if want.IsValid() && want != a.Addr() {
+			return nil, fmt.Errorf("%w: requested %s, but attachment %s/%s holds %s from an earlier ADD (DEL it first)",
+				ErrTaken, want, t.o.user.ContainerID, t.o.user.IfName, a.Addr())
+		}
+		return a, nil
+	}
+	if want.IsValid() {
+		return t.exact(want)
+	}
+	return t.allocate(i)
+}
+
+func inSet(set pool.Set, held []*allocation.Allocation) *allocation.Allocation {
+	for _, a := range held {
+		if _, ok := set.Find(a.Addr()); ok {
 			return a
 		}
-		if best == nil || a.Name < best.Name {
-			best = a
-		}
 	}
-	return best
-}
-
-// allocate creates an allocation for a free address of set. The list of
-// taken addresses comes from the API server's cache; an AlreadyExists
-// (a stale list, or another node first) moves on to the next candidate.
-// Only a fresh list that shows the set full is "full".
-func allocate(ctx context.Context, store allocation.Store, c *Config, o *owner, set pool.Set) (*allocation.Allocation, error) {
-	for _, fresh := range []bool{false, true} {
-		taken, err := store.Taken(ctx, c.Network, fresh)
-		if err != nil {
-			return nil, fmt.Errorf("list allocations of network %s: %w", c.Network, kubeapi.Classify(err))
-		}
-		var got *allocation.Allocation
-		var createErr error
-		set.Walk(taken, func(addr netip.Addr, _ pool.Range) bool {
-			if err := failpoint.Hit("ipam-before-create"); err != nil {
-				createErr = err
-				return false
-			}
-			got, createErr = store.Create(ctx, &allocation.Allocation{Spec: allocation.Spec{
-				Network: c.Network, Address: addr.String(), Claim: o.claimRef(), Users: []allocation.User{o.user}}})
-			if apierrors.IsAlreadyExists(createErr) {
-				taken[addr], createErr = true, nil
-				return true
-			}
-			return false
-		})
-		if createErr != nil {
-			return nil, fmt.Errorf("create allocation: %w", kubeapi.Classify(createErr))
-		}
-		if got != nil {
-			return got, nil
-		}
-	}
-	return nil, fmt.Errorf("%w: every address is allocated", ErrFull)
+	return nil
 }
 
 // addUser adds u to a claim's allocation, re-reading it after a conflict.
@@ -245,28 +215,6 @@ func addUser(ctx context.Context, store allocation.Store, a *allocation.Allocati
 		}
 		if err != nil {
 			return nil, fmt.Errorf("re-read %s: %w", name, kubeapi.Classify(err))
-		}
-	}
-}
-
-// removeUser takes u off a claim's allocation (re-reading after a
-// conflict); nothing to do when it is gone.
-func removeUser(ctx context.Context, store allocation.Store, a *allocation.Allocation, u allocation.User) error {
-	for {
-		if !a.Has(a.Spec.Network, u) {
-			return nil
-		}
-		_, err := store.Update(ctx, a.RemoveUser(u))
-		if err == nil || apierrors.IsNotFound(err) {
-			return nil
-		}
-		if !apierrors.IsConflict(err) {
-			return fmt.Errorf("remove user from %s: %w", a.Name, kubeapi.Classify(err))
-		}
-		if a, err = store.Get(ctx, a.Name); apierrors.IsNotFound(err) {
-			return nil
-		} else if err != nil {
-			return fmt.Errorf("re-read %s: %w", a.Name, kubeapi.Classify(err))
 		}
 	}
 }

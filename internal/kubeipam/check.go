@@ -14,13 +14,14 @@ import (
 
 // Check verifies that the attachment holds one allocation per range set
 // and that every address of prevResult in this IPAM's ranges is one of
-// them.
+// them. It finds them as DEL does: by name from prevResult (which CHECK
+// always has from a runtime), a list only when that falls short.
 func Check(ctx context.Context, cl *kubeapi.Client, c *Config) error {
 	store := allocation.Store{Dynamic: cl.Dynamic, Metadata: cl.Metadata}
 	user := allocation.User{ContainerID: c.Attachment.ContainerID, IfName: c.Attachment.IfName, Node: c.Node}
-	allocs, err := store.OfUser(ctx, c.Network, user)
+	allocs, err := usedBy(ctx, store, c, user)
 	if err != nil {
-		return fmt.Errorf("list allocations of network %s: %w", c.Network, kubeapi.Classify(err))
+		return err
 	}
 	held := map[netip.Addr]bool{}
 	for _, a := range allocs {

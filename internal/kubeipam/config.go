@@ -62,6 +62,15 @@ type Raw struct {
 	IPAM        RawIPAM         `json:"ipam"`
 	PrevResult  json.RawMessage `json:"prevResult,omitempty"`
 	Attachments json.RawMessage `json:"cni.dev/valid-attachments,omitempty"`
+	// Static requests, host-local's conventions (see requests.go).
+	RuntimeConfig struct {
+		IPs []string `json:"ips,omitempty"` // capability "ips"
+	} `json:"runtimeConfig,omitempty"`
+	Args struct {
+		CNI struct {
+			IPs []string `json:"ips,omitempty"`
+		} `json:"cni,omitempty"`
+	} `json:"args,omitempty"`
 }
 
 // Env is what the runtime passes besides stdin.
@@ -81,7 +90,10 @@ type Config struct {
 	Routes     []*types.Route
 	DNS        types.DNS
 	Attachment Attachment
-	Raw        *Raw
+	// Want is the address requested for each set (by index; the zero
+	// Addr when the set's address is the IPAM's to choose).
+	Want []netip.Addr
+	Raw  *Raw
 }
 
 // Attachment is the call's (containerID, ifname) and, under Kubernetes,
@@ -125,6 +137,9 @@ func Parse(stdin []byte, env Env) (*Config, error) {
 		return nil, err
 	}
 	if c.Attachment, err = parseArgs(env); err != nil {
+		return nil, err
+	}
+	if c.Want, err = parseRequests(raw, env.Args, c.Sets); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -202,8 +217,9 @@ func parseRange(rr RawRange) (pool.Range, error) {
 	return pool.NewRange(subnet, *addrs["rangeStart"], *addrs["rangeEnd"], *addrs["gateway"], excl)
 }
 
-// parseArgs reads K8S_POD_* from CNI_ARGS; other keys (MAC, IP,
-// IgnoreUnknown, K8S_POD_INFRA_CONTAINER_ID) are another plugin's.
+// parseArgs reads K8S_POD_* from CNI_ARGS (IP is parseRequests'); other
+// keys (MAC, IgnoreUnknown, K8S_POD_INFRA_CONTAINER_ID) are another
+// plugin's.
 func parseArgs(env Env) (Attachment, error) {
 	a := Attachment{ContainerID: env.ContainerID, IfName: env.IfName}
 	if env.Args == "" {

@@ -3,12 +3,14 @@ package kubeipam
 import (
 	"context"
 	"fmt"
+	"net/netip"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/tapbridge/tapbridge-cni/internal/allocation"
 	"github.com/tapbridge/tapbridge-cni/internal/claim"
 	"github.com/tapbridge/tapbridge-cni/internal/kubeapi"
+	"github.com/tapbridge/tapbridge-cni/internal/pool"
 	"github.com/tapbridge/tapbridge-cni/internal/selection"
 )
 
@@ -46,13 +48,20 @@ func resolveOwner(ctx context.Context, cl *kubeapi.Client, c *Config) (*owner, e
 	if !ok || el.Claim == "" {
 		return o, nil
 	}
-	if o.claim, err = readClaim(ctx, cl, pod.Namespace, el.Claim, c.Network); err != nil {
+	if o.claim, err = readClaim(ctx, cl, pod.Namespace, el.Claim, c.Network, a.IfName); err != nil {
 		return nil, fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
 	return o, nil
 }
 
-func readClaim(ctx context.Context, cl *kubeapi.Client, namespace, name, network string) (*claim.Claim, error) {
+// readClaim reads the claim the pod names and checks it is for this
+// attachment. The kubevirt-ipam-controller writes spec.network from the
+// NAD config's "name" (the CNI network name this IPAM knows) and leaves
+// spec.interface empty for a secondary network; whoever does set it
+// (OVN-Kubernetes' convention) means the pod interface, which is
+// CNI_IFNAME (KubeVirt names it "pod" and 11 hex digits of the sha256 of
+// the VM's network name, and writes that into the element's interface).
+func readClaim(ctx context.Context, cl *kubeapi.Client, namespace, name, network, ifName string) (*claim.Claim, error) {
 	cm, err := claim.Get(ctx, cl.Dynamic, namespace, name)
 	if apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("%w: ipam-claim-reference %s/%s does not exist", ErrNoClaim, namespace, name)
@@ -61,7 +70,10 @@ func readClaim(ctx context.Context, cl *kubeapi.Client, namespace, name, network
 		return nil, fmt.Errorf("read IPAMClaim %s/%s: %w", namespace, name, kubeapi.Classify(err))
 	}
 	if cm.Network != network {
-		return nil, fmt.Errorf("%w: %s has spec.network %q, this is network %q", ErrOtherNetwork, cm, cm.Network, network)
+		return nil, fmt.Errorf("%w: %s: spec.network is %q, want %q (this network's name)", ErrClaimSpec, cm, cm.Network, network)
+	}
+	if cm.Interface != "" && cm.Interface != ifName {
+		return nil, fmt.Errorf("%w: %s: spec.interface is %q, want %q (this attachment's CNI_IFNAME)", ErrClaimSpec, cm, cm.Interface, ifName)
 	}
 	return cm, nil
 }
@@ -72,6 +84,33 @@ func (o *owner) claimRef() *allocation.Claim {
 		return nil
 	}
 	return &allocation.Claim{Namespace: o.claim.Namespace, Name: o.claim.Name, UID: o.claim.UID}
+}
+
+// owns reports whether a is the claim's (same UID: a claim made anew
+// under the same name is another claim).
+func (o *owner) owns(a *allocation.Allocation) bool {
+	return o.claim != nil && a.Spec.Claim != nil && a.Spec.Claim.UID == o.claim.UID
+}
+
+// claimAddr is the address the claim's status.ips names in set.
+func (o *owner) claimAddr(set pool.Set) (netip.Addr, bool) {
+	for _, a := range o.claim.Addrs() {
+		if _, ok := set.Find(a); ok {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// seed starts set i's sequence of candidates (allocate): the claim's, so
+// that every pod of a VM tries the same addresses and meets the others'
+// allocation, or the attachment's, so that a retried ADD tries its own
+// first address again.
+func (o *owner) seed(network string, i int) string {
+	if o.claim != nil {
+		return fmt.Sprintf("claim\x00%s\x00%s\x00%d", network, o.claim.UID, i)
+	}
+	return fmt.Sprintf("attachment\x00%s\x00%d", allocation.AttachmentKey(network, o.user.ContainerID, o.user.IfName), i)
 }
 
 // claimKeeps reports whether the claim an allocation names still holds

@@ -1,7 +1,9 @@
 package pool
 
 import (
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -102,6 +104,49 @@ func TestWalkSkipsExclusions(t *testing.T) {
 		// .64 to .100 of the first range, and all five of the second.
 		if len(seen) != 37+5 {
 			t.Fatalf("walked %d addresses", len(seen))
+		}
+	}
+}
+
+func TestCandidates(t *testing.T) {
+	set := Set{mustRange(t, "10.0.0.0/24", "10.0.0.10", "10.0.0.20", "10.0.0.10", "10.0.0.16/30")}
+	var a, b []netip.Addr
+	set.Candidates("seed-1", 5, func(x netip.Addr, _ Range) bool { a = append(a, x); return true })
+	set.Candidates("seed-1", 5, func(x netip.Addr, _ Range) bool { b = append(b, x); return true })
+	if len(a) != 5 || fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Fatalf("one seed gave %v and %v, want the same 5", a, b)
+	}
+	seen := map[netip.Addr]bool{}
+	for _, x := range a {
+		if !set[0].Contains(x) || seen[x] {
+			t.Fatalf("candidate %s: excluded, the gateway, or repeated (%v)", x, a)
+		}
+		seen[x] = true
+	}
+	// Seven addresses may be handed out: asking for more yields those.
+	var all []netip.Addr
+	set.Candidates("seed-2", 20, func(x netip.Addr, _ Range) bool { all = append(all, x); return true })
+	if len(all) > 7 {
+		t.Fatalf("%d candidates of a set of 7: %v", len(all), all)
+	}
+	firsts := map[netip.Addr]bool{}
+	big := Set{mustRange(t, "10.0.0.0/16", "", "", "")}
+	for i := range 50 {
+		big.Candidates(fmt.Sprint("seed", i), 1, func(x netip.Addr, _ Range) bool { firsts[x] = true; return false })
+	}
+	if len(firsts) < 45 {
+		t.Fatalf("50 seeds share first candidates: %d distinct", len(firsts))
+	}
+}
+
+func TestRefusal(t *testing.T) {
+	set := Set{mustRange(t, "10.0.0.0/24", "10.0.0.10", "10.0.0.20", "10.0.0.1", "10.0.0.16/30")}
+	for addr, says := range map[string]string{
+		"10.0.0.12": "", "10.0.0.1": "gateway", "10.0.0.30": "outside", "10.0.0.17": "10.0.0.16/30", "10.9.0.1": "no range",
+	} {
+		got := set.Refusal(netip.MustParseAddr(addr))
+		if (says == "") != (got == "") || !strings.Contains(got, says) {
+			t.Errorf("Refusal(%s) = %q, want one naming %q", addr, got, says)
 		}
 	}
 }

@@ -150,19 +150,21 @@ func TestClaimRace(t *testing.T) {
 	}
 }
 
-// TestClaimErrors: a claim of another network, a missing claim and a
-// malformed annotation each fail with their own code and allocate
-// nothing.
+// TestClaimErrors: a claim of another network or another interface, a
+// missing claim and a malformed annotation each fail with their own code
+// and allocate nothing.
 func TestClaimErrors(t *testing.T) {
 	nw := newNet(t, claimRanges)
 	n := newNode(t, "node-a")
 	makeClaim(t, "vm4.other", "some-other-network", "pod0vm4")
+	makeClaim(t, "vm4.iface", nw.name, "pod0other")
 	cases := []struct {
 		name, ann string
 		code      uint
 		says      string
 	}{
-		{"other-network", claimNetworks(nw, "pod0vm4", "vm4.other"), 111, "some-other-network"},
+		{"other-network", claimNetworks(nw, "pod0vm4", "vm4.other"), 111, `vms/vm4.other: spec.network is "some-other-network", want "` + nw.name + `"`},
+		{"other-interface", claimNetworks(nw, "pod0vm4", "vm4.iface"), 111, `vms/vm4.iface: spec.interface is "pod0other", want "pod0vm4"`},
 		{"missing-claim", claimNetworks(nw, "pod0vm4", "no-such-claim"), 114, "no-such-claim"},
 		{"malformed-json", `[{"name":`, 112, "k8s.v1.cni.cncf.io/networks"},
 		{"both-ips-and-claim", fmt.Sprintf(`[{"name":%q,"ips":["10.102.0.5"],"ipam-claim-reference":"x"}]`, nw.name), 112, "ipam-claim-reference"},

@@ -227,6 +227,7 @@ func TestAPIServerRestart(t *testing.T) {
 func TestKillAtEachStep(t *testing.T) {
 	nw := newNet(t, dualRanges)
 	n, other := newNode(t, "node-a"), newNode(t, "node-b")
+	makeNode(t, other.name) // the sweep runs on a Node, for users of nodes that are not (node-a)
 	for i, step := range []string{"ipam-before-create", "ipam-created", "ipam-allocated"} {
 		pod := makePod(t, fmt.Sprintf("kill-%d", i), "")
 		a := attachment{cid: fmt.Sprintf("kill-%d", i), ifname: "net1", pod: pod}

@@ -82,13 +82,21 @@ func (nw *network) conf(n *node) []byte {
 type attachment struct {
 	cid, ifname string
 	pod         *corev1.Pod // nil: no K8S_POD_* args
+	ip          string      // CNI_ARGS IP= (a static request)
 }
 
 func (a attachment) args() string {
-	if a.pod == nil {
+	var kv []string
+	if a.pod != nil {
+		kv = append(kv, "K8S_POD_NAMESPACE="+a.pod.Namespace, "K8S_POD_NAME="+a.pod.Name, "K8S_POD_UID="+string(a.pod.UID))
+	}
+	if a.ip != "" {
+		kv = append(kv, "IP="+a.ip)
+	}
+	if kv == nil {
 		return ""
 	}
-	return fmt.Sprintf("IgnoreUnknown=1;K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_UID=%s", a.pod.Namespace, a.pod.Name, a.pod.UID)
+	return strings.Join(append([]string{"IgnoreUnknown=1"}, kv...), ";")
 }
 
 func (n *node) call(nw *network, cmd string, a attachment, stdin []byte, extra ...string) harness.Outcome {
@@ -158,6 +166,32 @@ func resultAddrs(t *testing.T, stdout []byte) []netip.Addr {
 		out = append(out, a.Unmap())
 	}
 	return out
+}
+
+// withKeys is the network's config with more top-level keys, given as
+// JSON members (`"runtimeConfig":{...}`).
+func withKeys(nw *network, n *node, members string) []byte {
+	conf := nw.conf(n)
+	return append(conf[:len(conf)-1], ","+members+"}"...)
+}
+
+// makeNode creates a Node object (no kubelet runs: it is only a name the
+// GC's sweep asks about), deleted when the test ends.
+func makeNode(t *testing.T, name string) {
+	t.Helper()
+	cs, _ := clients(t)
+	if _, err := cs.CoreV1().Nodes().Create(ctxT(t), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create node %s: %v", name, err)
+	}
+	t.Cleanup(func() { deleteNode(t, name) })
+}
+
+func deleteNode(t *testing.T, name string) {
+	t.Helper()
+	cs, _ := clients(t)
+	if err := cs.CoreV1().Nodes().Delete(ctxT(t), name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		t.Error(err)
+	}
 }
 
 func gcStdin(nw *network, n *node, valid ...attachment) []byte {
@@ -271,7 +305,10 @@ func waitGone(t *testing.T, get func() error) {
 	t.Fatal("object still there after 30s")
 }
 
-// makeClaim creates an IPAMClaim as the kubevirt-ipam-controller does.
+// makeClaim creates an IPAMClaim. The kubevirt-ipam-controller writes
+// spec.network (the NAD config's name) and an empty spec.interface (the
+// CRD requires the key; its Go type has no omitempty); a non-empty one is
+// what OVN-Kubernetes' convention would write.
 func makeClaim(t *testing.T, name, network, iface string) *unstructured.Unstructured {
 	t.Helper()
 	_, dyn := clients(t)
