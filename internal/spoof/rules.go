@@ -113,30 +113,18 @@ func udpDstPort(port uint16) []expr.Any {
 // the ND rules. The first address of a family is the likeliest source,
 // so a guest with one address of each, the common case, pays one or two
 // rules.
-//
-// Each rule reads the link-layer header once: the source MAC and the
-// ethertype are adjacent (bytes 6 to 13), so one load and one compare
-// check both. Link-layer loads are the kernel's slow kind (copied, with a
-// tag the kernel moved into metadata rebuilt, so a tagged frame reads
-// 0x8100 there and does not match); network-header loads of 4 bytes or
-// less are inlined.
 func fastPath(mac []byte, v4, v6 []netip.Addr) [][]expr.Any {
 	var rules [][]expr.Any
+	from := match(expr.PayloadBaseLLHeader, offEtherSrc, mac)
 	for _, a := range v4 {
-		rules = append(rules, join(sourceAndType(mac, unix.ETH_P_IP),
-			match(expr.PayloadBaseNetworkHeader, offIPv4Src, a.AsSlice()), verdict(expr.VerdictAccept)))
+		rules = append(rules, join(ipv4From(a), from, verdict(expr.VerdictAccept)))
 	}
 	for _, a := range v6 {
-		rules = append(rules, join(sourceAndType(mac, unix.ETH_P_IPV6), ipv6Src(a),
+		rules = append(rules, join(etherType(unix.ETH_P_IPV6), ipv6Src(a), from,
 			[]expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, cmp(expr.CmpOpNeq, []byte{unix.IPPROTO_ICMPV6})},
 			verdict(expr.VerdictAccept)))
 	}
 	return rules
-}
-
-// sourceAndType matches Ethernet source mac and ethertype t in one load.
-func sourceAndType(mac []byte, t uint16) []expr.Any {
-	return match(expr.PayloadBaseLLHeader, offEtherSrc, binary.BigEndian.AppendUint16(slices.Clone(mac), t))
 }
 
 // dropForeignMAC: ether saddr != MAC counter drop.
