@@ -224,8 +224,7 @@ func (w *clusterIPAM) makePods(ctx context.Context, n int) error {
 // podArgs is CNI_ARGS as kubelet (through Multus) passes them for pod i.
 func (w *clusterIPAM) podArgs(i int) string {
 	p := w.pods[i]
-	return fmt.Sprintf("IgnoreUnknown=1;K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=sandbox-%04d;K8S_POD_UID=%s",
-		p.Namespace, p.Name, i, p.UID)
+	return fmt.Sprintf("IgnoreUnknown=1;K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_UID=%s", p.Namespace, p.Name, p.UID)
 }
 
 // kinds are the two IPAMs with their configs: the same range, a network

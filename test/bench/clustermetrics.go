@@ -85,7 +85,26 @@ func (w *clusterIPAM) sample(ctx context.Context) (apiSample, error) {
 	if err != nil {
 		return apiSample{}, fmt.Errorf("scrape /metrics: %w", err)
 	}
-	s := apiSample{reqs: map[string]float64{}}
+	reqs, err := parseRequests(raw)
+	if err != nil {
+		return apiSample{}, err
+	}
+	s := apiSample{reqs: reqs}
+	api, etcd := w.c.PIDs()
+	for _, pid := range []int{api, etcd} {
+		cpu, err := processCPU(pid)
+		if err != nil {
+			return apiSample{}, err
+		}
+		s.cpu += cpu
+	}
+	return s, nil
+}
+
+// parseRequests sums apiserver_request_total of a /metrics page by verb
+// and resource ("PUT leases", "PATCH ippools", "GET pods/status").
+func parseRequests(raw []byte) (map[string]float64, error) {
+	out := map[string]float64{}
 	sc := bufio.NewScanner(bytes.NewReader(raw))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -110,22 +129,11 @@ func (w *clusterIPAM) sample(ctx context.Context) (apiSample, error) {
 		}
 		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
 		if err != nil {
-			return apiSample{}, fmt.Errorf("apiserver_request_total: %q: %w", sc.Text(), err)
+			return nil, fmt.Errorf("apiserver_request_total: %q: %w", sc.Text(), err)
 		}
-		s.reqs[key] += v
+		out[key] += v
 	}
-	if err := sc.Err(); err != nil {
-		return apiSample{}, err
-	}
-	api, etcd := w.c.PIDs()
-	for _, pid := range []int{api, etcd} {
-		cpu, err := processCPU(pid)
-		if err != nil {
-			return apiSample{}, err
-		}
-		s.cpu += cpu
-	}
-	return s, nil
+	return out, sc.Err()
 }
 
 // processCPU is utime+stime of a process from /proc/<pid>/stat.
