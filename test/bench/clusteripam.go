@@ -140,6 +140,9 @@ func (b *bench) startClusterIPAM(ctx context.Context, n int) (w *clusterIPAM, er
 	if err := w.makePods(ctx, n); err != nil {
 		return nil, err
 	}
+	if err := w.writeWhereaboutsFlatFile(); err != nil {
+		return nil, err
+	}
 	if w.node, err = b.reg.newNetns(b.id + "-knode"); err != nil {
 		return nil, err
 	}
@@ -227,6 +230,18 @@ func (w *clusterIPAM) podArgs(i int) string {
 	return fmt.Sprintf("IgnoreUnknown=1;K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_UID=%s", p.Namespace, p.Name, p.UID)
 }
 
+// whereaboutsFlatFile is where whereabouts' node-wide config goes: its
+// DaemonSet's installer writes one (script/lib.sh), and an ADD without
+// one fails ("config file not found"). Its content is the installer's.
+func (w *clusterIPAM) whereaboutsFlatFile() string {
+	return filepath.Join(w.c.Dir, "whereabouts.conf")
+}
+
+func (w *clusterIPAM) writeWhereaboutsFlatFile() error {
+	b := fmt.Appendf(nil, `{"datastore":"kubernetes","kubernetes":{"kubeconfig":%q},"reconciler_cron_expression":"30 4 * * *"}`, w.c.Admin)
+	return os.WriteFile(w.whereaboutsFlatFile(), b, 0o600)
+}
+
 // kinds are the two IPAMs with their configs: the same range, a network
 // name each, the admin kubeconfig for both (same authentication path),
 // everything else at its default.
@@ -242,8 +257,8 @@ func (w *clusterIPAM) kinds(tbBin string) []clusterIPAMKind {
 			return len(l.Items), nil
 		}}
 	wb := clusterIPAMKind{key: "whereabouts", label: "whereabouts " + whereaboutsVersion, bin: filepath.Join(whereaboutsDir(), "whereabouts"),
-		conf: fmt.Appendf(nil, `{"cniVersion":"1.1.0","name":"bench-wb","ipam":{"type":"whereabouts","range":%q,"gateway":%q,"kubernetes":{"kubeconfig":%q}}}`,
-			clusterRange, clusterGateway, w.c.Admin),
+		conf: fmt.Appendf(nil, `{"cniVersion":"1.1.0","name":"bench-wb","ipam":{"type":"whereabouts","range":%q,"gateway":%q,"configuration_path":%q}}`,
+			clusterRange, clusterGateway, w.whereaboutsFlatFile()),
 		leftover: func(ctx context.Context) (int, error) {
 			pool, err := w.dyn.Resource(ippoolsGVR).Namespace(whereaboutsNS).Get(ctx, whereaboutsPool, metav1.GetOptions{})
 			if err != nil {

@@ -202,7 +202,7 @@ func clusterRows(rep *report, k int, tbRuns, wbRuns []clusterBatch) {
 func clusterNote(n, runs, k int, idle float64) string {
 	return fmt.Sprintf("Cluster IPAM: tapbridge-ipam (this tree) and whereabouts %s (built from its module by scripts/deps/whereabouts.sh) exec'd directly as CNI IPAM plugins "+
 		"(CNI_COMMAND ADD/DEL, CNI_ARGS with K8S_POD_NAMESPACE/NAME/UID as Multus passes them, config on stdin) from one simulated node joined to a real kube-apiserver %s and etcd "+
-		"started for the section on this machine (so the server's CPU competes with the IPAMs'). Both get the same range (%s), a network each, the admin kubeconfig (client certificate) "+
+		"started for the section on this machine (so the server's CPU competes with the IPAMs'). Both get the same range (%s), a network each, the admin kubeconfig (client certificate; whereabouts reads it from the node-wide flat file its installer writes, which it requires) "+
 		"and otherwise their defaults (whereabouts: overlapping-range reservations on, leader election on a Lease with 1.5 s / 1 s / 0.5 s, debug log to stderr; tapbridge-ipam: timeout 30 s). "+
 		"Each batch ADDs %d attachments of %d pending pods (created beforehand, the same pods for both) with K workers, checks the %d addresses are distinct, DELs them with the ADD result as prevResult (as libcni does) "+
 		"and checks that nothing is left (no IPAllocation; an empty IPPool and no reservation); %d runs per K, the two IPAMs alternating batch by batch, the order flipping each run, after one warm-up ADD/DEL each "+
