@@ -55,7 +55,8 @@ demo: deps build
 	$(GO) run ./test/e2e/demo
 
 # Not part of `make test`: the machine is shared, so figures are ratios
-# against the upstream bridge plugin measured in the same run.
+# against the upstream bridge plugin, and for tapbridge-ipam against
+# whereabouts on one real API server, measured in the same run.
 bench: deps build
 	$(GO) run ./test/bench -plugin $(BIN) -agent $(AGENT) -ipam $(IPAMBIN) -out bench-results.md
 
