@@ -264,7 +264,7 @@ func (w *clusterIPAM) kinds(tbBin string) []clusterIPAMKind {
 			if err != nil {
 				return 0, err
 			}
-			allocs, _, _ := unstructuredMap(pool.Object, "spec", "allocations")
+			allocs := nestedMap(pool.Object, "spec", "allocations")
 			l, err := w.dyn.Resource(reservationsGVR).Namespace(whereaboutsNS).List(ctx, metav1.ListOptions{})
 			if err != nil {
 				return 0, err
@@ -274,16 +274,17 @@ func (w *clusterIPAM) kinds(tbBin string) []clusterIPAMKind {
 	return []clusterIPAMKind{tb, wb}
 }
 
-func unstructuredMap(obj map[string]any, path ...string) (map[string]any, bool, error) {
+// nestedMap is the object at path in obj, nil if there is none.
+func nestedMap(obj map[string]any, path ...string) map[string]any {
 	cur := obj
 	for _, p := range path {
 		next, ok := cur[p].(map[string]any)
 		if !ok {
-			return nil, false, nil
+			return nil
 		}
 		cur = next
 	}
-	return cur, true, nil
+	return cur
 }
 
 // addresses checks that every ADD returned one address and that no two
