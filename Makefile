@@ -57,9 +57,10 @@ demo: deps build
 	$(GO) run ./test/e2e/demo
 
 # Not part of `make test`: the machine is shared, so figures are ratios
-# against the upstream bridge plugin measured in the same run.
+# against the upstream bridge plugin, and for tapbridge-ipam against
+# whereabouts on one real API server, measured in the same run.
 bench: deps build
-	$(GO) run ./test/bench -plugin $(BIN) -agent $(AGENT) -out bench-results.md
+	$(GO) run ./test/bench -plugin $(BIN) -agent $(AGENT) -ipam $(IPAMBIN) -out bench-results.md
 
 # Bounded fuzzing: the config loader, ADD then DEL on fuzzed configs
 # in a throwaway node (the node must be as it was after every input), and

@@ -16,6 +16,7 @@ type batch struct {
 	Bin   string
 	Tag   string // makes container IDs unique across batches
 	Conf  func(i int) []byte
+	Args  func(i int) string // CNI_ARGS of pod i (nil: none)
 	Pods  []harness.Netns
 	K     int
 	Order func(i int) int // DEL order (nil: the ADD order)
@@ -41,8 +42,12 @@ func (b *bench) runBatch(ctx context.Context, s batch) (batchResult, error) {
 		AddCPU: make([]time.Duration, n), DelCPU: make([]time.Duration, n)}
 	results := make([][]byte, n)
 	call := func(i int, cmd string, stdin []byte) pluginCall {
-		return pluginCall{Bin: s.Bin, Command: cmd, ContainerID: fmt.Sprintf("%s-%04d", s.Tag, i),
+		c := pluginCall{Bin: s.Bin, Command: cmd, ContainerID: fmt.Sprintf("%s-%04d", s.Tag, i),
 			Netns: s.Pods[i].Path(), IfName: podIfName, Path: b.cniPath(), Stdin: stdin}
+		if s.Args != nil {
+			c.Args = s.Args(i)
+		}
+		return c
 	}
 	node := b.node
 	if s.Node != nil {

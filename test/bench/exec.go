@@ -26,6 +26,7 @@ type pluginCall struct {
 	Netns       string
 	IfName      string
 	Path        string // CNI_PATH
+	Args        string // CNI_ARGS (e.g. K8S_POD_NAMESPACE=…;K8S_POD_NAME=…), if any
 	Stdin       []byte
 }
 
@@ -37,7 +38,7 @@ type callResult struct {
 }
 
 func (c pluginCall) env() []string {
-	a := &invoke.Args{Command: c.Command, ContainerID: c.ContainerID, NetNS: c.Netns, IfName: c.IfName, Path: c.Path}
+	a := &invoke.Args{Command: c.Command, ContainerID: c.ContainerID, NetNS: c.Netns, IfName: c.IfName, Path: c.Path, PluginArgsStr: c.Args}
 	return a.AsEnv()
 }
 

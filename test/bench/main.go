@@ -37,6 +37,8 @@ type options struct {
 	Alt          string // a second tapbridge-cni build measured alongside
 	Dir          string // where the state, IPAM and build dirs go
 	Agent        string // a prebuilt tapbridge-agent (default: beside -plugin)
+	IPAM         string // a prebuilt tapbridge-ipam (default: beside -plugin)
+	ClusterK     int    // concurrent calls in the concurrent cluster-ipam rows
 	AgentN       int
 	AgentSamples int
 	AgentIdle    time.Duration
@@ -54,8 +56,10 @@ func parseFlags() options {
 	flag.IntVar(&o.LatSamples, "lat-samples", 2000, "paced small frames for the latency figures")
 	flag.BoolVar(&o.Quick, "quick", false, "smoke test: small sizes, one run")
 	flag.StringVar(&o.Plugin, "plugin", "", "tapbridge-cni binary to use (default: build one)")
-	flag.StringVar(&o.Only, "only", "", "run only these sections (control,floor,memory,scale,agent,dataplane)")
+	flag.StringVar(&o.Only, "only", "", "run only these sections (control,floor,memory,scale,agent,dataplane,cluster-ipam)")
 	flag.StringVar(&o.Agent, "agent", "", "tapbridge-agent binary to use (default: the one beside -plugin, else build one)")
+	flag.StringVar(&o.IPAM, "ipam", "", "tapbridge-ipam binary to use (default: the one beside -plugin, else build one)")
+	flag.IntVar(&o.ClusterK, "cluster-k", 16, "concurrent calls in the concurrent cluster-ipam rows")
 	flag.IntVar(&o.AgentN, "agent-n", 1000, "served attachments in the agent rows")
 	flag.IntVar(&o.AgentSamples, "agent-samples", 200, "DHCP request pairs per agent latency figure")
 	flag.DurationVar(&o.AgentIdle, "agent-idle", 10*time.Second, "how long the agent's idle CPU is measured")

@@ -100,8 +100,8 @@ func header(b *bench, wall time.Duration) []string {
 		"Date: " + time.Now().UTC().Format("2006-01-02 15:04 MST"),
 		fmt.Sprintf("Machine: %s, %d cores, kernel %s, %s", cpuModel(), runtime.NumCPU(), kernel(), runtime.Version()),
 		fmt.Sprintf("Plugins: tapbridge-cni %s; upstream bridge, host-local, static %s (go install)", gitDescribe(), harness.UpstreamVersion),
-		fmt.Sprintf("Sizes%s: N=%d pods per batch, %d runs per plugin (medians; plugins alternate run by run), K=%d; scale N=%d (windows of %d); agent N=%d (%d request pairs per figure, idle %s); data plane %s per size per layout, %d latency samples",
-			mode, o.N, o.Runs, o.K, o.ScaleN, o.Window, o.AgentN, o.AgentSamples, o.AgentIdle, o.DPTime, o.LatSamples),
+		fmt.Sprintf("Sizes%s: N=%d pods per batch, %d runs per plugin (medians; plugins alternate run by run), K=%d (cluster IPAM: K=%d); scale N=%d (windows of %d); agent N=%d (%d request pairs per figure, idle %s); data plane %s per size per layout, %d latency samples",
+			mode, o.N, o.Runs, o.K, o.ClusterK, o.ScaleN, o.Window, o.AgentN, o.AgentSamples, o.AgentIdle, o.DPTime, o.LatSamples),
 		fmt.Sprintf("Wall time: %s. Times are per call, exec'd as libcni does from a thread in the node netns; ratios are tapbridge / reference from this run", wall.Round(time.Second)),
 	}
 }

@@ -21,6 +21,7 @@ func (b *bench) sections() []section {
 		{"scale", b.sectionScale},
 		{"agent", b.sectionAgent},
 		{"dataplane", b.sectionDataplane},
+		{"cluster-ipam", b.sectionClusterIPAM},
 	}
 }
 
