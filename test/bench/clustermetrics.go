@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"maps"
 	"os"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -77,19 +75,13 @@ func meanCounts(runs []reqCounts) reqCounts {
 	return out
 }
 
-var labelRe = regexp.MustCompile(`(\w+)="([^"]*)"`)
-
 // sample scrapes /metrics (as admin) and reads both processes' CPU time.
 func (w *clusterIPAM) sample(ctx context.Context) (apiSample, error) {
-	raw, err := w.cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	reqs, err := w.c.Requests()
 	if err != nil {
 		return apiSample{}, fmt.Errorf("scrape /metrics: %w", err)
 	}
-	reqs, err := parseRequests(raw)
-	if err != nil {
-		return apiSample{}, err
-	}
-	s := apiSample{reqs: reqs}
+	s := apiSample{reqs: reqs.Count}
 	api, etcd := w.c.PIDs()
 	for _, pid := range []int{api, etcd} {
 		cpu, err := processCPU(pid)
@@ -99,41 +91,6 @@ func (w *clusterIPAM) sample(ctx context.Context) (apiSample, error) {
 		s.cpu += cpu
 	}
 	return s, nil
-}
-
-// parseRequests sums apiserver_request_total of a /metrics page by verb
-// and resource ("PUT leases", "PATCH ippools", "GET pods/status").
-func parseRequests(raw []byte) (map[string]float64, error) {
-	out := map[string]float64{}
-	sc := bufio.NewScanner(bytes.NewReader(raw))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line, ok := strings.CutPrefix(sc.Text(), "apiserver_request_total{")
-		if !ok {
-			continue
-		}
-		labels, value, ok := strings.Cut(line, "} ")
-		if !ok {
-			continue
-		}
-		l := map[string]string{}
-		for _, m := range labelRe.FindAllStringSubmatch(labels, -1) {
-			l[m[1]] = m[2]
-		}
-		if l["resource"] == "" {
-			continue // /metrics, /readyz and the like: no object touched
-		}
-		key := l["verb"] + " " + l["resource"]
-		if l["subresource"] != "" {
-			key += "/" + l["subresource"]
-		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-		if err != nil {
-			return nil, fmt.Errorf("apiserver_request_total: %q: %w", sc.Text(), err)
-		}
-		out[key] += v
-	}
-	return out, sc.Err()
 }
 
 // processCPU is utime+stime of a process from /proc/<pid>/stat.

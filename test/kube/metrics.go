@@ -35,8 +35,13 @@ func (c *Cluster) Requests() (Requests, error) {
 		b, _ := io.ReadAll(resp.Body)
 		return Requests{}, fmt.Errorf("/metrics: %s: %s", resp.Status, b)
 	}
+	return ParseRequests(resp.Body)
+}
+
+// ParseRequests reads a /metrics page's request counts and answer sizes.
+func ParseRequests(page io.Reader) (Requests, error) {
 	r := Requests{Count: map[string]float64{}, Bytes: map[string]float64{}}
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(page)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
@@ -57,6 +62,9 @@ func (c *Cluster) Requests() (Requests, error) {
 		l := map[string]string{}
 		for _, m := range labelRE.FindAllStringSubmatch(line[open:end], -1) {
 			l[m[1]] = m[2]
+		}
+		if l["resource"] == "" {
+			continue // /metrics, /readyz and the like: no object touched
 		}
 		key := l["verb"] + " " + l["resource"]
 		if l["subresource"] != "" {
