@@ -1,0 +1,111 @@
+package kube_test
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/tapbridge/tapbridge-cni/test/harness"
+)
+
+// TestMultusHotplug: KubeVirt's interface hot-plug and unplug on a running
+// virt-launcher pod, through Multus thick's /delegate endpoint with the
+// requests multus-dynamic-networks-controller sends (reconcileDynamic):
+// the pod was ADDed through the shim with one VM network; the hot-plug
+// adds a second interface on the same NAD (its TAP owned by 107, its own
+// address, network-status entry under pod<hash> with the guest MAC); the
+// unplug, with the pod netns still there, leaves the pod, the node and
+// the API exactly as before the hot-plug, and no tapbridge link of that
+// interface in the pod. The pod's own network is untouched throughout,
+// and the runtime's DEL then leaves the node as it was.
+func TestMultusHotplug(t *testing.T) {
+	needMultus(t)
+	n := newMultusNode(t, thick, "node1")
+	createNAD(t, "nad-tapbridge-ipam.yaml", persistentNAD, sandboxed)
+	first := element{Name: persistentNAD, Interface: podIface("flat13"), MAC: "02:00:00:13:00:21"}
+	hot := element{Name: persistentNAD, Interface: podIface("hot13"), MAC: "02:00:00:13:00:22"}
+	s := n.sandbox(t, virtLauncher(t, "virt-launcher-vm3-abcde", first))
+	before, allocs := n.read(t, s.ns), len(allocations(t, &network{name: persistentNAD}))
+
+	s.mustAdd(t)
+	firstIP := guestIP(t, s, first.Interface)
+	running := n.read(t, s.ns)
+
+	setNetworks(t, s, first, hot)
+	calls, err := s.reconcileDynamic(t)
+	t.Logf("hot-plug: the controller's requests: %+v", calls)
+	if err != nil {
+		t.Fatalf("hot-plug: %v", err)
+	}
+	if !slices.Contains(calls, dynamicCall{"ADD", podNamespace + "/" + persistentNAD, hot.Interface}) {
+		t.Fatalf("hot-plug sent %+v, no ADD of %s", calls, hot.Interface)
+	}
+	expectTap(t, s.ns, tapOf(hot.Interface))
+	statuses := networkStatus(t, s.pod)
+	st, ok := kubevirtLookup(statuses, hot.Interface)
+	if !ok || st.MAC != hot.MAC || len(st.IPs) != 1 || st.IPs[0] == firstIP ||
+		!netip.MustParsePrefix("172.16.13.0/24").Contains(netip.MustParseAddr(st.IPs[0])) {
+		t.Fatalf("network-status entry of the hot-plugged %s: %+v (found %v), want MAC %s and a new IP in 172.16.13.0/24",
+			hot.Interface, st, ok, hot.MAC)
+	}
+	if got := guestIP(t, s, first.Interface); got != firstIP {
+		t.Fatalf("the pod's first network went from %s to %s", firstIP, got)
+	}
+	expectTap(t, s.ns, tapOf(first.Interface))
+	if got := len(allocations(t, &network{name: persistentNAD})); got != allocs+2 {
+		t.Fatalf("%d IPAllocations after the hot-plug, want %d", got, allocs+2)
+	}
+
+	setNetworks(t, s, first)
+	calls, err = s.reconcileDynamic(t)
+	t.Logf("unplug: the controller's requests: %+v", calls)
+	if err != nil {
+		t.Fatalf("unplug: %v", err)
+	}
+	if !slices.Contains(calls, dynamicCall{"DEL", podNamespace + "/" + persistentNAD, hot.Interface}) {
+		t.Fatalf("unplug sent %+v, no DEL of %s", calls, hot.Interface)
+	}
+	if d := running.Diff(n.read(t, s.ns)); d != "" {
+		t.Fatalf("after the unplug the node differs from before the hot-plug:\n%s", d)
+	}
+	expectNoLinks(t, s.ns, hot.Interface, tapOf(hot.Interface))
+	if _, ok := kubevirtLookup(networkStatus(t, s.pod), hot.Interface); ok {
+		t.Fatalf("network-status still lists the unplugged %s", hot.Interface)
+	}
+	if got := guestIP(t, s, first.Interface); got != firstIP {
+		t.Fatalf("the pod's first network went from %s to %s", firstIP, got)
+	}
+	if got := len(allocations(t, &network{name: persistentNAD})); got != allocs+1 {
+		t.Fatalf("%d IPAllocations after the unplug, want %d", got, allocs+1)
+	}
+
+	s.mustDel(t)
+	if d := before.Diff(n.read(t, s.ns)); d != "" {
+		t.Fatalf("the node differs after the runtime's DEL:\n%s", d)
+	}
+	if got := len(allocations(t, &network{name: persistentNAD})); got != allocs {
+		t.Fatalf("%d IPAllocations after the runtime's DEL, want %d", got, allocs)
+	}
+}
+
+// expectNoLinks checks that none of the names is a link in the pod netns.
+func expectNoLinks(t *testing.T, pod harness.Netns, names ...string) {
+	t.Helper()
+	err := pod.Do(func() error {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return err
+		}
+		for _, l := range links {
+			if slices.Contains(names, l.Attrs().Name) {
+				t.Errorf("%s is still in the pod", l.Attrs().Name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
