@@ -3,6 +3,7 @@ package kube_test
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -107,5 +108,71 @@ func expectNoLinks(t *testing.T, pod harness.Netns, names ...string) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMultusHotplugErrors: a hot-plug of a NAD naming a missing bridge
+// fails with tapbridge's cause in the daemon's answer, the controller's
+// rollback DEL succeeds, and the pod, the node and the API are as before
+// the hot-plug, the pod's own network untouched.
+func TestMultusHotplugErrors(t *testing.T) {
+	needMultus(t)
+	n := newMultusNode(t, thick, "node1")
+	createNAD(t, "nad-tapbridge-ipam.yaml", persistentNAD, sandboxed)
+	createNADNamed(t, "missing-bridge", func(p map[string]any) {
+		sandboxed(p)
+		p["bridge"] = "br-missing"
+	})
+	first := element{Name: persistentNAD, Interface: podIface("flat13"), MAC: "02:00:00:13:00:31"}
+	bad := element{Name: "missing-bridge", Interface: podIface("bad"), MAC: "02:00:00:13:00:32"}
+	s := n.sandbox(t, virtLauncher(t, "virt-launcher-vm4-abcde", first))
+	s.mustAdd(t)
+	firstIP := guestIP(t, s, first.Interface)
+	running, allocs := n.read(t, s.ns), len(allocations(t, &network{name: persistentNAD}))
+
+	setNetworks(t, s, first, bad)
+	calls, err := s.reconcileDynamic(t)
+	t.Logf("hot-plug: the controller's requests: %+v; error: %v", calls, err)
+	if err == nil || !strings.Contains(err.Error(), "br-missing") {
+		t.Fatalf("hot-plug of %s = %v, want an error naming br-missing", bad.Name, err)
+	}
+	if d := running.Diff(n.read(t, s.ns)); d != "" {
+		t.Fatalf("after the failed hot-plug the node differs:\n%s", d)
+	}
+	expectNoLinks(t, s.ns, bad.Interface, tapOf(bad.Interface))
+	if got := guestIP(t, s, first.Interface); got != firstIP {
+		t.Fatalf("the pod's first network went from %s to %s", firstIP, got)
+	}
+	if got := len(allocations(t, &network{name: persistentNAD})); got != allocs {
+		t.Fatalf("%d IPAllocations after the failed hot-plug, want %d", got, allocs)
+	}
+	s.mustDel(t)
+}
+
+// TestMultusHotplugPodDelete: a VM stopped with a hot-plugged interface
+// still in place: the runtime's DEL of the pod (through the shim), then
+// its netns removed, as kubelet does; KubeVirt sends no unplug first.
+func TestMultusHotplugPodDelete(t *testing.T) {
+	needMultus(t)
+	n := newMultusNode(t, thick, "node1")
+	createNAD(t, "nad-tapbridge-ipam.yaml", persistentNAD, sandboxed)
+	first := element{Name: persistentNAD, Interface: podIface("flat13"), MAC: "02:00:00:13:00:41"}
+	hot := element{Name: persistentNAD, Interface: podIface("hot13"), MAC: "02:00:00:13:00:42"}
+	s := n.sandbox(t, virtLauncher(t, "virt-launcher-vm5-abcde", first))
+	before, allocs := n.read(t), len(allocations(t, &network{name: persistentNAD}))
+	s.mustAdd(t)
+	setNetworks(t, s, first, hot)
+	if _, err := s.reconcileDynamic(t); err != nil {
+		t.Fatalf("hot-plug: %v", err)
+	}
+	s.mustDel(t)
+	if err := s.ns.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if d := before.Diff(n.read(t)); d != "" {
+		t.Errorf("the node differs after the pod's DEL and its netns' removal:\n%s", d)
+	}
+	if got := len(allocations(t, &network{name: persistentNAD})); got != allocs {
+		t.Errorf("%d IPAllocations after the pod's DEL, want %d", got, allocs)
 	}
 }

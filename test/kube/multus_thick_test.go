@@ -177,28 +177,28 @@ func (n *mnode) startThick(t *testing.T) *libcni.NetworkConfigList {
 			t.Error(err)
 		}
 	})
+	// The daemon answers /healthz before its config manager writes
+	// 00-multus.conf (and may be caught writing it): wait for both.
 	confPath := filepath.Join(netd, "00-multus.conf")
-	var conf []byte
+	var list *libcni.NetworkConfigList
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if conf, err = os.ReadFile(confPath); err == nil && len(conf) > 0 {
-			if err = d.health(); err == nil {
-				break
+		conf, rerr := os.ReadFile(confPath)
+		if err = rerr; err == nil {
+			var pc *libcni.PluginConfig
+			if pc, err = libcni.NetworkPluginConfFromBytes(conf); err == nil {
+				if list, err = libcni.ConfListFromConf(pc); err == nil {
+					if err = d.health(); err == nil {
+						t.Logf("multus-daemon of %s ready; it wrote %s", n.name, conf)
+						break
+					}
+				}
 			}
 		}
 		if d.exited() || time.Now().After(deadline) {
 			t.Fatalf("multus-daemon of %s not ready (exited %v: %v): %v", n.name, d.exited(), d.err, err)
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-	t.Logf("multus-daemon of %s ready; it wrote %s", n.name, conf)
-	pc, err := libcni.NetworkPluginConfFromBytes(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	list, err := libcni.ConfListFromConf(pc)
-	if err != nil {
-		t.Fatal(err)
 	}
 	return list
 }
