@@ -63,8 +63,17 @@ var mnodeSeq atomic.Int32
 // execs then see the node's hostname and the node's /var/lib/cni and
 // /var/log (private mounts, gone with the process), as on a real node,
 // so the NADs keep the project's paths and no node shares a state dir.
+// /var is a tmpfs of the process's own, with /var/run pointing at /run
+// (CNI_NETNS is under /var/run/netns): the machine need not have a
+// /var/lib/cni to mount on, and nothing is made in its /var.
 const multusWrapper = `#!/bin/sh
-exec unshare --mount --uts --propagation private /bin/sh -c 'hostname "$1" && mount --bind "$2/var-lib-cni" /var/lib/cni && mount --bind "$2/var-log" /var/log && exec "$3"' sh %s %s %s
+exec unshare --mount --uts --propagation private /bin/sh -ec 'hostname "$1"
+mount -t tmpfs -o mode=755 tapbridge-node-var /var
+mkdir -p /var/lib/cni /var/log
+ln -s /run /var/run
+mount --bind "$2/var-lib-cni" /var/lib/cni
+mount --bind "$2/var-log" /var/log
+exec "$3"' sh %s %s %s
 `
 
 func newMultusNode(t *testing.T, mode multusMode, name string) *mnode {

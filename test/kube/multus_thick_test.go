@@ -129,7 +129,7 @@ func multusToken(t *testing.T) string {
 // cluster network as its clusterNetwork).
 func (n *mnode) startThick(t *testing.T) *libcni.NetworkConfigList {
 	t.Helper()
-	netd, sa := filepath.Join(n.dir, "net.d"), filepath.Join(n.dir, "serviceaccount")
+	netd, sa, sock := filepath.Join(n.dir, "net.d"), filepath.Join(n.dir, "serviceaccount"), filepath.Join(n.dir, "run-multus")
 	for _, d := range []string{netd, sa} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -148,11 +148,14 @@ func (n *mnode) startThick(t *testing.T) *libcni.NetworkConfigList {
 		// The DaemonSet's daemon-config.json, with the node's directories;
 		// every key of it also overrides the shim's config on each call,
 		// which is how binDir and confDir (mode-1 NADs) reach Multus.
+		// daemonSocketDir goes into 00-multus.conf for the shim, which
+		// otherwise dials /run/multus (the DaemonSet's socketDir on the
+		// host, where the daemon's /host/run/multus is mounted).
 		filepath.Join(n.dir, "daemon-config.json"): fmt.Sprintf(`{"cniVersion":"1.1.0",
 			"logLevel":"debug","logFile":"/var/log/multus.log","logToStderr":true,
 			"cniConfigDir":%q,"multusAutoconfigDir":%q,"multusConfigFile":"auto",
-			"socketDir":%q,"binDir":%q,"confDir":%q}`,
-			netd, netd, filepath.Join(n.dir, "run-multus"), n.bin, n.confDir()),
+			"socketDir":%q,"daemonSocketDir":%q,"binDir":%q,"confDir":%q}`,
+			netd, netd, sock, sock, n.bin, n.confDir()),
 		filepath.Join(n.dir, "multus-daemon.sh"): daemonWrapper,
 	}
 	for path, content := range files {
