@@ -13,9 +13,11 @@ import (
 )
 
 // The Multus tests: the runtime (libcni, as containerd uses it) execs
-// Multus thin, which reads the pod and the NADs from the API server and
-// execs tapbridge-cni for each VM network; tapbridge is reached only
-// through Multus.
+// Multus, thin (which reads the pod and the NADs from the API server and
+// execs tapbridge-cni for each VM network) or thick (multus-shim, which
+// hands the call to the node's multus-daemon, which does the same);
+// tapbridge is reached only through Multus. Each test runs in both modes
+// (eachMode); hot-plug, a thick-only path, is in multus_hotplug_test.go.
 
 func needMultus(t *testing.T) {
 	t.Helper()
