@@ -188,13 +188,10 @@ func (n *mnode) startThick(t *testing.T) *libcni.NetworkConfigList {
 	for {
 		conf, rerr := os.ReadFile(confPath)
 		if err = rerr; err == nil {
-			var pc *libcni.PluginConfig
-			if pc, err = libcni.NetworkPluginConfFromBytes(conf); err == nil {
-				if list, err = libcni.ConfListFromConf(pc); err == nil {
-					if err = d.health(); err == nil {
-						t.Logf("multus-daemon of %s ready; it wrote %s", n.name, conf)
-						break
-					}
+			if list, err = confListOf(conf); err == nil {
+				if err = d.health(); err == nil {
+					t.Logf("multus-daemon of %s ready; it wrote %s", n.name, conf)
+					break
 				}
 			}
 		}
@@ -204,6 +201,24 @@ func (n *mnode) startThick(t *testing.T) *libcni.NetworkConfigList {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return list
+}
+
+// confListOf reads a single-plugin .conf file as a runtime does (libcni's
+// deprecated ConfListFromConf, which containerd still applies to .conf
+// files): a list of that one plugin, with its name and cniVersion.
+func confListOf(conf []byte) (*libcni.NetworkConfigList, error) {
+	var c struct {
+		CNIVersion string `json:"cniVersion"`
+		Name       string `json:"name"`
+	}
+	if err := json.Unmarshal(conf, &c); err != nil {
+		return nil, err
+	}
+	list, err := json.Marshal(map[string]any{"cniVersion": c.CNIVersion, "name": c.Name, "plugins": []json.RawMessage{conf}})
+	if err != nil {
+		return nil, err
+	}
+	return libcni.ConfListFromBytes(list)
 }
 
 // startDaemon starts the wrapper in the node's host netns, in a process
