@@ -151,7 +151,7 @@ func TestMultusHotplugErrors(t *testing.T) {
 }
 
 // TestMultusHotplugPodDelete: a VM stopped with a hot-plugged interface
-// still in place. KubeVirt sends no unplug first: kubelet's runtime DELs
+// still in place, not unplugged first: kubelet's runtime DELs
 // the pod (through the shim) and removes its netns. Multus' DEL runs only
 // the delegates it cached at the pod's ADD (/var/lib/cni/multus/<container
 // ID>, saveDelegates in CmdAdd); the daemon's /delegate ADD never adds to
