@@ -26,16 +26,35 @@ import (
 
 var nadGVR = schema.GroupVersionResource{Group: "k8s.cni.cncf.io", Version: "v1", Resource: "network-attachment-definitions"}
 
-// mnode is a sandbox node whose runtime execs Multus thin: the node's
-// host netns (bridge br-test) joined to the API server, and a directory
-// that is the node's own /var/lib/cni and /var/log.
+// mnode is a sandbox node whose runtime execs Multus: thin (the multus
+// binary does everything) or thick (the multus-shim posts each call to the
+// node's multus-daemon, which execs the plugins). The node's host netns
+// (bridge br-test) is joined to the API server, and a directory is the
+// node's own /var/lib/cni and /var/log.
 type mnode struct {
-	name string // its hostname (tapbridge-ipam's nodeName)
-	hn   *harness.Node
-	dir  string
-	bin  string // CNI_PATH, and Multus' binDir
-	cni  *libcni.CNIConfig
-	conf *libcni.NetworkConfigList
+	name   string // its hostname (tapbridge-ipam's nodeName)
+	mode   multusMode
+	hn     *harness.Node
+	dir    string
+	bin    string // CNI_PATH, and Multus' binDir
+	cni    *libcni.CNIConfig
+	conf   *libcni.NetworkConfigList
+	daemon *multusDaemon // thick only
+}
+
+// multusMode is how Multus is deployed on a node.
+type multusMode string
+
+const (
+	thin  multusMode = "thin"  // cmd/multus, the plugin the runtime execs
+	thick multusMode = "thick" // cmd/multus-shim execed, cmd/multus-daemon running
+)
+
+// eachMode runs test once per Multus mode, as subtests thin and thick.
+func eachMode(t *testing.T, test func(t *testing.T, mode multusMode)) {
+	for _, m := range []multusMode{thin, thick} {
+		t.Run(string(m), func(t *testing.T) { test(t, m) })
+	}
 }
 
 var mnodeSeq atomic.Int32
@@ -44,13 +63,22 @@ var mnodeSeq atomic.Int32
 // execs then see the node's hostname and the node's /var/lib/cni and
 // /var/log (private mounts, gone with the process), as on a real node,
 // so the NADs keep the project's paths and no node shares a state dir.
+// /var is a tmpfs of the process's own, with /var/run pointing at /run
+// (CNI_NETNS is under /var/run/netns): the machine need not have a
+// /var/lib/cni to mount on, and nothing is made in its /var.
 const multusWrapper = `#!/bin/sh
-exec unshare --mount --uts --propagation private /bin/sh -c 'hostname "$1" && mount --bind "$2/var-lib-cni" /var/lib/cni && mount --bind "$2/var-log" /var/log && exec "$3"' sh %s %s %s
+exec unshare --mount --uts --propagation private /bin/sh -ec 'hostname "$1"
+mount -t tmpfs -o mode=755 tapbridge-node-var /var
+mkdir -p /var/lib/cni /var/log
+ln -s /run /var/run
+mount --bind "$2/var-lib-cni" /var/lib/cni
+mount --bind "$2/var-log" /var/log
+exec "$3"' sh %s %s %s
 `
 
-func newMultusNode(t *testing.T, name string) *mnode {
+func newMultusNode(t *testing.T, mode multusMode, name string) *mnode {
 	t.Helper()
-	n := &mnode{name: name, dir: t.TempDir()}
+	n := &mnode{name: name, mode: mode, dir: t.TempDir()}
 	hn, err := harness.NewNode(fmt.Sprintf("%s-m%d", runID, mnodeSeq.Add(1)))
 	if err != nil {
 		t.Fatal(err)
@@ -79,20 +107,24 @@ func newMultusNode(t *testing.T, name string) *mnode {
 			t.Fatal(err)
 		}
 	}
-	wrapper := fmt.Sprintf(multusWrapper, name, n.dir, kube.MultusBin("multus"))
-	if err := os.WriteFile(filepath.Join(n.bin, "multus"), []byte(wrapper), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	n.cni = libcni.NewCNIConfigWithCacheDir([]string{n.bin}, filepath.Join(n.dir, "runtime-cache"), nil)
-	n.conf, err = libcni.ConfListFromBytes(n.multusConf())
-	if err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			n.dumpLogs(t)
 		}
 	})
+	n.cni = libcni.NewCNIConfigWithCacheDir([]string{n.bin}, filepath.Join(n.dir, "runtime-cache"), nil)
+	if mode == thick {
+		n.conf = n.startThick(t)
+		return n
+	}
+	wrapper := fmt.Sprintf(multusWrapper, name, n.dir, kube.MultusBin("multus"))
+	if err := os.WriteFile(filepath.Join(n.bin, "multus"), []byte(wrapper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	n.conf, err = libcni.ConfListFromBytes(n.multusConf())
+	if err != nil {
+		t.Fatal(err)
+	}
 	return n
 }
 
@@ -111,8 +143,8 @@ func (n *mnode) multusConf() []byte {
 }
 
 func (n *mnode) dumpLogs(t *testing.T) {
-	for _, f := range []string{"multus.log", "tapbridge-cni.log"} {
-		b, err := os.ReadFile(filepath.Join(n.dir, "var-log", f))
+	for _, f := range []string{"var-log/multus.log", "var-log/tapbridge-cni.log", "multus-daemon.log"} {
+		b, err := os.ReadFile(filepath.Join(n.dir, f))
 		if err == nil {
 			lines := strings.Split(string(b), "\n")
 			t.Logf("--- %s of %s (last lines)\n%s", f, n.name, strings.Join(lines[max(0, len(lines)-40):], "\n"))

@@ -13,9 +13,11 @@ import (
 )
 
 // The Multus tests: the runtime (libcni, as containerd uses it) execs
-// Multus thin, which reads the pod and the NADs from the API server and
-// execs tapbridge-cni for each VM network; tapbridge is reached only
-// through Multus.
+// Multus, thin (which reads the pod and the NADs from the API server and
+// execs tapbridge-cni for each VM network) or thick (multus-shim, which
+// hands the call to the node's multus-daemon, which does the same);
+// tapbridge is reached only through Multus. Each test runs in both modes
+// (eachMode); hot-plug, a thick-only path, is in multus_hotplug_test.go.
 
 func needMultus(t *testing.T) {
 	t.Helper()
@@ -34,9 +36,11 @@ const (
 // the network-status Multus writes back gives KubeVirt, under pod<hash>,
 // the guest MAC and IPs; the host addresses are on the bridge. DEL
 // through Multus leaves the node and the API as they were.
-func TestMultusAddDel(t *testing.T) {
+func TestMultusAddDel(t *testing.T) { eachMode(t, testMultusAddDel) }
+
+func testMultusAddDel(t *testing.T, mode multusMode) {
 	needMultus(t)
-	n := newMultusNode(t, "node1")
+	n := newMultusNode(t, mode, "node1")
 	createNAD(t, "nad-tapbridge-ipam.yaml", persistentNAD, sandboxed)
 	createNAD(t, "nad-host-local.yaml", hostLocalNAD, nil)
 	n.installNodeConf(t, "node1/vmnet3.conflist")
@@ -138,9 +142,11 @@ func guestIP(t *testing.T, s *sandbox, podIf string) string {
 // virt-launcher pod and a migration target on another node get the
 // claim's address, through Multus; their DELs leave both nodes clean and
 // the address with the claim.
-func TestMultusClaims(t *testing.T) {
+func TestMultusClaims(t *testing.T) { eachMode(t, testMultusClaims) }
+
+func testMultusClaims(t *testing.T, mode multusMode) {
 	needMultus(t)
-	a, b := newMultusNode(t, "node-a"), newMultusNode(t, "node-b")
+	a, b := newMultusNode(t, mode, "node-a"), newMultusNode(t, mode, "node-b")
 	createNAD(t, "nad-tapbridge-ipam.yaml", persistentNAD, sandboxed)
 	podIf := podIface("flat")
 	makeClaim(t, "vm2.flat", persistentNAD, podIf)
@@ -194,9 +200,11 @@ func TestMultusClaims(t *testing.T) {
 // succeeds: tapbridge's DEL checks only the fields it uses, so a NAD that
 // ADD refused does not leave the pod Terminating behind a DEL that fails
 // for good.
-func TestMultusErrors(t *testing.T) {
+func TestMultusErrors(t *testing.T) { eachMode(t, testMultusErrors) }
+
+func testMultusErrors(t *testing.T, mode multusMode) {
 	needMultus(t)
-	n := newMultusNode(t, "node1")
+	n := newMultusNode(t, mode, "node1")
 	createNAD(t, "nad-tapbridge-ipam.yaml", persistentNAD, sandboxed)
 	good := element{Name: persistentNAD, Interface: podIface("good"), MAC: "02:00:00:13:00:03"}
 	cases := []struct {
