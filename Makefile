@@ -60,6 +60,7 @@ demo: deps build
 # against the upstream bridge plugin, and for tapbridge-ipam against
 # whereabouts on one real API server, measured in the same run.
 bench: deps build
+	./scripts/deps/whereabouts.sh
 	$(GO) run ./test/bench -plugin $(BIN) -agent $(AGENT) -ipam $(IPAMBIN) -out bench-results.md
 
 # Bounded fuzzing: the config loader, ADD then DEL on fuzzed configs

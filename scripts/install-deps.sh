@@ -50,4 +50,3 @@ fi
 ./scripts/deps/dhcp-client.sh
 ./scripts/deps/kube.sh
 ./scripts/deps/multus.sh
-./scripts/deps/whereabouts.sh
