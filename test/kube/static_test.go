@@ -74,18 +74,18 @@ func TestStaticRequests(t *testing.T) {
 func TestStaticClaim(t *testing.T) {
 	nw := newNet(t, staticRanges)
 	n := newNode(t, "node-a")
-	makeClaim(t, "vm7.flat", nw.name, "")
-	ann := claimNetworks(nw, "pod0vm7", "vm7.flat")
-	first := attachment{cid: "vm7-1", ifname: "pod0vm7", pod: makePod(t, "virt-launcher-vm7-1", ann), ip: "10.105.0.77"}
+	makeClaim(t, "vm17.flat", nw.name, "")
+	ann := claimNetworks(nw, "pod0vm17", "vm17.flat")
+	first := attachment{cid: "vm17-1", ifname: "pod0vm17", pod: makePod(t, "virt-launcher-vm17-1", ann), ip: "10.105.0.77"}
 	got := n.add(t, nw, first)
 	if got[0].String() != "10.105.0.77" {
 		t.Fatalf("claim without an address, requested 10.105.0.77: got %v", got)
 	}
-	if ips := claimIPs(t, "vm7.flat"); len(ips) != 2 || ips[0] != "10.105.0.77/24" {
+	if ips := claimIPs(t, "vm17.flat"); len(ips) != 2 || ips[0] != "10.105.0.77/24" {
 		t.Fatalf("claim status.ips %v", ips)
 	}
-	second := attachment{cid: "vm7-2", ifname: "pod0vm7", pod: makePod(t, "virt-launcher-vm7-2", ann), ip: "10.105.0.78"}
-	mustFailWith(t, n, nw, second, nil, 117, "10.105.0.78", "10.105.0.77", "vms/vm7.flat")
+	second := attachment{cid: "vm17-2", ifname: "pod0vm17", pod: makePod(t, "virt-launcher-vm17-2", ann), ip: "10.105.0.78"}
+	mustFailWith(t, n, nw, second, nil, 117, "10.105.0.78", "10.105.0.77", "vms/vm17.flat")
 	second.ip = "10.105.0.77"
 	if again := n.add(t, nw, second); fmt.Sprint(again) != fmt.Sprint(got) {
 		t.Fatalf("the claim's address requested: %v, want %v", again, got)
@@ -93,7 +93,7 @@ func TestStaticClaim(t *testing.T) {
 	// Another claim, or a plain attachment, cannot have it.
 	makeClaim(t, "vm8.flat", nw.name, "")
 	third := attachment{cid: "vm8", ifname: "pod0vm8", pod: makePod(t, "virt-launcher-vm8", claimNetworks(nw, "pod0vm8", "vm8.flat")), ip: "10.105.0.77"}
-	mustFailWith(t, n, nw, third, nil, 117, "10.105.0.77", "IPAMClaim vms/vm7.flat")
+	mustFailWith(t, n, nw, third, nil, 117, "10.105.0.77", "IPAMClaim vms/vm17.flat")
 	if ips := claimIPs(t, "vm8.flat"); len(ips) != 0 {
 		t.Fatalf("a refused ADD wrote status.ips %v", ips)
 	}
@@ -103,7 +103,7 @@ func TestStaticClaim(t *testing.T) {
 	for _, a := range []attachment{first, second} {
 		n.mustSucceed(t, nw, "DEL", a, nil)
 	}
-	deleteClaim(t, "vm7.flat")
+	deleteClaim(t, "vm17.flat")
 	deleteClaim(t, "vm8.flat")
 	waitForGC(t, n, nw)
 	if left := allocations(t, nw); len(left) != 0 {
