@@ -5,7 +5,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -266,11 +268,85 @@ func TestAgentDroppedFrames(t *testing.T) {
 	if c.dropped == 0 || c.sum() != float64(n) {
 		t.Errorf("%v answered, %v refused, %v dropped of %d; want drops, and every frame accounted for", c.answered, c.refused, c.dropped, n)
 	}
-	// Reading the kernel's count resets it: a later scrape must not
-	// lose (or count twice) what an earlier one read.
+	// The kernel's own count of the socket's drops (sock_diag's, which
+	// PACKET_STATISTICS does not reset) agrees; and reading the count
+	// resets it, so a later scrape must not lose or count twice what an
+	// earlier one read.
+	sock := f.portSocket(vm)
+	if kd := f.kernelDrops(sock); kd != c.dropped {
+		t.Errorf("the agent reports %v dropped frames, the kernel counted %v", c.dropped, kd)
+	}
 	if again := metric(f.scrape(), droppedSeries(vm)); again != c.dropped {
 		t.Errorf("dropped frames went from %v to %v with nothing sent", c.dropped, again)
 	}
+
+	// Drops no scrape has read yet are read when the port closes: flood
+	// the stopped agent again and DEL (its port's device, and the frames
+	// still on the way, go); the port's last word has every drop.
+	if err := pid.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	err = vm.flood(t, n)
+	f.must(f.del(conf, vm.att))
+	final := f.kernelDrops(sock)
+	if cerr := pid.Signal(syscall.SIGCONT); cerr != nil {
+		t.Fatal(cerr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := agent.waitLog(t, "stopped serving", vm.att.Names().Key, 10*time.Second)
+	t.Logf("second flood: the port closed having counted %v dropped frames, the kernel %v", last.DroppedFrames, final)
+	if last.DroppedFrames != final || final <= c.dropped {
+		t.Errorf("the port closed with %v dropped frames, the kernel counted %v (%v before the second flood)", last.DroppedFrames, final, c.dropped)
+	}
+}
+
+// portSocket is the inode of the agent's socket on vm's port, as ss
+// shows it ("ino:N").
+func (f *fixture) portSocket(vm *guestVM) string {
+	f.t.Helper()
+	hostIf := vm.att.Names().HostIf
+	for _, s := range f.packetSockets() {
+		if strings.Contains(s, "*:"+hostIf+" ") {
+			if m := regexp.MustCompile(`ino:(\d+)`).FindStringSubmatch(s); m != nil {
+				return m[1]
+			}
+		}
+	}
+	f.t.Fatalf("no packet socket on %s", hostIf)
+	return ""
+}
+
+// kernelDrops is the kernel's count (sk_drops, through sock_diag) of the
+// frames the socket with inode ino dropped.
+func (f *fixture) kernelDrops(ino string) float64 {
+	f.t.Helper()
+	for _, s := range f.packetSockets() {
+		if strings.Contains(s, "ino:"+ino+" ") {
+			if m := regexp.MustCompile(`,d(\d+)\)`).FindStringSubmatch(s); m != nil {
+				v, _ := strconv.ParseFloat(m[1], 64)
+				return v
+			}
+		}
+	}
+	f.t.Fatalf("no packet socket with inode %s", ino)
+	return 0
+}
+
+// packetSockets are the node's packet sockets as ss shows them, one
+// string a socket.
+func (f *fixture) packetSockets() []string {
+	f.t.Helper()
+	var out []byte
+	err := f.node.Host.Do(func() (err error) {
+		out, err = exec.Command("ss", "-0", "-a", "-m", "-n", "-e", "-H").Output()
+		return err
+	})
+	if err != nil {
+		f.t.Fatalf("ss: %v", err)
+	}
+	return strings.Split(strings.ReplaceAll(string(out), "\n\t", " "), "\n")
 }
 
 // moreThanQueued is a number of DISCOVERs a port's socket cannot queue:
