@@ -221,7 +221,7 @@ func TestAgentFlood(t *testing.T) {
 	c := f.waitAccounted(flooder, n, 10*time.Second)
 	elapsed := time.Since(start)
 	budget := 20 + 5*elapsed.Seconds() + 1
-	t.Logf("%d DISCOVERs from one guest in %s: %v answered (budget %.0f), %v refused as rate-limited, %v dropped by the kernel (the port's queue was full)",
+	t.Logf("%d DISCOVERs from one guest in %s: %v answered (budget %.0f), %v refused as rate-limited, %v dropped by the kernel (the port's queue full)",
 		n, elapsed.Round(time.Millisecond), c.answered, budget, c.refused, c.dropped)
 	if c.answered > budget || c.sum() != n {
 		t.Errorf("flood: %v answered, %v refused, %v dropped of %d; want at most %.0f answered and every frame accounted for",
@@ -263,7 +263,7 @@ func TestAgentDroppedFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := f.waitAccounted(vm, n, 10*time.Second)
-	t.Logf("%d DISCOVERs written while the agent was stopped: %v answered, %v refused as rate-limited, %v dropped by the kernel (so the queue held %v)",
+	t.Logf("%d DISCOVERs written while the agent was stopped: %v answered, %v refused as rate-limited, %v dropped by the kernel (the agent read %v)",
 		n, c.answered, c.refused, c.dropped, c.answered+c.refused)
 	if c.dropped == 0 || c.sum() != float64(n) {
 		t.Errorf("%v answered, %v refused, %v dropped of %d; want drops, and every frame accounted for", c.answered, c.refused, c.dropped, n)
