@@ -57,7 +57,7 @@ const retryAfter = 2 * time.Second
 func New(o Options) *Agent {
 	a := &Agent{reader: state.NewReader(o.Dir), dir: o.Dir, log: o.Log, ports: map[string]*port{}, lls: newLinkLocals(),
 		retries: map[string]*time.Timer{}}
-	a.m = newMetrics(o.Registry, a.portLabels)
+	a.m = newMetrics(o.Registry, a.servedPorts)
 	return a
 }
 
@@ -230,6 +230,11 @@ func (a *Agent) serve(key string, rec state.Record) {
 		delete(a.retries, key)
 	}
 	p, err := startPort(key, rec, a.m, a.log, a.lls)
+	if err == nil && old != nil && old.labels == p.labels {
+		// The same series goes on counting: starting again at 0 would
+		// read as a counter reset and lose the old socket's last drops.
+		p.dropped.Add(old.dropped.Load())
+	}
 	if err != nil {
 		a.m.portErrors.Inc()
 		a.log.Error("serve attachment", "attachment", key, "port", rec.HostIf, "err", err, "retry", retryAfter)
@@ -255,7 +260,7 @@ func (a *Agent) unserve(key string) {
 	a.mu.Unlock()
 	if p != nil {
 		p.stop()
-		p.log.Info("stopped serving")
+		p.log.Info("stopped serving", "dropped_frames", p.dropped.Load())
 	}
 }
 
@@ -283,12 +288,12 @@ func (a *Agent) servedKeys() []string {
 	return keys
 }
 
-func (a *Agent) portLabels() []portLabels {
+func (a *Agent) servedPorts() []*port {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make([]portLabels, 0, len(a.ports))
+	out := make([]*port, 0, len(a.ports))
 	for _, p := range a.ports {
-		out = append(out, p.labels)
+		out = append(out, p)
 	}
 	return out
 }

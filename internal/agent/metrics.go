@@ -41,7 +41,7 @@ type metrics struct {
 	portErrors prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer, ports func() []portLabels) *metrics {
+func newMetrics(reg prometheus.Registerer, ports func() []*port) *metrics {
 	m := &metrics{
 		served: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tapbridge_agent_attachments_served",
@@ -68,7 +68,7 @@ func newMetrics(reg prometheus.Registerer, ports func() []portLabels) *metrics {
 			Help: "Attachments the agent failed to start serving (see the logs).",
 		}),
 	}
-	reg.MustRegister(m.served, m.requests, m.replies, m.refusals, m.learned, m.portErrors, &spoofCollector{ports: ports})
+	reg.MustRegister(m.served, m.requests, m.replies, m.refusals, m.learned, m.portErrors, &portCollector{ports: ports})
 	m.zero()
 	return m
 }
@@ -112,34 +112,44 @@ var (
 	interceptedDesc = prometheus.NewDesc("tapbridge_port_intercepted_total",
 		"DHCP and router-solicitation frames a served port's table kept off the L2 (the agent reads them first).",
 		[]string{"port", "namespace", "pod"}, nil)
+	droppedFramesDesc = prometheus.NewDesc("tapbridge_agent_dropped_frames_total",
+		"Frames the kernel dropped before the agent could read them: the port's socket queue was full (a flood, or the agent starved of CPU).",
+		[]string{"port", "namespace", "pod"}, nil)
 )
 
-// spoofCollector reads each served port's nftables counters at scrape
-// time: they live in the kernel, so copying them on a timer would only
-// make them stale.
-type spoofCollector struct {
-	ports func() []portLabels
+// portCollector reads each port's counters at scrape time: the
+// nftables counters and the socket's drops live in the kernel, so
+// copying them on a timer would only make them stale.
+type portCollector struct {
+	ports func() []*port
 }
 
-func (c *spoofCollector) Describe(ch chan<- *prometheus.Desc) {
+func (c *portCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- spoofDroppedDesc
 	ch <- interceptedDesc
+	ch <- droppedFramesDesc
 }
 
-func (c *spoofCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *portCollector) Collect(ch chan<- prometheus.Metric) {
+	ports := c.ports()
+	for _, p := range ports {
+		l := p.labels
+		ch <- prometheus.MustNewConstMetric(droppedFramesDesc, prometheus.CounterValue, float64(p.countDrops()), l.port, l.namespace, l.pod)
+	}
 	r, err := spoof.NewCountReader()
 	if err != nil {
 		return
 	}
 	defer r.Close()
-	for _, p := range c.ports() {
-		n, err := r.Read(p.port)
+	for _, p := range ports {
+		l := p.labels
+		n, err := r.Read(l.port)
 		if err != nil {
 			// A port without a table (spoofCheck off and nothing
 			// intercepted, or going away) has no series.
 			continue
 		}
-		ch <- prometheus.MustNewConstMetric(spoofDroppedDesc, prometheus.CounterValue, float64(n.Dropped), p.port, p.namespace, p.pod)
-		ch <- prometheus.MustNewConstMetric(interceptedDesc, prometheus.CounterValue, float64(n.Intercepted), p.port, p.namespace, p.pod)
+		ch <- prometheus.MustNewConstMetric(spoofDroppedDesc, prometheus.CounterValue, float64(n.Dropped), l.port, l.namespace, l.pod)
+		ch <- prometheus.MustNewConstMetric(interceptedDesc, prometheus.CounterValue, float64(n.Intercepted), l.port, l.namespace, l.pod)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -46,6 +47,9 @@ type port struct {
 	m        *metrics
 	log      *slog.Logger
 	done     chan struct{} // closed when the reader has returned
+	// dropped is the sum of the kernel's drops on the socket: the kernel
+	// resets its count at each read (see socket.drops).
+	dropped atomic.Uint64
 
 	mu      sync.Mutex
 	timer   *time.Timer // the next unsolicited announcement; guarded by mu
@@ -202,8 +206,23 @@ func (p *port) stop() {
 		p.timer.Stop()
 	}
 	p.mu.Unlock()
-	_ = p.sock.close()
+	n, err := p.sock.close()
+	p.dropped.Add(n)
+	if err != nil {
+		p.log.Warn("close port", "err", err)
+	}
 	<-p.done
+}
+
+// countDrops adds what the kernel dropped since the last read to the
+// port's sum and returns the sum. A stopped port keeps the sum its last
+// read (in stop) left.
+func (p *port) countDrops() uint64 {
+	n, err := p.sock.drops()
+	if err != nil && !errors.Is(err, os.ErrClosed) {
+		p.log.Warn("read dropped frames", "err", err)
+	}
+	return p.dropped.Add(n)
 }
 
 func (p *port) run() {

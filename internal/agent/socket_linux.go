@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -17,6 +18,10 @@ type socket struct {
 	rc      syscall.RawConn
 	ifindex int
 	closed  atomic.Bool
+
+	// mu orders drops against close, so the last read of the kernel's
+	// count happens before the descriptor goes (the count goes with it).
+	mu sync.Mutex
 }
 
 // htons of ETH_P_ALL: the protocol of a packet socket is in network order.
@@ -98,8 +103,40 @@ func (s *socket) write(frame []byte) error {
 	return err
 }
 
-// close ends every read in progress (with os.ErrClosed).
-func (s *socket) close() error {
+// drops is how many frames the kernel dropped for this socket (its
+// receive queue was full) since the last call: reading the count resets
+// it, so the caller must keep the sum. os.ErrClosed after close.
+func (s *socket) drops() (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return 0, os.ErrClosed
+	}
+	return s.readDrops()
+}
+
+func (s *socket) readDrops() (uint64, error) {
+	var st *unix.TpacketStats
+	var err error
+	cerr := s.rc.Control(func(fd uintptr) {
+		st, err = unix.GetsockoptTpacketStats(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS)
+	})
+	if cerr != nil {
+		return 0, cerr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read packet socket statistics: %w", err)
+	}
+	return uint64(st.Drops), nil
+}
+
+// close ends every read in progress (with os.ErrClosed). It returns the
+// drops not yet read by drops, which would otherwise be lost with the
+// descriptor.
+func (s *socket) close() (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, derr := s.readDrops()
 	s.closed.Store(true)
-	return s.f.Close()
+	return n, errors.Join(derr, s.f.Close())
 }

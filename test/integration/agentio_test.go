@@ -81,6 +81,9 @@ type logLine struct {
 	Time       time.Time `json:"time"`
 	Msg        string    `json:"msg"`
 	Attachment string    `json:"attachment"`
+	// DroppedFrames is a port's count of the kernel's drops, logged when
+	// the port stops.
+	DroppedFrames float64 `json:"dropped_frames"`
 }
 
 // waitLog waits for the first line with msg (and attachment, if given).
