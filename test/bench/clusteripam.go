@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"time"
@@ -51,13 +50,8 @@ func whereaboutsDir() string { return filepath.Join(harness.RepoRoot(), "build",
 
 // clusterIPAMMissing says why the section cannot run on this machine, or "".
 func clusterIPAMMissing() string {
-	for _, bin := range []string{kube.KubeAPIServer(), kube.Kubectl()} {
-		if _, err := os.Stat(bin); err != nil {
-			return bin + " is missing (scripts/deps/kube.sh builds it)"
-		}
-	}
-	if _, err := exec.LookPath("etcd"); err != nil {
-		return "etcd is missing (scripts/deps/kube.sh installs Debian's etcd-server)"
+	if err := kube.CheckBinaries(); err != nil {
+		return err.Error()
 	}
 	v, err := os.ReadFile(filepath.Join(whereaboutsDir(), "whereabouts.version"))
 	if err != nil || string(v) != whereaboutsVersion+"\n" {

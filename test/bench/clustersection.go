@@ -207,7 +207,7 @@ func clusterNote(n, runs, k int, idle float64) string {
 		"Each batch ADDs %d attachments of %d pending pods (created beforehand, the same pods for both) with K workers, checks the %d addresses are distinct, DELs them with the ADD result as prevResult (as libcni does) "+
 		"and checks that nothing is left (no IPAllocation; an empty IPPool and no reservation); %d runs per K, the two IPAMs alternating batch by batch, the order flipping each run, after one warm-up ADD/DEL each "+
 		"(whereabouts creates its IPPool on first use). Latency: medians over runs of each batch's p50/p99. Requests per call: apiserver_request_total summed by verb and resource, scraped before and after the batch's ADDs and around its DELs, divided by N, "+
-		"mean over runs; with no IPAM running the server counted %.2f requests/s of its own (leases, endpoints), which are in these counts, not subtracted (≤ %.2f per call for a batch lasting N × 0.1 s). "+
+		"mean over runs; with no IPAM running the server counted %.2f requests/s of its own (leases, endpoints), which are in these counts, not subtracted (their share per call is that rate × the batch's duration / N: about %.3f per 100 ms of batch time per call). "+
 		"Server CPU: utime+stime of kube-apiserver and etcd over the same windows, per call (10 ms ticks); the header's share of other processes' CPU for this section includes them. K=%d runs %d calls at once from one node.",
 		whereaboutsVersion, kube.Version, clusterRange, n, n, n, runs, idle, idle*0.1, k, k)
 }

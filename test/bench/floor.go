@@ -238,7 +238,7 @@ func (b *bench) execFloor(ctx context.Context) (wall, cpu time.Duration, err err
 }
 
 // hostLocalAlone execs host-local itself with tapbridge's config, as
-// tapbridge does: ADDs, then DELs.
+// bridge does (tapbridge runs it in process): ADDs, then DELs.
 func (b *bench) hostLocalAlone(ctx context.Context) (add, del, addCPU time.Duration, err error) {
 	tb, _, _ := b.cpVariants()
 	conf := tb.Conf(filepath.Join(b.dir, "ipam", "floor-host-local"))

@@ -65,7 +65,7 @@ func parseFlags() options {
 	flag.DurationVar(&o.AgentIdle, "agent-idle", 10*time.Second, "how long the agent's idle CPU is measured")
 	flag.StringVar(&o.Dir, "dir", os.TempDir(), "base dir for the run's state, IPAM and binaries (its filesystem matters: see the header)")
 	flag.StringVar(&o.Alt, "alt", "", "a second tapbridge-cni build (e.g. with a fix) run alternately in the control-plane rows, and as data-plane layout tb-alt")
-	flag.StringVar(&o.Layouts, "layouts", "", "data-plane layouts to run, for profiling one (tb,tb-nospoof,direct,inpod,vethfloor); rows need all")
+	flag.StringVar(&o.Layouts, "layouts", "", "data-plane layouts to run, for profiling one (tb,tb-nospoof,tb-hook,direct,inpod,vethfloor; tb-alt with -alt); rows need all")
 	flag.Parse()
 	if o.Quick {
 		o.N, o.Runs, o.ScaleN, o.Window = 20, 1, 100, 20

@@ -144,9 +144,13 @@ func (n *Node) localize(conflist []byte) ([]byte, error) {
 			// Its store is the API: the node's kubeconfig, and the node's
 			// name for its users (the nodes share one hostname).
 			ipam["nodeName"] = n.Name
-			if api := n.c.API(); api != nil {
-				ipam["kubeconfig"] = api.Kubeconfig
+			api := n.c.API()
+			if api == nil {
+				// Without it the IPAM would read the host's default
+				// kubeconfig path: refuse rather than reach outside.
+				return nil, fmt.Errorf("network %v uses %s: start the cluster's API server (StartAPI) before registering it", list["name"], IPAMType)
 			}
+			ipam["kubeconfig"] = api.Kubeconfig
 		}
 	}
 	return json.Marshal(list)
