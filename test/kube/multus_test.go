@@ -268,7 +268,7 @@ func testMultusDelError(t *testing.T, mode multusMode) {
 	n := newMultusNode(t, mode, "node1")
 	createNAD(t, "nad-tapbridge-ipam.yaml", persistentNAD, sandboxed)
 	elem := element{Name: persistentNAD, Interface: podIface("flat13"), MAC: "02:00:00:13:00:05"}
-	s := n.sandbox(t, virtLauncher(t, "virt-launcher-vm6-abcde", elem))
+	s := n.sandbox(t, virtLauncher(t, "virt-launcher-vm9-delerr", elem))
 	before, allocs := n.read(t, s.ns), allocCounts(t)
 	s.mustAdd(t)
 
