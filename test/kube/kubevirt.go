@@ -234,9 +234,13 @@ func (c *Cluster) Allocations(ctx context.Context, network string) ([]Allocation
 		a.Address, _, _ = unstructured.NestedString(it.Object, "spec", "address")
 		a.Claim, _, _ = unstructured.NestedString(it.Object, "spec", "claim", "name")
 		users, _, _ := unstructured.NestedSlice(it.Object, "spec", "users")
-		for _, u := range users {
+		for i, u := range users {
 			m, _ := u.(map[string]any)
-			a.Users = append(a.Users, fmt.Sprint(m["containerID"]))
+			id, _ := m["containerID"].(string)
+			if id == "" { // the CRD requires it: a user without one is a bug to report, not a "<nil>" to compare
+				return nil, fmt.Errorf("IPAllocation %s: user %d has no containerID: %v", a.Name, i, u)
+			}
+			a.Users = append(a.Users, id)
 		}
 		out = append(out, a)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -45,7 +46,8 @@ import (
 //     with UpdateStatus (handleResult, annotations.UpdatePodNetworkStatus,
 //     nadutils.SetNetworkStatus);
 //   - after a failed request, a DEL of every attachment it tried to add,
-//     the failed one included (handleRollback); the controller then
+//     the failed one included (handleRollback, which only logs their
+//     errors: the tests read them in the calls); the controller then
 //     retries the pod twice (maxRetries), which the tests do not.
 
 // delegateRequest is multusapi.Request (pkg/server/api/types.go of Multus
@@ -78,9 +80,53 @@ type dynamicStatus struct {
 	Device    json.RawMessage `json:"device-info,omitempty"`
 }
 
-// dynamicCall is one /delegate request the controller sent.
+// dynamicCall is one /delegate request the controller sent, and the
+// daemon's error answer ("" for success).
 type dynamicCall struct {
 	Cmd, Network, IfName string
+	Err                  string
+}
+
+// delegate sends the controller's /delegate request for element e of the
+// pod to the node's daemon (ADD answers a result).
+func (s *sandbox) delegate(cmd string, pod *corev1.Pod, e element, conf []byte) (*current.Result, error) {
+	req := delegateRequest{Env: map[string]string{
+		"CNI_COMMAND": cmd, "CNI_CONTAINERID": s.rt.ContainerID, "CNI_NETNS": s.rt.NetNS, "CNI_IFNAME": e.Interface,
+		"CNI_ARGS": fmt.Sprintf("K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_UID=%s", pod.Namespace, pod.Name, pod.UID),
+	}, Config: conf}
+	if e.MAC != "" {
+		req.InterfaceAttributes = &delegateIfaceAttrs{MacRequest: e.MAC}
+	}
+	out, err := s.n.daemon.post("/delegate", req)
+	if err != nil || cmd != "ADD" {
+		return nil, err
+	}
+	var resp struct{ Result *current.Result }
+	if err := json.Unmarshal(out, &resp); err != nil || resp.Result == nil {
+		return nil, fmt.Errorf("delegate ADD answered %s: %v", out, err)
+	}
+	return resp.Result, nil
+}
+
+// nadConfig is the config the controller sends for e: the NAD's
+// spec.config, its name filled in when missing.
+func nadConfig(t *testing.T, e element) ([]byte, error) {
+	_, dyn := clients(t)
+	u, err := dyn.Resource(nadGVR).Namespace(e.Namespace).Get(ctxT(t), e.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var c map[string]any
+	spec, _ := u.Object["spec"].(map[string]any)
+	conf, _ := spec["config"].(string)
+	if err := json.Unmarshal([]byte(conf), &c); err != nil {
+		return nil, fmt.Errorf("failed to unmarshal Spec.Config: %v", err)
+	}
+	if name, ok := c["name"]; !ok || name == "" {
+		c["name"] = e.Name
+		return json.Marshal(c)
+	}
+	return []byte(conf), nil
 }
 
 // reconcileDynamic does what the controller does for the sandbox's pod
@@ -88,7 +134,7 @@ type dynamicCall struct {
 // err is the first failed request's (after its rollback).
 func (s *sandbox) reconcileDynamic(t *testing.T) (calls []dynamicCall, err error) {
 	t.Helper()
-	cs, dyn := clients(t)
+	cs, _ := clients(t)
 	pod, gerr := cs.CoreV1().Pods(s.pod.Namespace).Get(ctxT(t), s.pod.Name, metav1.GetOptions{})
 	if gerr != nil {
 		t.Fatal(gerr)
@@ -118,40 +164,13 @@ func (s *sandbox) reconcileDynamic(t *testing.T) (calls []dynamicCall, err error
 		}
 	}
 	send := func(cmd string, e element, conf []byte) (*current.Result, error) {
-		req := delegateRequest{Env: map[string]string{
-			"CNI_COMMAND": cmd, "CNI_CONTAINERID": s.rt.ContainerID, "CNI_NETNS": s.rt.NetNS, "CNI_IFNAME": e.Interface,
-			"CNI_ARGS": fmt.Sprintf("K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_UID=%s", pod.Namespace, pod.Name, pod.UID),
-		}, Config: conf}
-		if e.MAC != "" {
-			req.InterfaceAttributes = &delegateIfaceAttrs{MacRequest: e.MAC}
-		}
-		calls = append(calls, dynamicCall{cmd, e.Namespace + "/" + e.Name, e.Interface})
-		out, err := s.n.daemon.post("/delegate", req)
-		if err != nil || cmd != "ADD" {
-			return nil, err
-		}
-		var resp struct{ Result *current.Result }
-		if err := json.Unmarshal(out, &resp); err != nil || resp.Result == nil {
-			return nil, fmt.Errorf("delegate ADD answered %s: %v", out, err)
-		}
-		return resp.Result, nil
-	}
-	nadConfig := func(e element) ([]byte, error) {
-		u, err := dyn.Resource(nadGVR).Namespace(e.Namespace).Get(ctxT(t), e.Name, metav1.GetOptions{})
+		res, err := s.delegate(cmd, pod, e, conf)
+		c := dynamicCall{Cmd: cmd, Network: e.Namespace + "/" + e.Name, IfName: e.Interface}
 		if err != nil {
-			return nil, err
+			c.Err = err.Error()
 		}
-		var c map[string]any
-		spec, _ := u.Object["spec"].(map[string]any)
-		conf, _ := spec["config"].(string)
-		if err := json.Unmarshal([]byte(conf), &c); err != nil {
-			return nil, fmt.Errorf("failed to unmarshal Spec.Config: %v", err)
-		}
-		if name, ok := c["name"]; !ok || name == "" {
-			c["name"] = e.Name
-			return json.Marshal(c)
-		}
-		return []byte(conf), nil
+		calls = append(calls, c)
+		return res, err
 	}
 
 	var (
@@ -164,7 +183,7 @@ func (s *sandbox) reconcileDynamic(t *testing.T) (calls []dynamicCall, err error
 			continue
 		}
 		tried = append(tried, e)
-		conf, cerr := nadConfig(e)
+		conf, cerr := nadConfig(t, e)
 		if cerr != nil {
 			err = cerr
 			break
@@ -183,7 +202,7 @@ func (s *sandbox) reconcileDynamic(t *testing.T) (calls []dynamicCall, err error
 			}
 			ns, name, _ := strings.Cut(st.Name, "/")
 			e := element{Name: name, Namespace: ns, Interface: st.Interface}
-			conf, cerr := nadConfig(e)
+			conf, cerr := nadConfig(t, e)
 			if cerr == nil {
 				_, cerr = send("DEL", e, conf)
 			}
@@ -209,9 +228,12 @@ func (s *sandbox) reconcileDynamic(t *testing.T) (calls []dynamicCall, err error
 	}
 	if err != nil {
 		for _, e := range tried {
-			if conf, cerr := nadConfig(e); cerr == nil {
-				_, _ = send("DEL", e, conf)
+			conf, cerr := nadConfig(t, e)
+			if cerr != nil {
+				calls = append(calls, dynamicCall{Cmd: "DEL", Network: e.Namespace + "/" + e.Name, IfName: e.Interface, Err: cerr.Error()})
+				continue
 			}
+			_, _ = send("DEL", e, conf) // its answer is in calls
 		}
 	}
 	return calls, err

@@ -1,10 +1,12 @@
 package kube_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -78,6 +80,7 @@ exec "$3"' sh %s %s %s
 
 func newMultusNode(t *testing.T, mode multusMode, name string) *mnode {
 	t.Helper()
+	guardHostLog(t)
 	n := &mnode{name: name, mode: mode, dir: t.TempDir()}
 	hn, err := harness.NewNode(fmt.Sprintf("%s-m%d", runID, mnodeSeq.Add(1)))
 	if err != nil {
@@ -131,6 +134,34 @@ func newMultusNode(t *testing.T, mode multusMode, name string) *mnode {
 func (n *mnode) varLib() string   { return filepath.Join(n.dir, "var-lib-cni") }
 func (n *mnode) confDir() string  { return filepath.Join(n.dir, "multus-net.d") }
 func (n *mnode) stateDir() string { return filepath.Join(n.varLib(), "tapbridge") }
+
+// multusLog is the node's Multus log: the /var/log/multus.log of thin's
+// wrapper and of the daemon's mount namespace, and the logFile thick's
+// config gives multus-shim, which the runtime execs with no wrapper.
+func (n *mnode) multusLog() string { return filepath.Join(n.dir, "var-log", "multus.log") }
+
+// hostMultusLog is the path Multus' deployments log to: the machine's
+// own, which no Multus of the tier may write.
+const hostMultusLog = "/var/log/multus.log"
+
+// guardHostLog fails the test if the machine's /var/log/multus.log was
+// created or written while it ran (a Multus binary run outside a node's
+// mount namespace with that path); one the test created is removed.
+func guardHostLog(t *testing.T) {
+	t.Helper()
+	before, errBefore := os.Stat(hostMultusLog)
+	t.Cleanup(func() {
+		after, err := os.Stat(hostMultusLog)
+		switch {
+		case err != nil:
+		case errBefore != nil:
+			t.Errorf("%s was created during the test: a Multus binary logged outside the node's directories", hostMultusLog)
+			_ = os.Remove(hostMultusLog)
+		case after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime()):
+			t.Errorf("%s was written during the test (%d bytes, then %d)", hostMultusLog, before.Size(), after.Size())
+		}
+	})
+}
 
 // multusConf is Multus thin's conflist as a cluster's installer writes
 // it: a kubeconfig for the API server, and a cluster network kept as
@@ -219,8 +250,43 @@ func (s *sandbox) mustAdd(t *testing.T) {
 	}
 }
 
+// del runs the runtime's DEL. multus-shim answers every DEL with success
+// (CNI says DEL should not fail) and only logs the daemon's error, so in
+// thick mode the error is read from the node's Multus log.
 func (s *sandbox) del() error {
-	return s.do(func(ctx context.Context) error { return s.n.cni.DelNetworkList(ctx, s.n.conf, s.rt) })
+	var from int64
+	if fi, err := os.Stat(s.n.multusLog()); err == nil {
+		from = fi.Size()
+	}
+	if err := s.do(func(ctx context.Context) error { return s.n.cni.DelNetworkList(ctx, s.n.conf, s.rt) }); err != nil {
+		return err
+	}
+	if s.n.mode != thick {
+		return nil
+	}
+	return s.n.shimDelError(from)
+}
+
+// shimDelError is the error multus-shim logged ("CmdDel (shim): …") in
+// the node's Multus log past offset from, nil if none. The daemon logs
+// every request there too, so a log that is missing after a DEL is an
+// error: the check would see nothing.
+func (n *mnode) shimDelError(from int64) error {
+	b, err := os.ReadFile(n.multusLog())
+	if err != nil {
+		return fmt.Errorf("read the node's Multus log for the DEL's outcome: %w", err)
+	}
+	if int64(len(b)) < from {
+		from = 0 // rotated
+	}
+	_, msg, found := bytes.Cut(b[from:], []byte("CmdDel (shim): "))
+	if !found {
+		return nil
+	}
+	if len(msg) > 4000 {
+		msg = msg[:4000]
+	}
+	return fmt.Errorf("DEL through multus-shim failed (the shim answered success and logged): %s", bytes.TrimSpace(msg))
 }
 
 func (s *sandbox) mustDel(t *testing.T) {
@@ -374,4 +440,39 @@ func virtLauncher(t *testing.T, name string, elems ...element) *corev1.Pod {
 	p := makePod(t, name, annotation(elems...))
 	t.Cleanup(func() { deletePod(t, p) })
 	return p
+}
+
+// allocCounts is the number of IPAllocations of each network, over all
+// the tier's networks, so a leak in any of them shows.
+func allocCounts(t *testing.T) map[string]int {
+	t.Helper()
+	_, dyn := clients(t)
+	list, err := dyn.Resource(allocGVR).List(ctxT(t), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, it := range list.Items {
+		name, _, _ := unstructured.NestedString(it.Object, "spec", "network")
+		out[name]++
+	}
+	return out
+}
+
+// withAllocs is counts with n more IPAllocations of network.
+func withAllocs(counts map[string]int, network string, n int) map[string]int {
+	out := maps.Clone(counts)
+	out[network] += n
+	if out[network] == 0 {
+		delete(out, network)
+	}
+	return out
+}
+
+// expectAllocs checks the IPAllocations of every network against want.
+func expectAllocs(t *testing.T, when string, want map[string]int) {
+	t.Helper()
+	if got := allocCounts(t); !maps.Equal(got, want) {
+		t.Fatalf("IPAllocations by network %s: %v, want %v", when, got, want)
+	}
 }

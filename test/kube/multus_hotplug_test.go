@@ -1,6 +1,7 @@
 package kube_test
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -20,8 +21,11 @@ import (
 // address, network-status entry under pod<hash> with the guest MAC); the
 // unplug, with the pod netns still there, leaves the pod, the node and
 // the API exactly as before the hot-plug, and no tapbridge link of that
-// interface in the pod. The pod's own network is untouched throughout,
-// and the runtime's DEL then leaves the node as it was.
+// interface in the pod. The hot-plug's DEL of the TAP's network-status
+// entry (tap<hash>, which matches no element) succeeds and leaves the
+// pod's own network whole. The pod's own network is untouched throughout,
+// and the runtime's DEL then leaves the node as it was. IPAllocations are
+// counted over every network.
 func TestMultusHotplug(t *testing.T) {
 	needMultus(t)
 	n := newMultusNode(t, thick, "node1")
@@ -29,7 +33,7 @@ func TestMultusHotplug(t *testing.T) {
 	first := element{Name: persistentNAD, Interface: podIface("flat13"), MAC: "02:00:00:13:00:21"}
 	hot := element{Name: persistentNAD, Interface: podIface("hot13"), MAC: "02:00:00:13:00:22"}
 	s := n.sandbox(t, virtLauncher(t, "virt-launcher-vm3-abcde", first))
-	before, allocs := n.read(t, s.ns), len(allocations(t, &network{name: persistentNAD}))
+	before, allocs := n.read(t, s.ns), allocCounts(t)
 
 	s.mustAdd(t)
 	firstIP := guestIP(t, s, first.Interface)
@@ -41,8 +45,11 @@ func TestMultusHotplug(t *testing.T) {
 	if err != nil {
 		t.Fatalf("hot-plug: %v", err)
 	}
-	if !slices.Contains(calls, dynamicCall{"ADD", podNamespace + "/" + persistentNAD, hot.Interface}) {
-		t.Fatalf("hot-plug sent %+v, no ADD of %s", calls, hot.Interface)
+	if !slices.Contains(calls, dynamicCall{"ADD", podNamespace + "/" + persistentNAD, hot.Interface, ""}) {
+		t.Fatalf("hot-plug sent %+v, no ADD of %s that succeeded", calls, hot.Interface)
+	}
+	if !slices.Contains(calls, dynamicCall{"DEL", podNamespace + "/" + persistentNAD, tapOf(first.Interface), ""}) {
+		t.Fatalf("hot-plug sent %+v, no DEL of %s (the TAP's network-status entry) that succeeded", calls, tapOf(first.Interface))
 	}
 	expectTap(t, s.ns, tapOf(hot.Interface))
 	statuses := networkStatus(t, s.pod)
@@ -56,9 +63,7 @@ func TestMultusHotplug(t *testing.T) {
 		t.Fatalf("the pod's first network went from %s to %s", firstIP, got)
 	}
 	expectTap(t, s.ns, tapOf(first.Interface))
-	if got := len(allocations(t, &network{name: persistentNAD})); got != allocs+2 {
-		t.Fatalf("%d IPAllocations after the hot-plug, want %d", got, allocs+2)
-	}
+	expectAllocs(t, "after the hot-plug", withAllocs(allocs, persistentNAD, 2))
 
 	setNetworks(t, s, first)
 	calls, err = s.reconcileDynamic(t)
@@ -66,8 +71,8 @@ func TestMultusHotplug(t *testing.T) {
 	if err != nil {
 		t.Fatalf("unplug: %v", err)
 	}
-	if !slices.Contains(calls, dynamicCall{"DEL", podNamespace + "/" + persistentNAD, hot.Interface}) {
-		t.Fatalf("unplug sent %+v, no DEL of %s", calls, hot.Interface)
+	if !slices.Contains(calls, dynamicCall{"DEL", podNamespace + "/" + persistentNAD, hot.Interface, ""}) {
+		t.Fatalf("unplug sent %+v, no DEL of %s that succeeded", calls, hot.Interface)
 	}
 	if d := running.Diff(n.read(t, s.ns)); d != "" {
 		t.Fatalf("after the unplug the node differs from before the hot-plug:\n%s", d)
@@ -79,17 +84,13 @@ func TestMultusHotplug(t *testing.T) {
 	if got := guestIP(t, s, first.Interface); got != firstIP {
 		t.Fatalf("the pod's first network went from %s to %s", firstIP, got)
 	}
-	if got := len(allocations(t, &network{name: persistentNAD})); got != allocs+1 {
-		t.Fatalf("%d IPAllocations after the unplug, want %d", got, allocs+1)
-	}
+	expectAllocs(t, "after the unplug", withAllocs(allocs, persistentNAD, 1))
 
 	s.mustDel(t)
 	if d := before.Diff(n.read(t, s.ns)); d != "" {
 		t.Fatalf("the node differs after the runtime's DEL:\n%s", d)
 	}
-	if got := len(allocations(t, &network{name: persistentNAD})); got != allocs {
-		t.Fatalf("%d IPAllocations after the runtime's DEL, want %d", got, allocs)
-	}
+	expectAllocs(t, "after the runtime's DEL", allocs)
 }
 
 // expectNoLinks checks that none of the names is a link in the pod netns.
@@ -114,8 +115,9 @@ func expectNoLinks(t *testing.T, pod harness.Netns, names ...string) {
 
 // TestMultusHotplugErrors: a hot-plug of a NAD naming a missing bridge
 // fails with tapbridge's cause in the daemon's answer, the controller's
-// rollback DEL succeeds, and the pod, the node and the API are as before
-// the hot-plug, the pod's own network untouched.
+// rollback DEL of that interface succeeds, and the pod, the node and the
+// API (IPAllocations of every network) are as before the hot-plug, the
+// pod's own network untouched.
 func TestMultusHotplugErrors(t *testing.T) {
 	needMultus(t)
 	n := newMultusNode(t, thick, "node1")
@@ -129,13 +131,18 @@ func TestMultusHotplugErrors(t *testing.T) {
 	s := n.sandbox(t, virtLauncher(t, "virt-launcher-vm4-abcde", first))
 	s.mustAdd(t)
 	firstIP := guestIP(t, s, first.Interface)
-	running, allocs := n.read(t, s.ns), len(allocations(t, &network{name: persistentNAD}))
+	running, allocs := n.read(t, s.ns), allocCounts(t)
 
 	setNetworks(t, s, first, bad)
 	calls, err := s.reconcileDynamic(t)
 	t.Logf("hot-plug: the controller's requests: %+v; error: %v", calls, err)
 	if err == nil || !strings.Contains(err.Error(), "br-missing") {
 		t.Fatalf("hot-plug of %s = %v, want an error naming br-missing", bad.Name, err)
+	}
+	badNet := podNamespace + "/" + bad.Name
+	if len(calls) != 2 || calls[0].Cmd != "ADD" || calls[0].IfName != bad.Interface || !strings.Contains(calls[0].Err, "br-missing") ||
+		calls[1] != (dynamicCall{"DEL", badNet, bad.Interface, ""}) {
+		t.Fatalf("hot-plug sent %+v, want the failed ADD of %s and its rollback DEL, answered with success", calls, bad.Interface)
 	}
 	if d := running.Diff(n.read(t, s.ns)); d != "" {
 		t.Fatalf("after the failed hot-plug the node differs:\n%s", d)
@@ -144,9 +151,7 @@ func TestMultusHotplugErrors(t *testing.T) {
 	if got := guestIP(t, s, first.Interface); got != firstIP {
 		t.Fatalf("the pod's first network went from %s to %s", firstIP, got)
 	}
-	if got := len(allocations(t, &network{name: persistentNAD})); got != allocs {
-		t.Fatalf("%d IPAllocations after the failed hot-plug, want %d", got, allocs)
-	}
+	expectAllocs(t, "after the failed hot-plug", allocs)
 	s.mustDel(t)
 }
 
@@ -168,9 +173,26 @@ func TestMultusHotplugPodDelete(t *testing.T) {
 	first := element{Name: persistentNAD, Interface: podIface("flat13"), MAC: "02:00:00:13:00:41"}
 	hot := element{Name: persistentNAD, Interface: podIface("hot13"), MAC: "02:00:00:13:00:42"}
 	s := n.sandbox(t, virtLauncher(t, "virt-launcher-vm5-abcde", first))
-	before, allocs := n.read(t), len(allocations(t, &network{name: persistentNAD}))
+	before, allocs := n.read(t), allocCounts(t)
 	s.mustAdd(t)
 	setNetworks(t, s, first, hot)
+	// Should the test stop before the late unplug, this DEL frees the
+	// hot-plugged interface's IPAllocation in the tier's shared API (the
+	// daemon is stopped, and the NAD and pod deleted, after it).
+	unplugged := false
+	t.Cleanup(func() {
+		if unplugged {
+			return
+		}
+		hot := element{Name: hot.Name, Namespace: podNamespace, Interface: hot.Interface} // as the unplug sends it
+		conf, err := nadConfig(t, hot)
+		if err == nil {
+			_, err = s.delegate("DEL", s.pod, hot, conf)
+		}
+		if err != nil {
+			t.Errorf("cleanup DEL of the hot-plugged %s: %v", hot.Interface, err)
+		}
+	})
 	if _, err := s.reconcileDynamic(t); err != nil {
 		t.Fatalf("hot-plug: %v", err)
 	}
@@ -191,8 +213,8 @@ func TestMultusHotplugPodDelete(t *testing.T) {
 	if strings.Contains(left, firstKey) {
 		t.Errorf("more than the hot-plugged interface's state is left (%s is the pod's own)", firstKey)
 	}
-	if got := len(allocations(t, &network{name: persistentNAD})); got != allocs+1 {
-		t.Errorf("%d IPAllocations after the pod's DEL, want %d (the hot-plugged interface's)", got, allocs+1)
+	if got, want := allocCounts(t), withAllocs(allocs, persistentNAD, 1); !maps.Equal(got, want) {
+		t.Errorf("IPAllocations by network after the pod's DEL: %v, want %v (the hot-plugged interface's)", got, want)
 	}
 
 	setNetworks(t, s, first)
@@ -201,10 +223,12 @@ func TestMultusHotplugPodDelete(t *testing.T) {
 	if err != nil {
 		t.Fatalf("unplug after the netns is gone: %v", err)
 	}
+	if !slices.Contains(calls, dynamicCall{"DEL", podNamespace + "/" + persistentNAD, hot.Interface, ""}) {
+		t.Fatalf("late unplug sent %+v, no DEL of %s that succeeded", calls, hot.Interface)
+	}
+	unplugged = true
 	if d := before.Diff(n.read(t)); d != "" {
 		t.Fatalf("the node differs after the late unplug:\n%s", d)
 	}
-	if got := len(allocations(t, &network{name: persistentNAD})); got != allocs {
-		t.Fatalf("%d IPAllocations after the late unplug, want %d", got, allocs)
-	}
+	expectAllocs(t, "after the late unplug", allocs)
 }

@@ -151,11 +151,14 @@ func (n *mnode) startThick(t *testing.T) *libcni.NetworkConfigList {
 		// daemonSocketDir goes into 00-multus.conf for the shim, which
 		// otherwise dials /run/multus (the DaemonSet's socketDir on the
 		// host, where the daemon's /host/run/multus is mounted).
+		// logFile goes into 00-multus.conf too, and the runtime execs
+		// multus-shim with no wrapper, in the machine's mount namespace:
+		// a path in the node's directory, the same file in both.
 		filepath.Join(n.dir, "daemon-config.json"): fmt.Sprintf(`{"cniVersion":"1.1.0",
-			"logLevel":"debug","logFile":"/var/log/multus.log","logToStderr":true,
+			"logLevel":"debug","logFile":%q,"logToStderr":true,
 			"cniConfigDir":%q,"multusAutoconfigDir":%q,"multusConfigFile":"auto",
 			"socketDir":%q,"daemonSocketDir":%q,"binDir":%q,"confDir":%q}`,
-			netd, netd, sock, sock, n.bin, n.confDir()),
+			n.multusLog(), netd, netd, sock, sock, n.bin, n.confDir()),
 		filepath.Join(n.dir, "multus-daemon.sh"): daemonWrapper,
 	}
 	for path, content := range files {
