@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -35,13 +36,17 @@ var errClaimRace = errors.New("another ADD wrote the IPAMClaim first")
 // from an earlier ADD of the same attachment, or new ones. On failure,
 // what this call created or changed is undone.
 func Add(ctx context.Context, cl *kubeapi.Client, c *Config) (*current.Result, error) {
+	want, err := c.Requests()
+	if err != nil {
+		return nil, err
+	}
 	for range claimRaces - 1 {
-		res, err := addOnce(ctx, cl, c)
+		res, err := addOnce(ctx, cl, c, want)
 		if !errors.Is(err, errClaimRace) {
 			return res, err
 		}
 	}
-	res, err := addOnce(ctx, cl, c)
+	res, err := addOnce(ctx, cl, c, want)
 	if errors.Is(err, errClaimRace) {
 		return nil, fmt.Errorf("%w: %w %d times", kubeapi.ErrUnavailable, err, claimRaces)
 	}
@@ -56,7 +61,7 @@ func Add(ctx context.Context, cl *kubeapi.Client, c *Config) (*current.Result, e
 // status already names writes nothing. Both usually pick the same address
 // anyway (allocate tries the claim's own sequence of candidates), and then
 // the loser only takes itself off the winner's allocation.
-func addOnce(ctx context.Context, cl *kubeapi.Client, c *Config) (res *current.Result, err error) {
+func addOnce(ctx context.Context, cl *kubeapi.Client, c *Config, want []netip.Addr) (res *current.Result, err error) {
 	o, err := resolveOwner(ctx, cl, c)
 	if err != nil {
 		return nil, err
@@ -74,7 +79,7 @@ func addOnce(ctx context.Context, cl *kubeapi.Client, c *Config) (res *current.R
 	if err != nil {
 		return nil, err
 	}
-	t := taker{ctx: ctx, cl: cl, store: store, c: c, o: o, u: &u}
+	t := taker{ctx: ctx, cl: cl, store: store, c: c, o: o, u: &u, want: want}
 	var mine []*allocation.Allocation
 	for i, set := range c.Sets {
 		a, err := t.fromSet(i, held)
@@ -150,13 +155,14 @@ type taker struct {
 	c     *Config
 	o     *owner
 	u     *undo.Stack
+	want  []netip.Addr // the requested address per set (Config.Requests)
 }
 
 // fromSet returns set i's address for the owner: the claim's (joining
 // it), the attachment's own from an earlier ADD, the requested one, or a
 // new one. A request must agree with what the owner already holds.
 func (t *taker) fromSet(i int, held []*allocation.Allocation) (*allocation.Allocation, error) {
-	set, want := t.c.Sets[i], t.c.Want[i]
+	set, want := t.c.Sets[i], t.want[i]
 	a := inSet(set, held)
 	switch {
 	case t.o.claim != nil:
