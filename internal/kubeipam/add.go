@@ -201,9 +201,11 @@ func inSet(set pool.Set, held []*allocation.Allocation) *allocation.Allocation {
 
 // addUser adds u to a claim's allocation, re-reading it after a conflict.
 // An allocation gone meanwhile was a lost race's, undone: errClaimRace
-// starts the ADD over.
+// starts the ADD over. So does one deleted and made again in between (a
+// new UID): it may be another owner's now, and the ADD must not add the
+// claim's pod to it; starting over judges it afresh.
 func addUser(ctx context.Context, store allocation.Store, a *allocation.Allocation, u allocation.User) (*allocation.Allocation, error) {
-	name := a.Name
+	name, uid := a.Name, a.UID
 	for {
 		b, err := store.Update(ctx, a.AddUser(u))
 		if err == nil {
@@ -221,6 +223,9 @@ func addUser(ctx context.Context, store allocation.Store, a *allocation.Allocati
 		}
 		if err != nil {
 			return nil, fmt.Errorf("re-read %s: %w", name, kubeapi.Classify(err))
+		}
+		if a.UID != uid {
+			return nil, fmt.Errorf("%s was deleted and made again: %w", name, errClaimRace)
 		}
 	}
 }
