@@ -79,7 +79,8 @@ func addOnce(ctx context.Context, cl *kubeapi.Client, c *Config, want []netip.Ad
 	if err != nil {
 		return nil, err
 	}
-	t := taker{ctx: ctx, cl: cl, store: store, c: c, o: o, u: &u, want: want}
+	t := taker{ctx: ctx, cl: cl, store: store, c: c, o: o, u: &u, want: want,
+		look: o.claim == nil && len(held) == 0}
 	var mine []*allocation.Allocation
 	for i, set := range c.Sets {
 		a, err := t.fromSet(i, held)
@@ -114,10 +115,10 @@ func addOnce(ctx context.Context, cl *kubeapi.Client, c *Config, want []netip.Ad
 // holds only the attachment's allocations (none but on a repeated ADD),
 // and it finds an earlier ADD's address wherever that one landed, which
 // no lookup by name can (the address an ADD gets depends on what was
-// taken at the time). A cache a moment behind costs at worst a second
-// allocation of the attachment, which its DEL releases with the first;
-// allocate's sequence, seeded by the attachment, mostly finds the first
-// anyway.
+// taken at the time). For a cache a moment behind (an empty answer on a
+// repeated ADD), allocate reads each taken address it tries: its
+// sequence, seeded by the attachment, is the one the first ADD walked,
+// so it finds the first ADD's allocation wherever that landed.
 func heldBy(ctx context.Context, store allocation.Store, c *Config, o *owner) ([]*allocation.Allocation, error) {
 	if o.claim == nil {
 		held, err := store.OfUserCached(ctx, c.Network, o.user)
@@ -156,6 +157,8 @@ type taker struct {
 	o     *owner
 	u     *undo.Stack
 	want  []netip.Addr // the requested address per set (Config.Requests)
+	// look: read an attachment's taken addresses (see allocate).
+	look bool
 }
 
 // fromSet returns set i's address for the owner: the claim's (joining

@@ -13,6 +13,8 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/tapbridge/tapbridge-cni/internal/allocation"
+	"github.com/tapbridge/tapbridge-cni/internal/pool"
+	"github.com/tapbridge/tapbridge-cni/internal/undo"
 )
 
 // TestAddUserNewUID: a claim's allocation deleted and made again by
@@ -46,5 +48,44 @@ func TestAddUserNewUID(t *testing.T) {
 	}
 	if got, _ := store.Get(ctx, old.Name); got == nil || got.Has("nw", pod) {
 		t.Fatalf("the claim's pod joined the stranger's allocation: %+v", got)
+	}
+}
+
+// TestAllocateFindsEarlierADD: a repeated ADD of an attachment whose
+// cached list came back empty finds the earlier ADD's allocation on its
+// second candidate (the first was another's then) and makes no second.
+func TestAllocateFindsEarlierADD(t *testing.T) {
+	ctx := context.Background()
+	dyn := dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{allocation.GVR: "IPAllocationList"})
+	store := allocation.Store{Dynamic: dyn}
+	sets, err := parseSets([][]RawRange{{{Subnet: "10.0.0.0/24"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Config{Network: "nw", Sets: sets}
+	o := &owner{user: allocation.User{ContainerID: "c1", IfName: "net1", Node: "n1"}}
+	var cands []netip.Addr
+	sets[0].Candidates(o.seed(c.Network, 0), 3, func(a netip.Addr, _ pool.Range) bool {
+		cands = append(cands, a)
+		return true
+	})
+	stranger := allocation.User{ContainerID: "other", IfName: "net1", Node: "n1"}
+	for _, a := range []*allocation.Allocation{
+		{Spec: allocation.Spec{Network: "nw", Address: cands[0].String(), Users: []allocation.User{stranger}}},
+		{Spec: allocation.Spec{Network: "nw", Address: cands[1].String(), Users: []allocation.User{o.user}}},
+	} {
+		if _, err := store.Create(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var u undo.Stack
+	tk := taker{ctx: ctx, store: store, c: c, o: o, u: &u, want: make([]netip.Addr, 1), look: true}
+	got, err := tk.allocate(0)
+	if err != nil || got.Addr() != cands[1] {
+		t.Fatalf("repeated ADD got %v, %v; want the earlier ADD's %s", got, err, cands[1])
+	}
+	if all, _ := store.OfNetwork(ctx, "nw"); len(all) != 2 {
+		t.Fatalf("%d allocations, want 2 (no second one for the attachment)", len(all))
 	}
 }
