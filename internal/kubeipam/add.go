@@ -166,8 +166,7 @@ type taker struct {
 // new one. A request must agree with what the owner already holds.
 func (t *taker) fromSet(i int, held []*allocation.Allocation) (*allocation.Allocation, error) {
 	set, want := t.c.Sets[i], t.want[i]
-	a := inSet(set, held)
-	switch {
+	switch a := inSet(set, held, want); {
 	case t.o.claim != nil:
 		have, ok := t.o.claimAddr(set)
 		if !ok {
@@ -176,7 +175,7 @@ func (t *taker) fromSet(i int, held []*allocation.Allocation) (*allocation.Alloc
 		if want.IsValid() && want != have {
 			return nil, fmt.Errorf("%w: requested %s, but %s holds %s (status.ips)", ErrTaken, want, t.o.claim, have)
 		}
-		if a != nil {
+		if a := inSet(set, held, have); a != nil && a.Addr() == have {
 			return t.join(a)
 		}
 		want = have // its allocation is gone: made again at the claim's address
@@ -193,13 +192,22 @@ func (t *taker) fromSet(i int, held []*allocation.Allocation) (*allocation.Alloc
 	return t.allocate(i)
 }
 
-func inSet(set pool.Set, held []*allocation.Allocation) *allocation.Allocation {
+// inSet returns the held allocation of set at addr, or else the first
+// one held in set (an attachment may hold two after a stale cache).
+func inSet(set pool.Set, held []*allocation.Allocation, addr netip.Addr) *allocation.Allocation {
+	var first *allocation.Allocation
 	for _, a := range held {
-		if _, ok := set.Find(a.Addr()); ok {
+		if _, ok := set.Find(a.Addr()); !ok {
+			continue
+		}
+		if a.Addr() == addr {
 			return a
 		}
+		if first == nil {
+			first = a
+		}
 	}
-	return nil
+	return first
 }
 
 // addUser adds u to a claim's allocation, re-reading it after a conflict.

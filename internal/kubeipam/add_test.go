@@ -89,3 +89,26 @@ func TestAllocateFindsEarlierADD(t *testing.T) {
 		t.Fatalf("%d allocations, want 2 (no second one for the attachment)", len(all))
 	}
 }
+
+// TestInSet: of two allocations held in a set, the one at the wanted
+// address; without one wanted, the first.
+func TestInSet(t *testing.T) {
+	sets, err := parseSets([][]RawRange{{{Subnet: "10.0.0.0/24"}}, {{Subnet: "10.1.0.0/24"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := []*allocation.Allocation{
+		{Spec: allocation.Spec{Address: "10.1.0.9"}},
+		{Spec: allocation.Spec{Address: "10.0.0.5"}},
+		{Spec: allocation.Spec{Address: "10.0.0.6"}},
+	}
+	for _, c := range []struct{ want, got string }{{"10.0.0.6", "10.0.0.6"}, {"", "10.0.0.5"}, {"10.0.0.7", "10.0.0.5"}} {
+		want, _ := netip.ParseAddr(c.want)
+		if a := inSet(sets[0], held, want); a == nil || a.Spec.Address != c.got {
+			t.Errorf("want %q: got %v, expected %s", c.want, a, c.got)
+		}
+	}
+	if a := inSet(sets[1], held[1:], netip.Addr{}); a != nil {
+		t.Errorf("set 1 without a held address: got %v", a)
+	}
+}
