@@ -109,7 +109,10 @@ func addOnce(ctx context.Context, cl *kubeapi.Client, c *Config, want []netip.Ad
 
 // heldBy reads what the owner already holds, without a list of the
 // network. A claim's addresses are the ones its status.ips names (the
-// one record of them, written only by the ADD that won the claim), each
+// one record of them, rewritten by any ADD whose addresses differ from
+// it: the claim had none, or it names some outside this config's ranges
+// or none for a set, after a NAD edit; and only if the claim is unchanged
+// since read, so two ADDs of one claim never both write), each
 // read by name. An attachment's come from a list selected by its own
 // label, served from the API server's cache: one request whose answer
 // holds only the attachment's allocations (none but on a repeated ADD),
