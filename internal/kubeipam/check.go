@@ -61,12 +61,7 @@ func Check(ctx context.Context, cl *kubeapi.Client, c *Config) error {
 }
 
 func (c *Config) inRanges(a netip.Addr) bool {
-	for _, set := range c.Sets {
-		if _, ok := set.Find(a); ok {
-			return true
-		}
-	}
-	return false
+	return setOf(c.Sets, a) >= 0
 }
 
 func prevIPs(c *Config) ([]netip.Addr, error) {

@@ -77,21 +77,32 @@ func (t *taker) allocateListed(i int) (*allocation.Allocation, error) {
 // is another owner's. A claim's AlreadyExists is always read (it may be
 // the claim's), an attachment's only when t.look says so (see allocate).
 func (t *taker) try(addr netip.Addr) (*allocation.Allocation, error) {
+	mine, other, err := t.createOrRead(addr, t.o.claim != nil || t.look)
+	if mine != nil || other == nil || err != nil {
+		return mine, err
+	}
+	return t.adopt(other)
+}
+
+// createOrRead creates the owner's allocation at addr (mine). When the
+// address is taken and read is set, it reads the allocation there
+// (other); neither when it was released meanwhile, or not read.
+func (t *taker) createOrRead(addr netip.Addr, read bool) (mine, other *allocation.Allocation, err error) {
 	a, err := t.create(addr)
 	if err == nil || !apierrors.IsAlreadyExists(err) {
-		return a, err
+		return a, nil, err
 	}
-	if t.o.claim == nil && !t.look {
-		return nil, nil
+	if !read {
+		return nil, nil, nil
 	}
 	b, err := t.store.Get(t.ctx, allocation.Name(t.c.Network, addr))
 	if apierrors.IsNotFound(err) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read allocation of %s: %w", addr, kubeapi.Classify(err))
+		return nil, nil, fmt.Errorf("read allocation of %s: %w", addr, kubeapi.Classify(err))
 	}
-	return t.adopt(b)
+	return nil, b, nil
 }
 
 // adopt returns b if it is the owner's already: the claim's (joined), or
@@ -112,21 +123,17 @@ func (t *taker) adopt(b *allocation.Allocation) (*allocation.Allocation, error) 
 // else refused, naming its holder.
 func (t *taker) exact(addr netip.Addr) (*allocation.Allocation, error) {
 	for range exactTries {
-		a, err := t.create(addr)
-		if err == nil || !apierrors.IsAlreadyExists(err) {
-			return a, err
+		mine, other, err := t.createOrRead(addr, true)
+		if mine != nil || err != nil {
+			return mine, err
 		}
-		b, err := t.store.Get(t.ctx, allocation.Name(t.c.Network, addr))
-		if apierrors.IsNotFound(err) {
+		if other == nil {
 			continue // released meanwhile: create again
 		}
-		if err != nil {
-			return nil, fmt.Errorf("read allocation of %s: %w", addr, kubeapi.Classify(err))
-		}
-		if a, err := t.adopt(b); a != nil || err != nil {
+		if a, err := t.adopt(other); a != nil || err != nil {
 			return a, err
 		}
-		return nil, fmt.Errorf("%w: %s is %s", ErrTaken, addr, holder(b))
+		return nil, fmt.Errorf("%w: %s is %s", ErrTaken, addr, holder(other))
 	}
 	return nil, fmt.Errorf("%w: %s was released and taken again %d times", kubeapi.ErrUnavailable, addr, exactTries)
 }
