@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -65,17 +66,10 @@ func (c *Claim) Addrs() []netip.Addr {
 	return out
 }
 
-// Names reports whether status.ips holds a (with any prefix length).
+// Names reports whether status.ips holds a (with any prefix length; an
+// IPv4-mapped entry names its IPv4 address, as in Addrs).
 func (c *Claim) Names(a netip.Addr) bool {
-	for _, s := range c.IPs {
-		if p, err := netip.ParsePrefix(s); err == nil && p.Addr() == a {
-			return true
-		}
-		if b, err := netip.ParseAddr(s); err == nil && b == a {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(c.Addrs(), a.Unmap())
 }
 
 // SetIPs writes status.ips (addresses with prefix length, as the

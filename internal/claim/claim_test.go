@@ -16,4 +16,7 @@ func TestAddrs(t *testing.T) {
 	if !c.Names(netip.MustParseAddr("10.0.0.5")) || c.Names(netip.MustParseAddr("10.0.0.7")) {
 		t.Fatal("Names")
 	}
+	if !c.Names(netip.MustParseAddr("10.0.0.6")) {
+		t.Fatal("Names does not unmap ::ffff:10.0.0.6/120 as Addrs does")
+	}
 }

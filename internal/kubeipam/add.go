@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -35,13 +36,17 @@ var errClaimRace = errors.New("another ADD wrote the IPAMClaim first")
 // from an earlier ADD of the same attachment, or new ones. On failure,
 // what this call created or changed is undone.
 func Add(ctx context.Context, cl *kubeapi.Client, c *Config) (*current.Result, error) {
+	want, err := c.Requests()
+	if err != nil {
+		return nil, err
+	}
 	for range claimRaces - 1 {
-		res, err := addOnce(ctx, cl, c)
+		res, err := addOnce(ctx, cl, c, want)
 		if !errors.Is(err, errClaimRace) {
 			return res, err
 		}
 	}
-	res, err := addOnce(ctx, cl, c)
+	res, err := addOnce(ctx, cl, c, want)
 	if errors.Is(err, errClaimRace) {
 		return nil, fmt.Errorf("%w: %w %d times", kubeapi.ErrUnavailable, err, claimRaces)
 	}
@@ -56,7 +61,7 @@ func Add(ctx context.Context, cl *kubeapi.Client, c *Config) (*current.Result, e
 // status already names writes nothing. Both usually pick the same address
 // anyway (allocate tries the claim's own sequence of candidates), and then
 // the loser only takes itself off the winner's allocation.
-func addOnce(ctx context.Context, cl *kubeapi.Client, c *Config) (res *current.Result, err error) {
+func addOnce(ctx context.Context, cl *kubeapi.Client, c *Config, want []netip.Addr) (res *current.Result, err error) {
 	o, err := resolveOwner(ctx, cl, c)
 	if err != nil {
 		return nil, err
@@ -74,7 +79,8 @@ func addOnce(ctx context.Context, cl *kubeapi.Client, c *Config) (res *current.R
 	if err != nil {
 		return nil, err
 	}
-	t := taker{ctx: ctx, cl: cl, store: store, c: c, o: o, u: &u}
+	t := taker{ctx: ctx, cl: cl, store: store, c: c, o: o, u: &u, want: want,
+		look: o.claim == nil && len(held) == 0}
 	var mine []*allocation.Allocation
 	for i, set := range c.Sets {
 		a, err := t.fromSet(i, held)
@@ -103,16 +109,19 @@ func addOnce(ctx context.Context, cl *kubeapi.Client, c *Config) (res *current.R
 
 // heldBy reads what the owner already holds, without a list of the
 // network. A claim's addresses are the ones its status.ips names (the
-// one record of them, written only by the ADD that won the claim), each
+// one record of them, rewritten by any ADD whose addresses differ from
+// it: the claim had none, or it names some outside this config's ranges
+// or none for a set, after a NAD edit; and only if the claim is unchanged
+// since read, so two ADDs of one claim never both write), each
 // read by name. An attachment's come from a list selected by its own
 // label, served from the API server's cache: one request whose answer
 // holds only the attachment's allocations (none but on a repeated ADD),
 // and it finds an earlier ADD's address wherever that one landed, which
 // no lookup by name can (the address an ADD gets depends on what was
-// taken at the time). A cache a moment behind costs at worst a second
-// allocation of the attachment, which its DEL releases with the first;
-// allocate's sequence, seeded by the attachment, mostly finds the first
-// anyway.
+// taken at the time). For a cache a moment behind (an empty answer on a
+// repeated ADD), allocate reads each taken address it tries: its
+// sequence, seeded by the attachment, is the one the first ADD walked,
+// so it finds the first ADD's allocation wherever that landed.
 func heldBy(ctx context.Context, store allocation.Store, c *Config, o *owner) ([]*allocation.Allocation, error) {
 	if o.claim == nil {
 		held, err := store.OfUserCached(ctx, c.Network, o.user)
@@ -150,15 +159,17 @@ type taker struct {
 	c     *Config
 	o     *owner
 	u     *undo.Stack
+	want  []netip.Addr // the requested address per set (Config.Requests)
+	// look: read an attachment's taken addresses (see allocate).
+	look bool
 }
 
 // fromSet returns set i's address for the owner: the claim's (joining
 // it), the attachment's own from an earlier ADD, the requested one, or a
 // new one. A request must agree with what the owner already holds.
 func (t *taker) fromSet(i int, held []*allocation.Allocation) (*allocation.Allocation, error) {
-	set, want := t.c.Sets[i], t.c.Want[i]
-	a := inSet(set, held)
-	switch {
+	set, want := t.c.Sets[i], t.want[i]
+	switch a := inSet(set, held, want); {
 	case t.o.claim != nil:
 		have, ok := t.o.claimAddr(set)
 		if !ok {
@@ -167,7 +178,7 @@ func (t *taker) fromSet(i int, held []*allocation.Allocation) (*allocation.Alloc
 		if want.IsValid() && want != have {
 			return nil, fmt.Errorf("%w: requested %s, but %s holds %s (status.ips)", ErrTaken, want, t.o.claim, have)
 		}
-		if a != nil {
+		if a := inSet(set, held, have); a != nil && a.Addr() == have {
 			return t.join(a)
 		}
 		want = have // its allocation is gone: made again at the claim's address
@@ -184,20 +195,31 @@ func (t *taker) fromSet(i int, held []*allocation.Allocation) (*allocation.Alloc
 	return t.allocate(i)
 }
 
-func inSet(set pool.Set, held []*allocation.Allocation) *allocation.Allocation {
+// inSet returns the held allocation of set at addr, or else the first
+// one held in set (an attachment may hold two after a stale cache).
+func inSet(set pool.Set, held []*allocation.Allocation, addr netip.Addr) *allocation.Allocation {
+	var first *allocation.Allocation
 	for _, a := range held {
-		if _, ok := set.Find(a.Addr()); ok {
+		if _, ok := set.Find(a.Addr()); !ok {
+			continue
+		}
+		if a.Addr() == addr {
 			return a
 		}
+		if first == nil {
+			first = a
+		}
 	}
-	return nil
+	return first
 }
 
 // addUser adds u to a claim's allocation, re-reading it after a conflict.
 // An allocation gone meanwhile was a lost race's, undone: errClaimRace
-// starts the ADD over.
+// starts the ADD over. So does one deleted and made again in between (a
+// new UID): it may be another owner's now, and the ADD must not add the
+// claim's pod to it; starting over judges it afresh.
 func addUser(ctx context.Context, store allocation.Store, a *allocation.Allocation, u allocation.User) (*allocation.Allocation, error) {
-	name := a.Name
+	name, uid := a.Name, a.UID
 	for {
 		b, err := store.Update(ctx, a.AddUser(u))
 		if err == nil {
@@ -215,6 +237,9 @@ func addUser(ctx context.Context, store allocation.Store, a *allocation.Allocati
 		}
 		if err != nil {
 			return nil, fmt.Errorf("re-read %s: %w", name, kubeapi.Classify(err))
+		}
+		if a.UID != uid {
+			return nil, fmt.Errorf("%s was deleted and made again: %w", name, errClaimRace)
 		}
 	}
 }

@@ -14,7 +14,7 @@ import (
 
 // Check verifies that the attachment holds one allocation per range set
 // and that every address of prevResult in this IPAM's ranges is one of
-// them. It finds them as DEL does: by name from prevResult (which CHECK
+// them, as is each address the config requests. It finds them as DEL does: by name from prevResult (which CHECK
 // always has from a runtime), a list only when that falls short.
 func Check(ctx context.Context, cl *kubeapi.Client, c *Config) error {
 	store := allocation.Store{Dynamic: cl.Dynamic, Metadata: cl.Metadata}
@@ -38,6 +38,16 @@ func Check(ctx context.Context, cl *kubeapi.Client, c *Config) error {
 			return fmt.Errorf("%w: attachment %s/%s holds no address of range set %d (%s)", ErrCheck, user.ContainerID, user.IfName, i, set)
 		}
 	}
+	// A static request is ADD's to judge against the config (DEL and
+	// CHECK may get the stdin of a refused ADD); CHECK only verifies that
+	// each one it can read is among the addresses held.
+	if want, err := c.Requests(); err == nil {
+		for _, a := range want {
+			if a.IsValid() && !held[a] {
+				return fmt.Errorf("%w: requested address %s is not held by attachment %s/%s", ErrCheck, a, user.ContainerID, user.IfName)
+			}
+		}
+	}
 	prev, err := prevIPs(c)
 	if err != nil {
 		return err
@@ -51,12 +61,7 @@ func Check(ctx context.Context, cl *kubeapi.Client, c *Config) error {
 }
 
 func (c *Config) inRanges(a netip.Addr) bool {
-	for _, set := range c.Sets {
-		if _, ok := set.Find(a); ok {
-			return true
-		}
-	}
-	return false
+	return setOf(c.Sets, a) >= 0
 }
 
 func prevIPs(c *Config) ([]netip.Addr, error) {

@@ -90,9 +90,9 @@ type Config struct {
 	Routes     []*types.Route
 	DNS        types.DNS
 	Attachment Attachment
-	// Want is the address requested for each set (by index; the zero
-	// Addr when the set's address is the IPAM's to choose).
-	Want []netip.Addr
+	// Args is CNI_ARGS as given: its IP= is a static request, which only
+	// ADD reads (Requests).
+	Args string
 	Raw  *Raw
 }
 
@@ -139,10 +139,18 @@ func Parse(stdin []byte, env Env) (*Config, error) {
 	if c.Attachment, err = parseArgs(env); err != nil {
 		return nil, err
 	}
-	if c.Want, err = parseRequests(raw, env.Args, c.Sets); err != nil {
-		return nil, err
-	}
+	c.Args = env.Args
 	return c, nil
+}
+
+// Requests is the address requested for each set (by index; the zero
+// Addr when the set's address is the IPAM's to choose), checked against
+// this config's ranges. Only ADD asks: DEL and CHECK get the stdin and
+// CNI_ARGS of an ADD that may have been refused for them (or whose
+// network's ranges were edited since), and DEL must still succeed, or the
+// runtime retries the teardown forever.
+func (c *Config) Requests() ([]netip.Addr, error) {
+	return parseRequests(c.Raw, c.Args, c.Sets)
 }
 
 func parseTimeout(s string) (time.Duration, error) {

@@ -52,7 +52,11 @@ func ParseValid(c *Config) (Valid, error) {
 // to another (two guests on one address on the L2). A Node object is
 // deleted when the node leaves the cluster (its pods are then deleted by
 // the pod garbage collector), so a user recorded on a node without one
-// runs nowhere. This node's own users are the runtime's to judge: its
+// runs nowhere. That is an assumption about the operator, which the IPAM
+// cannot check: `kubectl delete node` of a NotReady node that is only cut
+// off (still running its VMs) breaks it, and its addresses are then
+// handed out again while its guests still use them. A node must be fenced
+// (powered off) or drained before its Node object is deleted. This node's own users are the runtime's to judge: its
 // list names every attachment still there, whether or not its pod object
 // is. The sweep runs only if this node's own name is a Node, which shows
 // that the names recorded (nodeName, else the hostname) are Node names:

@@ -30,16 +30,23 @@ func TestRequests(t *testing.T) {
 		{``, "IP=172.16.13.53/24", "[172.16.13.53 invalid IP]"},
 	} {
 		env.Args = c.args
-		got, err := Parse(withRequests(c.extra), env)
+		conf, err := Parse(withRequests(c.extra), env)
 		if err != nil {
 			t.Fatalf("%s %s: %v", c.extra, c.args, err)
 		}
-		if fmt.Sprint(got.Want) != c.want {
-			t.Errorf("%s %s: want %v, expected %s", c.extra, c.args, got.Want, c.want)
+		got, err := conf.Requests()
+		if err != nil {
+			t.Fatalf("%s %s: %v", c.extra, c.args, err)
+		}
+		if fmt.Sprint(got) != c.want {
+			t.Errorf("%s %s: want %v, expected %s", c.extra, c.args, got, c.want)
 		}
 	}
 }
 
+// TestRequestErrors: a request is refused by Requests (ADD), never by
+// Parse: DEL and CHECK get the same stdin and CNI_ARGS as a refused ADD,
+// and DEL must succeed.
 func TestRequestErrors(t *testing.T) {
 	env := Env{ContainerID: "c", IfName: "net1", Hostname: "h"}
 	for _, c := range []struct {
@@ -59,7 +66,12 @@ func TestRequestErrors(t *testing.T) {
 		{``, "IP=nope", ErrArgs, []string{"CNI_ARGS IP", "nope"}},
 	} {
 		env.Args = c.args
-		_, err := Parse(withRequests(c.extra), env)
+		conf, err := Parse(withRequests(c.extra), env)
+		if err != nil {
+			t.Errorf("%s %s: Parse: %v (a request is ADD's to check)", c.extra, c.args, err)
+			continue
+		}
+		_, err = conf.Requests()
 		if !errors.Is(err, c.kind) {
 			t.Errorf("%s %s: %v, want %v", c.extra, c.args, err, c.kind)
 			continue

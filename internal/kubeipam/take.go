@@ -28,17 +28,21 @@ const exactTries = 3
 // (another pod of the VM, or an ADD killed before it wrote the status),
 // and is then joined. Only when every try fails (a nearly full set) does
 // it list the network's names to find a free one, or to say "full".
-// An attachment's first candidate taken is read too: it is where an
-// earlier ADD of the same attachment most likely went, if the cached
-// list in heldBy had not caught up with it.
+// For an attachment whose cached list in heldBy came back empty, every
+// taken address it tries is read too: an earlier ADD of the same
+// attachment the cache had not caught up with may have landed on any of
+// them (the first candidate taken then, the next free one), and a second
+// allocation would hand out another address than the first ADD's. In a
+// set that is not nearly full few candidates are taken, so this costs
+// few reads, and only on a first ADD. (In a nearly full set the earlier
+// ADD may have gone past its candidates to a listed walk from a random
+// start; a repeated ADD there can still make a second allocation.)
 func (t *taker) allocate(i int) (*allocation.Allocation, error) {
 	var got *allocation.Allocation
 	var err error
 	seed := t.o.seed(t.c.Network, i)
-	first := true
 	t.c.Sets[i].Candidates(seed, candidateTries, func(addr netip.Addr, _ pool.Range) bool {
-		got, err = t.try(addr, first)
-		first = false
+		got, err = t.try(addr)
 		return got == nil && err == nil
 	})
 	if got != nil || err != nil {
@@ -59,7 +63,7 @@ func (t *taker) allocateListed(i int) (*allocation.Allocation, error) {
 		}
 		var got *allocation.Allocation
 		t.c.Sets[i].Walk(taken, func(addr netip.Addr, _ pool.Range) bool {
-			got, err = t.try(addr, false)
+			got, err = t.try(addr)
 			return got == nil && err == nil
 		})
 		if got != nil || err != nil {
@@ -71,23 +75,34 @@ func (t *taker) allocateListed(i int) (*allocation.Allocation, error) {
 
 // try creates the owner's allocation at addr; nil, nil when the address
 // is another owner's. A claim's AlreadyExists is always read (it may be
-// the claim's), an attachment's only when look says so.
-func (t *taker) try(addr netip.Addr, look bool) (*allocation.Allocation, error) {
+// the claim's), an attachment's only when t.look says so (see allocate).
+func (t *taker) try(addr netip.Addr) (*allocation.Allocation, error) {
+	mine, other, err := t.createOrRead(addr, t.o.claim != nil || t.look)
+	if mine != nil || other == nil || err != nil {
+		return mine, err
+	}
+	return t.adopt(other)
+}
+
+// createOrRead creates the owner's allocation at addr (mine). When the
+// address is taken and read is set, it reads the allocation there
+// (other); neither when it was released meanwhile, or not read.
+func (t *taker) createOrRead(addr netip.Addr, read bool) (mine, other *allocation.Allocation, err error) {
 	a, err := t.create(addr)
 	if err == nil || !apierrors.IsAlreadyExists(err) {
-		return a, err
+		return a, nil, err
 	}
-	if t.o.claim == nil && !look {
-		return nil, nil
+	if !read {
+		return nil, nil, nil
 	}
 	b, err := t.store.Get(t.ctx, allocation.Name(t.c.Network, addr))
 	if apierrors.IsNotFound(err) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read allocation of %s: %w", addr, kubeapi.Classify(err))
+		return nil, nil, fmt.Errorf("read allocation of %s: %w", addr, kubeapi.Classify(err))
 	}
-	return t.adopt(b)
+	return nil, b, nil
 }
 
 // adopt returns b if it is the owner's already: the claim's (joined), or
@@ -108,21 +123,17 @@ func (t *taker) adopt(b *allocation.Allocation) (*allocation.Allocation, error) 
 // else refused, naming its holder.
 func (t *taker) exact(addr netip.Addr) (*allocation.Allocation, error) {
 	for range exactTries {
-		a, err := t.create(addr)
-		if err == nil || !apierrors.IsAlreadyExists(err) {
-			return a, err
+		mine, other, err := t.createOrRead(addr, true)
+		if mine != nil || err != nil {
+			return mine, err
 		}
-		b, err := t.store.Get(t.ctx, allocation.Name(t.c.Network, addr))
-		if apierrors.IsNotFound(err) {
+		if other == nil {
 			continue // released meanwhile: create again
 		}
-		if err != nil {
-			return nil, fmt.Errorf("read allocation of %s: %w", addr, kubeapi.Classify(err))
-		}
-		if a, err := t.adopt(b); a != nil || err != nil {
+		if a, err := t.adopt(other); a != nil || err != nil {
 			return a, err
 		}
-		return nil, fmt.Errorf("%w: %s is %s", ErrTaken, addr, holder(b))
+		return nil, fmt.Errorf("%w: %s is %s", ErrTaken, addr, holder(other))
 	}
 	return nil, fmt.Errorf("%w: %s was released and taken again %d times", kubeapi.ErrUnavailable, addr, exactTries)
 }

@@ -55,6 +55,19 @@ func TestStaticRequests(t *testing.T) {
 	e := d
 	e.ip = "10.105.0.72"
 	mustFailWith(t, n, nw, e, runtimeIPs("10.105.0.73"), 116, "CNI_ARGS IP", "10.105.0.72", "10.105.0.73")
+	// The runtime's DEL after a refused ADD has the same stdin and
+	// CNI_ARGS: it must succeed (a failed DEL is retried forever).
+	n.mustSucceed(t, nw, "DEL", d, runtimeIPs("10.9.9.9"))
+	n.mustSucceed(t, nw, "DEL", e, runtimeIPs("10.105.0.73"))
+	bad := d
+	bad.ip = "nope"
+	mustFailWith(t, n, nw, bad, nil, 4, "CNI_ARGS IP", "nope")
+	n.mustSucceed(t, nw, "DEL", bad, nil)
+	// CHECK reads the requests it can: a's is held, another is not.
+	n.mustSucceed(t, nw, "CHECK", a, withKeys(nw, n, `"runtimeConfig":{"ips":["10.105.0.50"]},"prevResult":{"cniVersion":"1.1.0","ips":[{"address":"10.105.0.50/24"}]}`))
+	if out := n.call(nw, "CHECK", a, withKeys(nw, n, `"runtimeConfig":{"ips":["10.105.0.52"]},"prevResult":{"cniVersion":"1.1.0","ips":[{"address":"10.105.0.50/24"}]}`)); out.RC == 0 || out.Err == nil || !strings.Contains(out.Err.Msg, "10.105.0.52") {
+		t.Fatalf("CHECK with a request not held: rc %d %s", out.RC, out.Stdout)
+	}
 	// The second set's request taken: the first set's new address is undone.
 	mustFailWith(t, n, nw, d, runtimeIPs("2001:db8:105::50"), 117, "2001:db8:105::50", "static-a")
 	if after := len(allocations(t, nw)); after != before {
