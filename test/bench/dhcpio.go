@@ -47,8 +47,8 @@ type servedGuest struct {
 	ip4, ip6 netip.Addr
 }
 
-// parseServed reads tapbridge's ADD result (interfaces: host veth, pod
-// end with the guest MAC, TAP; one address per family).
+// parseServed reads tapbridge's ADD result (interfaces: host veth, TAP,
+// pod end with the guest MAC last; one address per family).
 func parseServed(out []byte, pod harness.Netns) (servedGuest, error) {
 	var res struct {
 		Interfaces []struct{ Name, Mac string }
@@ -58,9 +58,9 @@ func parseServed(out []byte, pod harness.Netns) (servedGuest, error) {
 	if err := json.Unmarshal(out, &res); err != nil || len(res.Interfaces) != 3 {
 		return g, fmt.Errorf("unexpected ADD result %s: %v", out, err)
 	}
-	g.hostIf, g.podIf, g.tap = res.Interfaces[0].Name, res.Interfaces[1].Name, res.Interfaces[2].Name
+	g.hostIf, g.tap, g.podIf = res.Interfaces[0].Name, res.Interfaces[1].Name, res.Interfaces[2].Name
 	var err error
-	if g.mac, err = net.ParseMAC(res.Interfaces[1].Mac); err != nil {
+	if g.mac, err = net.ParseMAC(res.Interfaces[2].Mac); err != nil {
 		return g, err
 	}
 	for _, ip := range res.IPs {
