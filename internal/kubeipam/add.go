@@ -121,7 +121,8 @@ func addOnce(ctx context.Context, cl *kubeapi.Client, c *Config, want []netip.Ad
 // taken at the time). For a cache a moment behind (an empty answer on a
 // repeated ADD), allocate reads each taken address it tries: its
 // sequence, seeded by the attachment, is the one the first ADD walked,
-// so it finds the first ADD's allocation wherever that landed.
+// so it finds the first ADD's allocation on any of its candidates (not
+// one a nearly full set's listed walk gave; see allocate).
 func heldBy(ctx context.Context, store allocation.Store, c *Config, o *owner) ([]*allocation.Allocation, error) {
 	if o.claim == nil {
 		held, err := store.OfUserCached(ctx, c.Network, o.user)

@@ -22,7 +22,7 @@ const exactTries = 3
 
 // allocate creates an allocation at a free address of set i. It tries
 // candidates first, each one create and no read: a sequence the owner
-// seeds (allocation.Seed), so in a set that is not nearly full an ADD
+// seeds (owner.seed), so in a set that is not nearly full an ADD
 // costs the same few requests whatever the number of allocations. For a
 // claim an AlreadyExists is read: the address may be the claim's already
 // (another pod of the VM, or an ADD killed before it wrote the status),
@@ -34,9 +34,12 @@ const exactTries = 3
 // them (the first candidate taken then, the next free one), and a second
 // allocation would hand out another address than the first ADD's. In a
 // set that is not nearly full few candidates are taken, so this costs
-// few reads, and only on a first ADD. (In a nearly full set the earlier
+// few reads, but every new attachment's ADD pays one GET per taken
+// candidate. (In a nearly full set the earlier
 // ADD may have gone past its candidates to a listed walk from a random
-// start; a repeated ADD there can still make a second allocation.)
+// start, or an earlier candidate may have been freed since; a repeated
+// ADD there can still make a second allocation, which only a GC with
+// the node's list frees.)
 func (t *taker) allocate(i int) (*allocation.Allocation, error) {
 	var got *allocation.Allocation
 	var err error

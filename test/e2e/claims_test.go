@@ -139,6 +139,18 @@ func (v *claimedVM) expectFreedWithClaim(ctx context.Context, t *testing.T, c *c
 			}
 		}
 	}
+	// GC leaves allocations younger than the IPAM's call timeout alone
+	// (an ADD may still be making them): let them age past it, so what
+	// keeps them below is the claim.
+	allocs, err := v.api.Allocations(ctx, v.network)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range allocs {
+		if wait := time.Until(a.Created.Add(cluster.IPAMTimeout + time.Second)); wait > 0 {
+			time.Sleep(wait)
+		}
+	}
 	gc()
 	v.expectHeld(ctx, t, addrs)
 	if err := v.api.DeleteClaim(ctx, vmNamespace, v.claim); err != nil {

@@ -255,6 +255,9 @@ func TestAgentDroppedFrames(t *testing.T) {
 	if err := pid.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	// A failure while it is stopped must not leave it stopped (its
+	// cleanup's SIGTERM would wait for nothing).
+	t.Cleanup(func() { _ = pid.Signal(syscall.SIGCONT) })
 	err := vm.flood(t, n)
 	if cerr := pid.Signal(syscall.SIGCONT); cerr != nil {
 		t.Fatal(cerr)

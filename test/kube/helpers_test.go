@@ -14,16 +14,16 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tapbridge/tapbridge-cni/test/harness"
+	"github.com/tapbridge/tapbridge-cni/test/kube"
 )
 
 var (
-	allocGVR = schema.GroupVersionResource{Group: "tapbridge.io", Version: "v1alpha1", Resource: "ipallocations"}
-	claimGVR = schema.GroupVersionResource{Group: "k8s.cni.cncf.io", Version: "v1alpha1", Resource: "ipamclaims"}
+	allocGVR = kube.AllocationGVR
+	claimGVR = kube.ClaimGVR
 )
 
 // node is a simulated node: a netns joined to the API server's, where
@@ -282,17 +282,9 @@ func makePod(t *testing.T, name, networks string) *corev1.Pod {
 
 func deletePod(t *testing.T, p *corev1.Pod) {
 	t.Helper()
-	cs, _ := clients(t)
-	zero := int64(0)
-	err := cs.CoreV1().Pods(p.Namespace).Delete(ctxT(t), p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
-	if err != nil && !apierrors.IsNotFound(err) {
+	if err := cluster.DeletePod(ctxT(t), p.Namespace, p.Name); err != nil {
 		t.Fatal(err)
 	}
-	// Without a kubelet a pod with a grace period lingers; zero deletes it.
-	waitGone(t, func() error {
-		_, err := cs.CoreV1().Pods(p.Namespace).Get(ctxT(t), p.Name, metav1.GetOptions{})
-		return err
-	})
 }
 
 func waitGone(t *testing.T, get func() error) {
@@ -309,36 +301,25 @@ func waitGone(t *testing.T, get func() error) {
 // spec.network (the NAD config's name) and an empty spec.interface (the
 // CRD requires the key; its Go type has no omitempty); a non-empty one is
 // what OVN-Kubernetes' convention would write.
-func makeClaim(t *testing.T, name, network, iface string) *unstructured.Unstructured {
+func makeClaim(t *testing.T, name, network, iface string) {
 	t.Helper()
-	_, dyn := clients(t)
-	u := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "k8s.cni.cncf.io/v1alpha1", "kind": "IPAMClaim",
-		"metadata": map[string]any{"name": name, "namespace": podNamespace},
-		"spec":     map[string]any{"network": network, "interface": iface},
-	}}
-	out, err := dyn.Resource(claimGVR).Namespace(podNamespace).Create(ctxT(t), u, metav1.CreateOptions{FieldValidation: "Strict"})
-	if err != nil {
-		t.Fatalf("create IPAMClaim %s: %v", name, err)
+	if err := cluster.CreateClaim(ctxT(t), podNamespace, name, network, iface); err != nil {
+		t.Fatal(err)
 	}
-	return out
 }
 
 func claimIPs(t *testing.T, name string) []string {
 	t.Helper()
-	_, dyn := clients(t)
-	u, err := dyn.Resource(claimGVR).Namespace(podNamespace).Get(ctxT(t), name, metav1.GetOptions{})
+	ips, err := cluster.ClaimIPs(ctxT(t), podNamespace, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ips, _, _ := unstructured.NestedStringSlice(u.Object, "status", "ips")
 	return ips
 }
 
 func deleteClaim(t *testing.T, name string) {
 	t.Helper()
-	_, dyn := clients(t)
-	if err := dyn.Resource(claimGVR).Namespace(podNamespace).Delete(ctxT(t), name, metav1.DeleteOptions{}); err != nil {
+	if err := cluster.DeleteClaim(ctxT(t), podNamespace, name); err != nil {
 		t.Fatal(err)
 	}
 }

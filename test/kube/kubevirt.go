@@ -212,6 +212,7 @@ type Allocation struct {
 	Name, Network, Address string
 	Claim                  string // the owning IPAMClaim's name, "" for none
 	Users                  []string
+	Created                time.Time
 }
 
 // Allocations lists the IPAllocations of network, by address.
@@ -226,7 +227,7 @@ func (c *Cluster) Allocations(ctx context.Context, network string) ([]Allocation
 	}
 	var out []Allocation
 	for _, it := range list.Items {
-		a := Allocation{Name: it.GetName()}
+		a := Allocation{Name: it.GetName(), Created: it.GetCreationTimestamp().Time}
 		a.Network, _, _ = unstructured.NestedString(it.Object, "spec", "network")
 		if a.Network != network {
 			continue

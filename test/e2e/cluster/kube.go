@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/tapbridge/tapbridge-cni/test/kube"
 )
@@ -89,7 +90,7 @@ func (c *Cluster) API() *API {
 func Persistent(ranges string) Edit {
 	return func(plugin map[string]any, _ string) {
 		plugin["allowPersistentIPs"] = true
-		plugin["ipam"] = map[string]any{"type": IPAMType, "timeout": "5s", "ranges": rawJSON(ranges)}
+		plugin["ipam"] = map[string]any{"type": IPAMType, "timeout": IPAMTimeout.String(), "ranges": rawJSON(ranges)}
 	}
 }
 
@@ -155,3 +156,6 @@ func (a *API) RemoveLauncher(ctx context.Context, p *Pod) error {
 	ref := p.Object()
 	return a.DeletePod(ctx, ref.Namespace, ref.Name)
 }
+
+// IPAMTimeout is tapbridge-ipam's call timeout in the sandbox's networks.
+const IPAMTimeout = 5 * time.Second
