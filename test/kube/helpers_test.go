@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	corev1 "k8s.io/api/core/v1"
@@ -21,10 +20,7 @@ import (
 	"github.com/tapbridge/tapbridge-cni/test/kube"
 )
 
-var (
-	allocGVR = kube.AllocationGVR
-	claimGVR = kube.ClaimGVR
-)
+var allocGVR = kube.AllocationGVR
 
 // node is a simulated node: a netns joined to the API server's, where
 // the IPAM is exec'd as the plugin would exec it there.
@@ -285,16 +281,6 @@ func deletePod(t *testing.T, p *corev1.Pod) {
 	if err := cluster.DeletePod(ctxT(t), p.Namespace, p.Name); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func waitGone(t *testing.T, get func() error) {
-	t.Helper()
-	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		if apierrors.IsNotFound(get()) {
-			return
-		}
-	}
-	t.Fatal("object still there after 30s")
 }
 
 // makeClaim creates an IPAMClaim. The kubevirt-ipam-controller writes
