@@ -170,20 +170,17 @@ type taker struct {
 // new one. A request must agree with what the owner already holds.
 func (t *taker) fromSet(i int, held []*allocation.Allocation) (*allocation.Allocation, error) {
 	set, want := t.c.Sets[i], t.want[i]
-	switch a := inSet(set, held, want); {
-	case t.o.claim != nil:
-		have, ok := t.o.claimAddr(set)
-		if !ok {
-			break
+	if t.o.claim != nil {
+		if have, ok := t.o.claimAddr(set); ok {
+			if want.IsValid() && want != have {
+				return nil, fmt.Errorf("%w: requested %s, but %s holds %s (status.ips)", ErrTaken, want, t.o.claim, have)
+			}
+			if a := inSet(set, held, have); a != nil && a.Addr() == have {
+				return t.join(a)
+			}
+			want = have // its allocation is gone: made again at the claim's address
 		}
-		if want.IsValid() && want != have {
-			return nil, fmt.Errorf("%w: requested %s, but %s holds %s (status.ips)", ErrTaken, want, t.o.claim, have)
-		}
-		if a := inSet(set, held, have); a != nil && a.Addr() == have {
-			return t.join(a)
-		}
-		want = have // its allocation is gone: made again at the claim's address
-	case a != nil:
+	} else if a := inSet(set, held, want); a != nil {
 		if want.IsValid() && want != a.Addr() {
 			return nil, fmt.Errorf("%w: requested %s, but attachment %s/%s holds %s from an earlier ADD (DEL it first)",
 				ErrTaken, want, t.o.user.ContainerID, t.o.user.IfName, a.Addr())

@@ -228,19 +228,9 @@ func readProcStat(pid int) (procStat, error) {
 			s.hwmKB, _ = strconv.ParseInt(f[0], 10, 64)
 		}
 	}
-	stat, err := os.ReadFile(dir + "/stat")
-	if err != nil {
+	if s.ticksCPU, err = processCPU(pid); err != nil {
 		return s, err
 	}
-	// Fields after the command's closing parenthesis start at field 3
-	// (state); utime and stime are fields 14 and 15.
-	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-	if len(f) < 13 {
-		return s, fmt.Errorf("short %s/stat", dir)
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	s.ticksCPU = time.Duration(ut+st) * (time.Second / 100)
 	tasks, err := os.ReadDir(dir + "/task")
 	if err != nil {
 		return s, err
