@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -17,10 +19,13 @@ import (
 	"github.com/tapbridge/tapbridge-cni/internal/ipam/static"
 )
 
-// call is one in-process call: what skel would hand the binary's verbs.
+// call is one in-process call: what skel would hand the binary's verbs,
+// and what the caller knows of the attachment's addresses (see Call).
 type call struct {
 	containerID, ifName, netns, args string
 	config                           []byte
+	fresh                            bool
+	leased                           []netip.Addr
 }
 
 // commands are one IPAM type's verbs. GC and STATUS have none: the
@@ -50,7 +55,14 @@ var inProcess = map[string]*commands{
 }
 
 func (c call) hostLocal() hostlocal.Call {
-	return hostlocal.Call{ContainerID: c.containerID, IfName: c.ifName, Args: c.args, Config: c.config}
+	hc := hostlocal.Call{ContainerID: c.containerID, IfName: c.ifName, Args: c.args, Config: c.config, Fresh: c.fresh}
+	if c.leased != nil {
+		hc.Leased = make([]net.IP, len(c.leased))
+		for i, a := range c.leased {
+			hc.Leased[i] = net.IP(a.Unmap().AsSlice())
+		}
+	}
+	return hc
 }
 
 func (c call) static() static.Call {
@@ -64,7 +76,9 @@ func (c call) static() static.Call {
 // stdout), an error as a *types.Error, code 999 unless the verb gave one.
 type inprocess struct {
 	version.PluginDecoder
-	cmds *commands
+	cmds   *commands
+	fresh  bool         // Call.Fresh
+	leased []netip.Addr // Call.Leased
 }
 
 var _ invoke.Exec = (*inprocess)(nil)
@@ -73,7 +87,8 @@ func (*inprocess) FindInPath(plugin string, _ []string) (string, error) { return
 
 func (e *inprocess) ExecPlugin(ctx context.Context, _ string, stdin []byte, environ []string) ([]byte, error) {
 	env := envOf(environ)
-	c := call{containerID: env["CNI_CONTAINERID"], ifName: env["CNI_IFNAME"], netns: env["CNI_NETNS"], args: env["CNI_ARGS"], config: stdin}
+	c := call{containerID: env["CNI_CONTAINERID"], ifName: env["CNI_IFNAME"], netns: env["CNI_NETNS"], args: env["CNI_ARGS"], config: stdin,
+		fresh: e.fresh, leased: e.leased}
 	cmd := env["CNI_COMMAND"]
 	if err := versionGate(cmd, stdin); err != nil {
 		return nil, err

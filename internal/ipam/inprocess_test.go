@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/tapbridge/tapbridge-cni/test/harness"
 )
@@ -488,5 +490,103 @@ func TestHostLocalInProcessReclaimsTornReservation(t *testing.T) {
 	}
 	if !strings.HasSuffix(f["vmnet/10.9.0.10"], `"c\r\neth0"`) || !strings.HasSuffix(f["vmnet/10.9.0.11"], `"other\neth0"`) {
 		t.Fatalf("store: %v", f)
+	}
+}
+
+// With what tapbridge knows of the attachment (a fresh claim on ADD, the
+// complete record's addresses on DEL), in-process host-local reads no
+// lease but the attachment's own: the call's cost does not grow with the
+// node's attachments (DESIGN.md). The store holds a FIFO named like an
+// address: reading it blocks until a writer comes, so a call that walks
+// the store hangs there, which is how the test tells (and it checks that
+// a call without the hints does hang, so the probe can fail).
+func TestHostLocalKnownLeaseReadsNoOtherLease(t *testing.T) {
+	store := t.TempDir()
+	base := hostLocal("1.0.0", []map[string]any{r4("10.9.0.0/24", "10.9.0.10", "10.9.0.20")})
+	base["ipam"].(map[string]any)["dataDir"] = store
+	conf, _ := json.Marshal(base)
+	dir := filepath.Join(store, "vmnet")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "10.9.0.99")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "10.9.0.15"), []byte("other\neth0"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := Plugin{Type: "host-local", Config: conf, Timeout: 5 * time.Second}
+	within := func(what string, fn func() error) (error, bool) {
+		done := make(chan error, 1)
+		go func() { done <- fn() }()
+		select {
+		case err := <-done:
+			return err, true
+		case <-time.After(2 * time.Second):
+			return fmt.Errorf("%s read the FIFO: it walked the store", what), false
+		}
+	}
+
+	var res *current.Result
+	err, ok := within("fresh ADD", func() (err error) {
+		res, err = p.Add(context.Background(), Call{ContainerID: "c", IfName: "eth0", Netns: "/var/run/netns/none", Fresh: true})
+		return err
+	})
+	if err != nil || !ok {
+		t.Fatal(err)
+	}
+	addr, _ := netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
+	if addr.String() != "10.9.0.10" {
+		t.Fatalf("fresh ADD got %s, want 10.9.0.10", addr)
+	}
+	// A lease that names another owner stays, even when named.
+	other := netip.MustParseAddr("10.9.0.15")
+	err, ok = within("DEL with the lease", func() error {
+		return p.Del(context.Background(), Call{ContainerID: "c", IfName: "eth0", Leased: []netip.Addr{addr, other}})
+	})
+	if err != nil || !ok {
+		t.Fatal(err)
+	}
+	// (Read file by file: harness.Files would block on the FIFO too.)
+	if _, err := os.Stat(filepath.Join(dir, "10.9.0.10")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("DEL with the lease left the attachment's address: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "10.9.0.15")); string(b) != "other\neth0" {
+		t.Errorf("DEL with the lease touched another owner's address: %q, %v", b, err)
+	}
+
+	// The probe: the binary's way (no hints) does walk, and hangs on it.
+	release := func() { // a writer lets the blocked read see EOF
+		if w, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+			w.Close()
+		}
+	}
+	var walked bool
+	for _, c := range []struct {
+		what string
+		fn   func() error
+	}{
+		{"ADD", func() error {
+			_, err := p.Add(context.Background(), Call{ContainerID: "d", IfName: "eth0", Netns: "/var/run/netns/none"})
+			return err
+		}},
+		{"DEL", func() error { return p.Del(context.Background(), Call{ContainerID: "d", IfName: "eth0"}) }},
+	} {
+		done := make(chan error, 1)
+		go func() { done <- c.fn() }()
+		select {
+		case err := <-done:
+			t.Errorf("%s without the hints returned (%v) without reading the FIFO: the probe cannot fail", c.what, err)
+		case <-time.After(500 * time.Millisecond):
+			walked = true
+			release()
+			if err := <-done; err != nil {
+				t.Errorf("%s without the hints, once the FIFO gave EOF: %v", c.what, err)
+			}
+		}
+	}
+	if !walked {
+		t.Fatal("no call without the hints walked the store")
 	}
 }

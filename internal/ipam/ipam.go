@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -24,6 +25,10 @@ import (
 
 // ErrTimeout is returned when the IPAM plugin did not answer in time.
 var ErrTimeout = errors.New("IPAM plugin timed out")
+
+// ErrNotFound is returned when the IPAM plugin's binary is not in
+// CNI_PATH: it never ran, so it holds nothing.
+var ErrNotFound = errors.New("IPAM plugin not found")
 
 // Plugin is one IPAM plugin as configured for a network.
 type Plugin struct {
@@ -44,6 +49,13 @@ type Call struct {
 	// it runs, even past the caller's death: the attachment's lock. (An
 	// IPAM run in process dies with the caller, so needs no such hold.)
 	Hold *os.File
+	// What the caller knows of the attachment's addresses, which spares an
+	// IPAM run in process (host-local) a read of every lease of the node;
+	// an exec'd IPAM ignores both.
+	// Fresh (ADD): the attachment holds no address of this IPAM.
+	Fresh bool
+	// Leased (DEL): all the attachment's addresses; nil when unknown.
+	Leased []netip.Addr
 }
 
 // Add allocates addresses for the attachment.
@@ -123,7 +135,7 @@ func (p Plugin) InProcess() bool { return !p.Exec && inProcess[p.Type] != nil }
 // (unless the config forces the exec), else the binary found in CNI_PATH.
 func (p Plugin) runner(c Call) (string, invoke.Exec, error) {
 	if p.InProcess() {
-		return p.Type, &inprocess{cmds: inProcess[p.Type]}, nil
+		return p.Type, &inprocess{cmds: inProcess[p.Type], fresh: c.Fresh, leased: c.Leased}, nil
 	}
 	path, err := p.find()
 	if err != nil {
@@ -135,7 +147,7 @@ func (p Plugin) runner(c Call) (string, invoke.Exec, error) {
 func (p Plugin) find() (string, error) {
 	path, err := invoke.FindInPath(p.Type, filepath.SplitList(p.Path))
 	if err != nil {
-		return "", fmt.Errorf("find IPAM plugin %q in CNI_PATH %q: %w", p.Type, p.Path, err)
+		return "", fmt.Errorf("find IPAM plugin %q in CNI_PATH %q: %w: %w", p.Type, p.Path, ErrNotFound, err)
 	}
 	return path, nil
 }

@@ -46,6 +46,8 @@ type addOp struct {
 	pending *ipam.Pending     // IPAM ADD, running while the pod side is built
 	staged  *pendingWrite     // the complete record, written while the last steps run
 	undo    undo.Stack
+	// leaseKept: IPAM DEL failed in the undo, so the claim must stay.
+	leaseKept bool
 }
 
 // Add attaches the pod: every check first, then the steps, each
@@ -159,9 +161,20 @@ func (op *addOp) writeRecord(context.Context) error {
 		return err
 	}
 	op.lock = lock
-	op.undo.Push("record", func() error { return op.store.Delete(op.names.Key) })
+	op.undo.Push("record", func() error {
+		if op.leaseKept {
+			return errLeaseKept
+		}
+		return op.store.Delete(op.names.Key)
+	})
 	return nil
 }
+
+// errLeaseKept: the claim stays when IPAM DEL failed in ADD's undo, so
+// the runtime's DEL (or GC) still finds the attachment and releases its
+// addresses. It also keeps true what startIPAM tells IPAM: no record, no
+// address.
+var errLeaseKept = errors.New("kept: IPAM may still hold the attachment's addresses, DEL releases them")
 
 func (op *addOp) unlock() { op.lock.Unlock() }
 
@@ -229,13 +242,24 @@ func (op *addOp) startIPAM(ctx context.Context) error {
 	}
 	call := op.ipamCall()
 	call.Hold = op.lock.File()
+	// The claim was new (writeRecord) and a record goes only once IPAM
+	// has released its addresses (DEL, GC, and ADD's undo keeps it when
+	// IPAM DEL fails): so IPAM holds nothing of this attachment, and
+	// in-process host-local need not read every lease to make sure.
+	call.Fresh = true
 	op.pending = op.ipam().Start(ctx, call)
 	// Release even when ADD failed: IPAM may have stored an allocation
 	// before failing, and DEL is harmless when it has none. Wait first, so
 	// DEL never runs before the ADD it undoes.
 	op.undo.Push("ipam", func() error {
-		_, _ = op.pending.Wait()
-		return op.ipam().Del(context.Background(), call)
+		if _, err := op.pending.Wait(); errors.Is(err, ipam.ErrNotFound) {
+			return nil // it never ran
+		}
+		del := call
+		del.Fresh = false
+		err := op.ipam().Del(context.Background(), del)
+		op.leaseKept = err != nil
+		return err
 	})
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/tapbridge/tapbridge-cni/internal/attachment"
 	"github.com/tapbridge/tapbridge-cni/internal/ipam"
@@ -21,6 +22,21 @@ type teardown struct {
 	netns  string
 	bridge string
 	args   string
+	leased []netip.Addr // IPAM's addresses, from a complete record; nil when unknown
+}
+
+// leasedOf is what a record says IPAM gave the attachment: known only
+// from a complete record (an ADD that stopped early may have got an
+// address it never wrote down).
+func leasedOf(rec state.Record) []netip.Addr {
+	if rec.Phase != state.PhaseReady {
+		return nil
+	}
+	out := make([]netip.Addr, 0, len(rec.IPs))
+	for _, ip := range rec.IPs {
+		out = append(out, ip.Address.Addr())
+	}
+	return out
 }
 
 // Del removes the attachment. It succeeds when things are already gone,
@@ -40,7 +56,7 @@ func (p *Plugin) Del(ctx context.Context) error {
 	rec, err := st.Get(t.names.Key)
 	switch {
 	case err == nil:
-		t.bridge = p.bridgeOf(rec)
+		t.bridge, t.leased = p.bridgeOf(rec), leasedOf(rec)
 		if t.netns == "" {
 			t.netns = rec.Netns // CNI_NETNS may be unset; the TAP is still in there
 		}
@@ -104,7 +120,7 @@ func (p *Plugin) removeAttachment(ctx context.Context, st *state.Store, t teardo
 		return err
 	}
 	if p.Net.IPAMType != "" && t.id != (attachment.ID{}) {
-		call := ipam.Call{ContainerID: t.id.ContainerID, IfName: t.id.IfName, Netns: t.netns, Args: t.args, Hold: lock.File()}
+		call := ipam.Call{ContainerID: t.id.ContainerID, IfName: t.id.IfName, Netns: t.netns, Args: t.args, Hold: lock.File(), Leased: t.leased}
 		if err := p.ipam().Del(ctx, call); err != nil {
 			return err // keep the record: the runtime retries DEL
 		}

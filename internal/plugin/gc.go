@@ -94,7 +94,7 @@ func (p *Plugin) staleRecords(ctx context.Context, st *state.Store) ([]teardown,
 			errs = append(errs, err)
 		case rec.Network == p.Net.Name && !p.Net.GC.Valid[types.GCAttachment{ContainerID: rec.ContainerID, IfName: rec.IfName}]:
 			id := attachment.ID{ContainerID: rec.ContainerID, IfName: rec.IfName}
-			stale = append(stale, teardown{names: attachment.For(id), id: id, netns: rec.Netns, bridge: p.bridgeOf(rec)})
+			stale = append(stale, teardown{names: attachment.For(id), id: id, netns: rec.Netns, bridge: p.bridgeOf(rec), leased: leasedOf(rec)})
 		}
 	}
 	return stale, errors.Join(errs...)

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -127,4 +129,102 @@ func TestInProcessIPAMTiming(t *testing.T) {
 		t.Errorf("in-process IPAM is not faster")
 	}
 	_ = harness.BridgeName
+}
+
+// The plugin tells in-process host-local what it knows (a fresh claim on
+// ADD; on DEL and GC, the complete record's addresses), so ADD, DEL and
+// GC read no lease but the attachment's own: their cost does not grow
+// with the node's attachments (DESIGN.md). A FIFO named like an address
+// sits in the store: a call that reads every lease blocks on it until
+// the test gives it EOF, which fails the test.
+func TestInProcessIPAMReadsNoOtherLease(t *testing.T) {
+	f := newFixture(t)
+	pods := f.pods(2)
+	conf := f.conf("1.1.0")
+	r := f.runtime(conf)
+	before := f.snapshot()
+	// The network's store exists once an ADD made it.
+	warm := rtConf("cid-fifo-warm", pods[0], "eth0")
+	if _, err := r.add(warm); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.del(warm); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(f.ipamDir(), "vmnet", "10.77.0.199")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	unblock := func() { // a writer gives a blocked read EOF
+		if w, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+			w.Close()
+		}
+	}
+	noWalk := func(what string, fn func() error) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- fn() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		case <-time.After(10 * time.Second):
+			unblock()
+			<-done
+			t.Fatalf("%s read every lease of the store (it blocked on the FIFO)", what)
+		}
+	}
+	a, b := rtConf("cid-fifo-a", pods[0], "eth0"), rtConf("cid-fifo-b", pods[1], "eth0")
+	noWalk("ADD a", func() error { _, err := r.add(a); return err })
+	noWalk("ADD b", func() error { _, err := r.add(b); return err })
+	noWalk("DEL a", func() error { return r.del(a) })
+	noWalk("GC with a valid", func() error {
+		return r.gc(&libcni.GCArgs{ValidAttachments: []types.GCAttachment{{ContainerID: a.ContainerID, IfName: a.IfName}}})
+	})
+	if err := os.Remove(fifo); err != nil {
+		t.Fatal(err)
+	}
+	f.expectClean(before) // b's lease went with GC, a's with DEL
+}
+
+// When IPAM DEL fails in a failed ADD's undo, the claim stays: the
+// addresses IPAM may still hold are the runtime's DEL's to release, and
+// in-process host-local is told an ADD's attachment is fresh only because
+// a record never goes before its addresses do.
+func TestIPAMDelFailsInUndo(t *testing.T) {
+	f := newFixture(t)
+	pod := f.pods(1)[0]
+	dir := t.TempDir()
+	stub := stubIPAM(t, "stuck-ipam", fmt.Sprintf(`case "$CNI_COMMAND" in
+ADD) echo '{"cniVersion":"1.1.0","code":111,"msg":"stub pool is empty"}'; exit 1;;
+DEL) [ -e %s/released ] && exit 0
+     echo '{"cniVersion":"1.1.0","code":11,"msg":"stub cannot release now"}'; exit 1;;
+esac
+exit 0
+`, dir))
+	conf := f.conf("1.1.0", set("ipam.type", "stuck-ipam"))
+	before := f.snapshot()
+	call := harness.Call{Command: "ADD", ContainerID: "c-stuck-" + f.node.ID, Netns: pod.Path(), IfName: "net1", Stdin: conf,
+		Path: strings.Join(append([]string{stub}, f.paths(pluginDir)...), ":")}
+	out := f.exec(call)
+	if out.RC == 0 || out.Err.Code != 111 || !strings.Contains(out.Err.Msg, "stub cannot release now") || !strings.Contains(out.Err.Msg, "kept") {
+		t.Fatalf("ADD whose IPAM fails ADD then DEL: rc %d %s, want IPAM's 111, naming the failed release and the kept claim", out.RC, out.Stdout)
+	}
+	recs, err := os.ReadDir(filepath.Join(f.stateDir(), "attachments"))
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("records after the failed ADD: %v %v, want the claim kept", recs, err)
+	}
+	call.Command = "DEL"
+	if out := f.exec(call); out.RC == 0 {
+		t.Fatalf("DEL while IPAM cannot release succeeded: the record would go with the addresses still held")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "released"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := f.exec(call); out.RC != 0 {
+		t.Fatalf("DEL once IPAM can release: rc %d %s", out.RC, out.Stdout)
+	}
+	f.expectLive(nil, []harness.Netns{pod})
+	f.expectClean(before)
 }

@@ -23,8 +23,9 @@ func newAllocator(set rangeSet, st *store, idx int) *allocator {
 // get reserves want, or else the next free address after the set's last
 // reserved one (round robin, so a crash-looping pod does not get its old
 // address back until the set has gone round). The attachment may hold
-// no address of the set already: the spec forbids a second allocation.
-func (a *allocator) get(id, ifname string, want net.IP) (*current.IPConfig, error) {
+// no address of the set already: the spec forbids a second allocation,
+// which is checked unless the caller vouches the attachment is fresh.
+func (a *allocator) get(id, ifname string, want net.IP, fresh bool) (*current.IPConfig, error) {
 	if err := a.store.Lock(); err != nil {
 		return nil, err
 	}
@@ -32,9 +33,11 @@ func (a *allocator) get(id, ifname string, want net.IP) (*current.IPConfig, erro
 	if want != nil {
 		return a.reserve(id, ifname, want)
 	}
-	for _, held := range a.store.GetByID(id, ifname) {
-		if _, err := a.set.rangeFor(held); err == nil {
-			return nil, fmt.Errorf("%s has been allocated to %s, duplicate allocation is not allowed", held.String(), id)
+	if !fresh {
+		for _, held := range a.store.GetByID(id, ifname) {
+			if _, err := a.set.rangeFor(held); err == nil {
+				return nil, fmt.Errorf("%s has been allocated to %s, duplicate allocation is not allowed", held.String(), id)
+			}
 		}
 	}
 	next := a.iterate()

@@ -28,6 +28,18 @@ type Call struct {
 	IfName      string
 	Args        string // CNI_ARGS: host-local reads IP= from it
 	Config      []byte // the network configuration (stdin)
+
+	// The binary finds an attachment's addresses by reading every file of
+	// the store: ADD to refuse a second allocation, DEL to release. That
+	// makes each call cost more the more attachments the node has. A
+	// caller that knows better says so, and the reads go:
+
+	// Fresh vouches that the store holds no address of the attachment, so
+	// ADD skips the duplicate check (the only reason it reads the store).
+	Fresh bool
+	// Leased, when not nil, are all the attachment's addresses: DEL
+	// releases these files alone, each only if it names the attachment.
+	Leased []net.IP
 }
 
 // Add allocates one address from each range set, the requested ones
@@ -76,7 +88,7 @@ func allocate(st *store, conf *ipamConf, c Call) ([]*current.IPConfig, error) {
 			want = requested[i]
 			requested = append(requested[:i], requested[i+1:]...)
 		}
-		ip, err := a.get(c.ContainerID, c.IfName, want)
+		ip, err := a.get(c.ContainerID, c.IfName, want, c.Fresh)
 		if err != nil {
 			release()
 			return nil, fmt.Errorf("failed to allocate for range %d: %v", idx, err)
@@ -134,13 +146,19 @@ func open(ctx context.Context, c Call) (*ipamConf, *store, error) {
 }
 
 // Del releases every address of the attachment, range by range, going on
-// past failures and reporting them all.
+// past failures and reporting them all; only the leased ones when the
+// caller knows them.
 func Del(ctx context.Context, c Call) error {
 	conf, st, err := open(ctx, c)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	if c.Leased != nil {
+		// No torn-reservation sweep either: a caller that knows the lease
+		// saw the ADD get it, so that ADD was not killed mid-reservation.
+		return st.releaseLeased(c.ContainerID, c.IfName, c.Leased)
+	}
 	var msgs []string
 	for idx := range conf.Ranges {
 		if err := newAllocator(conf.Ranges[idx], st, idx).release(c.ContainerID, c.IfName); err != nil {

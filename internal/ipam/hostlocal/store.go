@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -140,6 +141,39 @@ func (s *store) reclaimTorn(ip net.IP) bool {
 		return false
 	}
 	return os.Remove(path) == nil
+}
+
+// releaseLeased removes the files of the given addresses that name the
+// attachment (as upstream's release matches a file: the container and
+// interface, or, as releases before the interface was recorded wrote,
+// the container alone). A file gone, or naming another owner, is left
+// be: the address is not the attachment's (any more).
+func (s *store) releaseLeased(id, ifname string, ips []net.IP) error {
+	if err := s.Lock(); err != nil {
+		return err
+	}
+	defer s.Unlock()
+	dir := filepath.Dir(s.lock.Name())
+	owner, oldOwner := strings.TrimSpace(id)+disk.LineBreak+ifname, strings.TrimSpace(id)
+	var errs []error
+	for _, ip := range ips {
+		path := disk.GetEscapedPath(dir, ip.String())
+		data, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if got := strings.TrimSpace(string(data)); got != owner && got != oldOwner {
+			continue
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Unlock releases the store's lock.
