@@ -127,8 +127,11 @@ type cpVariant struct {
 	Plain bool // a binary that is no CNI plugin: exec it N times, no DEL
 }
 
+// hostLocalRangeEnd is the last address of the control-plane rows' range.
+const hostLocalRangeEnd = "10.88.250.254"
+
 func (b *bench) cpVariants() (tb, noSpoof, br cpVariant) {
-	ipam := func(dir string) map[string]any { return hostLocal(dir, "10.88.0.0/16", "10.88.1.1", "10.88.250.254") }
+	ipam := func(dir string) map[string]any { return hostLocal(dir, "10.88.0.0/16", "10.88.1.1", hostLocalRangeEnd) }
 	tbConf := func(spoof bool) func(string) []byte {
 		return func(dir string) []byte {
 			return tapbridgeConf(tbOpts{DataDir: filepath.Join(b.dir, "state-cp"), Node: nodeName,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -164,6 +165,9 @@ func (k *kernelSteps) detach(podPath, cid string) error {
 	return err
 }
 
+// crowd is how many other leases the crowded host-local rows' store holds.
+const crowd = 1000
+
 // floorData is what the floor rows are computed from.
 type floorData struct {
 	trivial, trivialCPU time.Duration
@@ -172,8 +176,11 @@ type floorData struct {
 	ipamAddCPU          time.Duration
 	inAdd, inDel        time.Duration // host-local in process, as tapbridge runs it
 	inAddCPU            time.Duration
-	steps, noSpoof      *kernelSteps
-	inproc              *inprocResult
+	// in-process host-local with crowd other leases in its store, called
+	// as the plugin calls it, and the binary's way
+	crowdHinted, crowdWalking batchResult
+	steps, noSpoof            *kernelSteps
+	inproc                    *inprocResult
 }
 
 func (b *bench) measureFloor(ctx context.Context) (*floorData, error) {
@@ -205,6 +212,9 @@ func (b *bench) measureFloor(ctx context.Context) (*floorData, error) {
 		return nil, err
 	}
 	if f.inAdd, f.inDel, f.inAddCPU, err = b.hostLocalInProcess(ctx); err != nil {
+		return nil, err
+	}
+	if f.crowdHinted, f.crowdWalking, err = b.hostLocalCrowded(ctx, crowd); err != nil {
 		return nil, err
 	}
 	for _, spoofOn := range []bool{true, false} {
@@ -250,40 +260,89 @@ func (b *bench) hostLocalAlone(ctx context.Context) (add, del, addCPU time.Durat
 
 // hostLocalInProcess runs host-local's ADDs, then its DELs, in this
 // process with tapbridge's config, through the package tapbridge calls
-// (internal/ipam): what the plugin's IPAM costs it now that host-local no
+// (internal/ipam) and as the plugin calls it (a fresh claim on ADD, the
+// lease on DEL): what the plugin's IPAM costs it now that host-local no
 // longer runs as a process of its own. CPU is the calling thread's: the
 // in-process IPAM runs on the caller's goroutine, which inNS locks to it.
 func (b *bench) hostLocalInProcess(ctx context.Context) (add, del, addCPU time.Duration, err error) {
 	tb, _, _ := b.cpVariants()
-	p := ipam.Plugin{Type: "host-local", Config: tb.Conf(filepath.Join(b.dir, "ipam", "floor-host-local-inproc")),
-		Path: b.cniPath(), Timeout: time.Minute}
+	r, err := b.hostLocalCalls(ctx, tb.Conf(filepath.Join(b.dir, "ipam", "floor-host-local-inproc")), "hl-inproc", b.floorN(), true)
+	return percentile(r.Add, 50), percentile(r.Del, 50), percentile(r.AddCPU, 50), err
+}
+
+// hostLocalCalls makes n in-process host-local ADDs, then their DELs,
+// told what tapbridge tells it (hinted) or not (the binary's way: each
+// call reads every lease of the store).
+func (b *bench) hostLocalCalls(ctx context.Context, conf []byte, tag string, n int, hinted bool) (batchResult, error) {
+	p := ipam.Plugin{Type: "host-local", Config: conf, Path: b.cniPath(), Timeout: time.Minute}
 	if !p.InProcess() {
-		return 0, 0, 0, fmt.Errorf("host-local does not run in process")
+		return batchResult{}, fmt.Errorf("host-local does not run in process")
 	}
-	n := b.floorN()
-	adds, dels, cpus := make([]time.Duration, n), make([]time.Duration, n), make([]time.Duration, n)
+	r := batchResult{Add: make([]time.Duration, n), Del: make([]time.Duration, n), AddCPU: make([]time.Duration, n)}
+	leases := make([][]netip.Addr, n)
 	call := func(i int) ipam.Call {
-		return ipam.Call{ContainerID: fmt.Sprintf("%s-hl-inproc-%04d", b.id, i), IfName: podIfName, Netns: b.pods[i].Path()}
+		return ipam.Call{ContainerID: fmt.Sprintf("%s-%s-%04d", b.id, tag, i), IfName: podIfName, Netns: b.pods[i%len(b.pods)].Path()}
 	}
 	b.waitQuiet(ctx)
-	err = inNS(b.node, func() error {
+	err := inNS(b.node, func() error {
 		for i := range n {
+			c := call(i)
+			c.Fresh = hinted
 			t0, c0 := time.Now(), threadCPU()
-			if _, err := p.Add(ctx, call(i)); err != nil {
+			res, err := p.Add(ctx, c)
+			if err != nil {
 				return fmt.Errorf("in-process host-local ADD: %w", err)
 			}
-			adds[i], cpus[i] = time.Since(t0), threadCPU()-c0
+			r.Add[i], r.AddCPU[i] = time.Since(t0), threadCPU()-c0
+			for _, ip := range res.IPs {
+				a, _ := netip.AddrFromSlice(ip.Address.IP)
+				leases[i] = append(leases[i], a.Unmap())
+			}
 		}
 		for i := range n {
+			c := call(i)
+			if hinted {
+				c.Leased = leases[i]
+			}
 			t0 := time.Now()
-			if err := p.Del(ctx, call(i)); err != nil {
+			if err := p.Del(ctx, c); err != nil {
 				return fmt.Errorf("in-process host-local DEL: %w", err)
 			}
-			dels[i] = time.Since(t0)
+			r.Del[i] = time.Since(t0)
 		}
 		return nil
 	})
-	return percentile(adds, 50), percentile(dels, 50), percentile(cpus, 50), err
+	return r, err
+}
+
+// hostLocalCrowded measures the in-process host-local ADD and DEL in a
+// store that already holds others leases (written as upstream's store
+// writes them), hinted as the plugin calls it and unhinted: the per-call
+// cost that DESIGN.md says must not grow with the node's attachments.
+func (b *bench) hostLocalCrowded(ctx context.Context, others int) (hinted, walking batchResult, err error) {
+	tb, _, _ := b.cpVariants()
+	dir := filepath.Join(b.dir, "ipam", "floor-host-local-crowded")
+	conf := tb.Conf(dir)
+	store := filepath.Join(dir, netName)
+	if err := os.MkdirAll(store, 0o755); err != nil {
+		return hinted, walking, err
+	}
+	// Leases from the top of the range down, where the calls' round robin
+	// (from the range's start) does not reach.
+	top := netip.MustParseAddr(hostLocalRangeEnd)
+	for i := range others {
+		owner := fmt.Sprintf("%s-crowd-%04d\r\n%s", b.id, i, podIfName)
+		if err := os.WriteFile(filepath.Join(store, top.String()), []byte(owner), 0o644); err != nil {
+			return hinted, walking, err
+		}
+		top = top.Prev()
+	}
+	n := min(b.floorN(), 50)
+	if hinted, err = b.hostLocalCalls(ctx, conf, "hl-crowd-hinted", n, true); err != nil {
+		return hinted, walking, err
+	}
+	walking, err = b.hostLocalCalls(ctx, conf, "hl-crowd-walk", n, false)
+	return hinted, walking, err
 }
 
 func (b *bench) runKernelSteps(ctx context.Context, ks *kernelSteps) error {
