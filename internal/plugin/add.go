@@ -244,8 +244,10 @@ func (op *addOp) startIPAM(ctx context.Context) error {
 	call.Hold = op.lock.File()
 	// The claim was new (writeRecord) and a record goes only once IPAM
 	// has released its addresses (DEL, GC, and ADD's undo keeps it when
-	// IPAM DEL fails): so IPAM holds nothing of this attachment, and
-	// in-process host-local need not read every lease to make sure.
+	// IPAM DEL fails; the one exception, GC of a record too damaged to
+	// name its container, is of a container that is gone for good): so
+	// IPAM holds nothing of this attachment, and in-process host-local
+	// need not read every lease to make sure.
 	call.Fresh = true
 	op.pending = op.ipam().Start(ctx, call)
 	// Release even when ADD failed: IPAM may have stored an allocation
@@ -255,9 +257,7 @@ func (op *addOp) startIPAM(ctx context.Context) error {
 		if _, err := op.pending.Wait(); errors.Is(err, ipam.ErrNotFound) {
 			return nil // it never ran
 		}
-		del := call
-		del.Fresh = false
-		err := op.ipam().Del(context.Background(), del)
+		err := op.ipam().Del(context.Background(), call)
 		op.leaseKept = err != nil
 		return err
 	})
