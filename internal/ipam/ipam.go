@@ -26,10 +26,6 @@ import (
 // ErrTimeout is returned when the IPAM plugin did not answer in time.
 var ErrTimeout = errors.New("IPAM plugin timed out")
 
-// ErrNotFound is returned when the IPAM plugin's binary is not in
-// CNI_PATH: it never ran, so it holds nothing.
-var ErrNotFound = errors.New("IPAM plugin not found")
-
 // Plugin is one IPAM plugin as configured for a network.
 type Plugin struct {
 	Type    string
@@ -147,7 +143,7 @@ func (p Plugin) runner(c Call) (string, invoke.Exec, error) {
 func (p Plugin) find() (string, error) {
 	path, err := invoke.FindInPath(p.Type, filepath.SplitList(p.Path))
 	if err != nil {
-		return "", fmt.Errorf("find IPAM plugin %q in CNI_PATH %q: %w: %w", p.Type, p.Path, ErrNotFound, err)
+		return "", fmt.Errorf("find IPAM plugin %q in CNI_PATH %q: %w", p.Type, p.Path, err)
 	}
 	return path, nil
 }

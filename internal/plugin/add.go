@@ -162,18 +162,18 @@ func (op *addOp) writeRecord(context.Context) error {
 	}
 	op.lock = lock
 	op.undo.Push("record", func() error {
-		if op.leaseKept {
-			return errLeaseKept
+		if op.leaseKept { // the claim alone: the complete record never was
+			return errors.Join(errLeaseKept, op.store.Unstage(op.names.Key))
 		}
 		return op.store.Delete(op.names.Key)
 	})
 	return nil
 }
 
-// errLeaseKept: the claim stays when IPAM DEL failed in ADD's undo, so
-// the runtime's DEL (or GC) still finds the attachment and releases its
-// addresses. It also keeps true what startIPAM tells IPAM: no record, no
-// address.
+// errLeaseKept: the claim stays when IPAM gave a lease and its DEL failed
+// in ADD's undo, so the runtime's DEL (or GC) still finds the attachment
+// and releases its addresses. It also keeps true what startIPAM tells
+// IPAM: no record, no address.
 var errLeaseKept = errors.New("kept: IPAM may still hold the attachment's addresses, DEL releases them")
 
 func (op *addOp) unlock() { op.lock.Unlock() }
@@ -244,8 +244,8 @@ func (op *addOp) startIPAM(ctx context.Context) error {
 	call.Hold = op.lock.File()
 	// The claim was new (writeRecord) and a record goes only once IPAM
 	// has released its addresses (DEL, GC, and ADD's undo keeps it when
-	// IPAM DEL fails; the one exception, GC of a record too damaged to
-	// name its container, is of a container that is gone for good): so
+	// IPAM DEL fails after a lease; the one exception, GC of a record too
+	// damaged to name its container, is of a container gone for good): so
 	// IPAM holds nothing of this attachment, and in-process host-local
 	// need not read every lease to make sure.
 	call.Fresh = true
@@ -254,11 +254,12 @@ func (op *addOp) startIPAM(ctx context.Context) error {
 	// before failing, and DEL is harmless when it has none. Wait first, so
 	// DEL never runs before the ADD it undoes.
 	op.undo.Push("ipam", func() error {
-		if _, err := op.pending.Wait(); errors.Is(err, ipam.ErrNotFound) {
-			return nil // it never ran
-		}
+		_, addErr := op.pending.Wait()
 		err := op.ipam().Del(context.Background(), call)
-		op.leaseKept = err != nil
+		// A lease IPAM gave and could not take back keeps the claim. (An
+		// IPAM whose ADD failed has released what it took, or refused the
+		// call outright, and would refuse a DEL of it the same way.)
+		op.leaseKept = err != nil && addErr == nil
 		return err
 	})
 	return nil

@@ -115,6 +115,14 @@ func (s *Store) Commit(key string) error {
 	return commit(stagedPath(s.Dir, key), recordPath(s.Dir, key))
 }
 
+// Unstage drops what Stage wrote, leaving the record as it is.
+func (s *Store) Unstage(key string) error {
+	if err := removeFile(stagedPath(s.Dir, key)); err != nil {
+		return fmt.Errorf("unstage record %s: %w", key, err)
+	}
+	return nil
+}
+
 // Get reads one record.
 func (s *Store) Get(key string) (Record, error) {
 	return getRecord(s.Dir, key)

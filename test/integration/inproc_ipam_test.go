@@ -188,16 +188,18 @@ func TestInProcessIPAMReadsNoOtherLease(t *testing.T) {
 	f.expectClean(before) // b's lease went with GC, a's with DEL
 }
 
-// When IPAM DEL fails in a failed ADD's undo, the claim stays: the
-// addresses IPAM may still hold are the runtime's DEL's to release, and
-// in-process host-local is told an ADD's attachment is fresh only because
-// a record never goes before its addresses do.
+// When IPAM gave a lease, ADD then failed, and IPAM DEL fails in the
+// undo, the claim stays: the addresses IPAM still holds are the runtime's
+// DEL's to release, and in-process host-local is told an ADD's attachment
+// is fresh only because a record never goes before its addresses do.
 func TestIPAMDelFailsInUndo(t *testing.T) {
 	f := newFixture(t)
 	pod := f.pods(1)[0]
 	dir := t.TempDir()
+	// The lease is on a subnet the node has no host address for (the
+	// config has one on 10.77.0.0/24 only), so ADD fails after it.
 	stub := stubIPAM(t, "stuck-ipam", fmt.Sprintf(`case "$CNI_COMMAND" in
-ADD) echo '{"cniVersion":"1.1.0","code":111,"msg":"stub pool is empty"}'; exit 1;;
+ADD) echo '{"cniVersion":"1.1.0","ips":[{"address":"10.99.0.5/24"}]}';;
 DEL) [ -e %s/released ] && exit 0
      echo '{"cniVersion":"1.1.0","code":11,"msg":"stub cannot release now"}'; exit 1;;
 esac
@@ -208,8 +210,8 @@ exit 0
 	call := harness.Call{Command: "ADD", ContainerID: "c-stuck-" + f.node.ID, Netns: pod.Path(), IfName: "net1", Stdin: conf,
 		Path: strings.Join(append([]string{stub}, f.paths(pluginDir)...), ":")}
 	out := f.exec(call)
-	if out.RC == 0 || out.Err.Code != 111 || !strings.Contains(out.Err.Msg, "stub cannot release now") || !strings.Contains(out.Err.Msg, "kept") {
-		t.Fatalf("ADD whose IPAM fails ADD then DEL: rc %d %s, want IPAM's 111, naming the failed release and the kept claim", out.RC, out.Stdout)
+	if out.RC == 0 || !strings.Contains(out.Err.Msg, "10.99.0.0/24") || !strings.Contains(out.Err.Msg, "stub cannot release now") || !strings.Contains(out.Err.Msg, "kept") {
+		t.Fatalf("ADD that fails after its lease, whose IPAM then fails DEL: rc %d %s, want the host-address failure, the failed release and the kept claim", out.RC, out.Stdout)
 	}
 	recs, err := os.ReadDir(filepath.Join(f.stateDir(), "attachments"))
 	if err != nil || len(recs) != 1 {
