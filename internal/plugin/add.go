@@ -162,7 +162,7 @@ func (op *addOp) writeRecord(context.Context) error {
 	}
 	op.lock = lock
 	op.undo.Push("record", func() error {
-		if op.leaseKept { // the claim alone: the complete record never was
+		if op.leaseKept { // the claim stays, and nothing staged after it
 			return errors.Join(errLeaseKept, op.store.Unstage(op.names.Key))
 		}
 		return op.store.Delete(op.names.Key)
@@ -256,9 +256,12 @@ func (op *addOp) startIPAM(ctx context.Context) error {
 	op.undo.Push("ipam", func() error {
 		_, addErr := op.pending.Wait()
 		err := op.ipam().Del(context.Background(), call)
-		// A lease IPAM gave and could not take back keeps the claim. (An
-		// IPAM whose ADD failed has released what it took, or refused the
-		// call outright, and would refuse a DEL of it the same way.)
+		// A lease IPAM gave and could not take back keeps the claim. An
+		// IPAM whose ADD failed may have refused the call outright, and
+		// then refuses its DEL the same way, every time: the claim would
+		// outlive every DEL. Such an IPAM releases what it took itself,
+		// and the runtime's DEL after the failed ADD (no record: IPAM
+		// reads its whole store) is there for what it could not.
 		op.leaseKept = err != nil && addErr == nil
 		return err
 	})

@@ -27,9 +27,9 @@ type teardown struct {
 
 // leasedOf is what a record says IPAM gave the attachment: known only
 // from a complete record (an ADD that stopped early may have got an
-// address it never wrote down).
+// address it never wrote down) that names some; nil for unknown.
 func leasedOf(rec state.Record) []netip.Addr {
-	if rec.Phase != state.PhaseReady {
+	if rec.Phase != state.PhaseReady || len(rec.IPs) == 0 {
 		return nil
 	}
 	out := make([]netip.Addr, 0, len(rec.IPs))
@@ -56,7 +56,10 @@ func (p *Plugin) Del(ctx context.Context) error {
 	rec, err := st.Get(t.names.Key)
 	switch {
 	case err == nil:
-		t.bridge, t.leased = p.bridgeOf(rec), leasedOf(rec)
+		t.bridge = p.bridgeOf(rec)
+		if rec.Network == p.Net.Name { // else the lease is in another network's IPAM
+			t.leased = leasedOf(rec)
+		}
 		if t.netns == "" {
 			t.netns = rec.Netns // CNI_NETNS may be unset; the TAP is still in there
 		}

@@ -61,6 +61,13 @@ func (p *Plugin) collect(ctx context.Context, st *state.Store, t teardown) error
 		return err
 	}
 	defer lock.Unlock()
+	// The lease as the record says it now, under its lock: a DEL and a
+	// new ADD of the attachment may have come since staleRecords read it.
+	if rec, err := st.Get(t.names.Key); err == nil && rec.Network == p.Net.Name {
+		t.leased = leasedOf(rec)
+	} else {
+		t.leased = nil
+	}
 	if err := p.tearDown(ctx, st, t, lock); err != nil {
 		return err
 	}
@@ -94,7 +101,7 @@ func (p *Plugin) staleRecords(ctx context.Context, st *state.Store) ([]teardown,
 			errs = append(errs, err)
 		case rec.Network == p.Net.Name && !p.Net.GC.Valid[types.GCAttachment{ContainerID: rec.ContainerID, IfName: rec.IfName}]:
 			id := attachment.ID{ContainerID: rec.ContainerID, IfName: rec.IfName}
-			stale = append(stale, teardown{names: attachment.For(id), id: id, netns: rec.Netns, bridge: p.bridgeOf(rec), leased: leasedOf(rec)})
+			stale = append(stale, teardown{names: attachment.For(id), id: id, netns: rec.Netns, bridge: p.bridgeOf(rec)})
 		}
 	}
 	return stale, errors.Join(errs...)

@@ -155,11 +155,7 @@ func TestInProcessIPAMReadsNoOtherLease(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	unblock := func() { // a writer gives a blocked read EOF
-		if w, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
-			w.Close()
-		}
-	}
+	t.Cleanup(func() { _ = os.Remove(fifo) })
 	noWalk := func(what string, fn func() error) {
 		t.Helper()
 		done := make(chan error, 1)
@@ -169,10 +165,22 @@ func TestInProcessIPAMReadsNoOtherLease(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v", what, err)
 			}
+			return
 		case <-time.After(10 * time.Second):
-			unblock()
-			<-done
-			t.Fatalf("%s read every lease of the store (it blocked on the FIFO)", what)
+		}
+		// Give every read of the FIFO EOF until the call is done: a writer
+		// that comes and goes ends a blocked read (with no reader the open
+		// fails, ENXIO).
+		for {
+			select {
+			case <-done:
+				t.Fatalf("%s read every lease of the store (it blocked on the FIFO)", what)
+			default:
+			}
+			if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+				w.Close()
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	a, b := rtConf("cid-fifo-a", pods[0], "eth0"), rtConf("cid-fifo-b", pods[1], "eth0")

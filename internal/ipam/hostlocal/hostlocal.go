@@ -1,7 +1,9 @@
 // Package hostlocal is the host-local IPAM plugin's ADD, DEL and CHECK,
 // run in tapbridge's process, doing what the binary of the version go.mod
 // pins does: the same files, the same lock, the same result and the same
-// errors (the tests compare the two call by call).
+// errors (the tests compare the two call by call). One difference, asked
+// for by the caller (Call.Fresh, Call.Leased): what the caller knows of
+// the attachment's addresses spares the reads of every lease of the store.
 //
 // The store (its files and their format) is the upstream code, imported:
 // plugins/ipam/host-local/backend/disk. The rest is written here, after
@@ -29,16 +31,13 @@ type Call struct {
 	Args        string // CNI_ARGS: host-local reads IP= from it
 	Config      []byte // the network configuration (stdin)
 
-	// The binary finds an attachment's addresses by reading every file of
-	// the store: ADD to refuse a second allocation, DEL to release. That
-	// makes each call cost more the more attachments the node has. A
-	// caller that knows better says so, and the reads go:
-
 	// Fresh vouches that the store holds no address of the attachment, so
-	// ADD skips the duplicate check (the only reason it reads the store).
+	// ADD skips the duplicate check: the binary reads every file of the
+	// store for it, a cost that grows with the node's attachments.
 	Fresh bool
 	// Leased, when not nil, are all the attachment's addresses: DEL
-	// releases these files alone, each only if it names the attachment.
+	// releases these files alone, each only if it names the attachment,
+	// where the binary reads every file of the store to find them.
 	Leased []net.IP
 }
 

@@ -146,8 +146,8 @@ func (s *store) reclaimTorn(ip net.IP) bool {
 // releaseLeased removes the files of the given addresses that name the
 // attachment (as upstream's release matches a file: the container and
 // interface, or, as releases before the interface was recorded wrote,
-// the container alone). A file gone, or naming another owner, is left
-// be: the address is not the attachment's (any more).
+// the container alone). A file gone, naming another owner, or that
+// cannot be read (upstream's release passes such files by) is left be.
 func (s *store) releaseLeased(id, ifname string, ips []net.IP) error {
 	if err := s.Lock(); err != nil {
 		return err
@@ -159,11 +159,7 @@ func (s *store) releaseLeased(id, ifname string, ips []net.IP) error {
 	for _, ip := range ips {
 		path := disk.GetEscapedPath(dir, ip.String())
 		data, err := os.ReadFile(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
 		if err != nil {
-			errs = append(errs, err)
 			continue
 		}
 		if got := strings.TrimSpace(string(data)); got != owner && got != oldOwner {
