@@ -46,7 +46,8 @@ type addOp struct {
 	pending *ipam.Pending     // IPAM ADD, running while the pod side is built
 	staged  *pendingWrite     // the complete record, written while the last steps run
 	undo    undo.Stack
-	// leaseKept: IPAM DEL failed in the undo, so the claim must stay.
+	// leaseKept: IPAM gave a lease and its DEL failed in the undo, so the
+	// claim must stay.
 	leaseKept bool
 }
 

@@ -25,11 +25,12 @@ type teardown struct {
 	leased []netip.Addr // IPAM's addresses, from a complete record; nil when unknown
 }
 
-// leasedOf is what a record says IPAM gave the attachment: known only
-// from a complete record (an ADD that stopped early may have got an
-// address it never wrote down) that names some; nil for unknown.
-func leasedOf(rec state.Record) []netip.Addr {
-	if rec.Phase != state.PhaseReady || len(rec.IPs) == 0 {
+// leasedOf is what a record says this network's IPAM gave the
+// attachment: known only from a complete record (an ADD that stopped
+// early may have got an address it never wrote down) of this network
+// (another's lease is in another IPAM) that names some; nil for unknown.
+func (p *Plugin) leasedOf(rec state.Record) []netip.Addr {
+	if rec.Phase != state.PhaseReady || rec.Network != p.Net.Name || len(rec.IPs) == 0 {
 		return nil
 	}
 	out := make([]netip.Addr, 0, len(rec.IPs))
@@ -56,10 +57,7 @@ func (p *Plugin) Del(ctx context.Context) error {
 	rec, err := st.Get(t.names.Key)
 	switch {
 	case err == nil:
-		t.bridge = p.bridgeOf(rec)
-		if rec.Network == p.Net.Name { // else the lease is in another network's IPAM
-			t.leased = leasedOf(rec)
-		}
+		t.bridge, t.leased = p.bridgeOf(rec), p.leasedOf(rec)
 		if t.netns == "" {
 			t.netns = rec.Netns // CNI_NETNS may be unset; the TAP is still in there
 		}

@@ -63,10 +63,8 @@ func (p *Plugin) collect(ctx context.Context, st *state.Store, t teardown) error
 	defer lock.Unlock()
 	// The lease as the record says it now, under its lock: a DEL and a
 	// new ADD of the attachment may have come since staleRecords read it.
-	if rec, err := st.Get(t.names.Key); err == nil && rec.Network == p.Net.Name {
-		t.leased = leasedOf(rec)
-	} else {
-		t.leased = nil
+	if rec, err := st.Get(t.names.Key); err == nil {
+		t.leased = p.leasedOf(rec)
 	}
 	if err := p.tearDown(ctx, st, t, lock); err != nil {
 		return err
