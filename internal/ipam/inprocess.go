@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -24,8 +23,7 @@ import (
 type call struct {
 	containerID, ifName, netns, args string
 	config                           []byte
-	fresh                            bool
-	leased                           []netip.Addr
+	known                            Known
 }
 
 // commands are one IPAM type's verbs. GC and STATUS have none: the
@@ -55,10 +53,10 @@ var inProcess = map[string]*commands{
 }
 
 func (c call) hostLocal() hostlocal.Call {
-	hc := hostlocal.Call{ContainerID: c.containerID, IfName: c.ifName, Args: c.args, Config: c.config, Fresh: c.fresh}
-	if c.leased != nil {
-		hc.Leased = make([]net.IP, len(c.leased))
-		for i, a := range c.leased {
+	hc := hostlocal.Call{ContainerID: c.containerID, IfName: c.ifName, Args: c.args, Config: c.config, Fresh: c.known.Fresh}
+	if c.known.Leased != nil {
+		hc.Leased = make([]net.IP, len(c.known.Leased))
+		for i, a := range c.known.Leased {
 			hc.Leased[i] = net.IP(a.Unmap().AsSlice())
 		}
 	}
@@ -76,9 +74,8 @@ func (c call) static() static.Call {
 // stdout), an error as a *types.Error, code 999 unless the verb gave one.
 type inprocess struct {
 	version.PluginDecoder
-	cmds   *commands
-	fresh  bool         // Call.Fresh
-	leased []netip.Addr // Call.Leased
+	cmds  *commands
+	known Known // the call's
 }
 
 var _ invoke.Exec = (*inprocess)(nil)
@@ -87,8 +84,7 @@ func (*inprocess) FindInPath(plugin string, _ []string) (string, error) { return
 
 func (e *inprocess) ExecPlugin(ctx context.Context, _ string, stdin []byte, environ []string) ([]byte, error) {
 	env := envOf(environ)
-	c := call{containerID: env["CNI_CONTAINERID"], ifName: env["CNI_IFNAME"], netns: env["CNI_NETNS"], args: env["CNI_ARGS"], config: stdin,
-		fresh: e.fresh, leased: e.leased}
+	c := call{containerID: env["CNI_CONTAINERID"], ifName: env["CNI_IFNAME"], netns: env["CNI_NETNS"], args: env["CNI_ARGS"], config: stdin, known: e.known}
 	cmd := env["CNI_COMMAND"]
 	if err := versionGate(cmd, stdin); err != nil {
 		return nil, err

@@ -450,18 +450,26 @@ func TestHostLocalInProcessLockTimeout(t *testing.T) {
 	}
 }
 
+// storeOf is a host-local config of one range in a store of its own:
+// the store, the config, and the network's directory in the store (made).
+func storeOf(t *testing.T, r map[string]any) (store string, conf []byte, dir string) {
+	t.Helper()
+	store = t.TempDir()
+	base := hostLocal("1.0.0", []map[string]any{r})
+	base["ipam"].(map[string]any)["dataDir"] = store
+	conf, _ = json.Marshal(base)
+	dir = filepath.Join(store, "vmnet")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return store, conf, dir
+}
+
 // A reservation torn by a kill (the address's file made, its owner not yet
 // written) is taken back when the allocator reaches the address, and by
 // any DEL; a file with an owner is never touched.
 func TestHostLocalInProcessReclaimsTornReservation(t *testing.T) {
-	store := t.TempDir()
-	base := hostLocal("1.0.0", []map[string]any{r4("10.9.0.0/24", "10.9.0.10", "10.9.0.12")})
-	base["ipam"].(map[string]any)["dataDir"] = store
-	conf, _ := json.Marshal(base)
-	dir := filepath.Join(store, "vmnet")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	store, conf, dir := storeOf(t, r4("10.9.0.0/24", "10.9.0.10", "10.9.0.12"))
 	if err := os.WriteFile(filepath.Join(dir, "10.9.0.10"), nil, 0o644); err != nil { // torn
 		t.Fatal(err)
 	}
@@ -501,14 +509,7 @@ func TestHostLocalInProcessReclaimsTornReservation(t *testing.T) {
 // the store hangs there, which is how the test tells (and it checks that
 // a call without the hints does hang, so the probe can fail).
 func TestHostLocalKnownLeaseReadsNoOtherLease(t *testing.T) {
-	store := t.TempDir()
-	base := hostLocal("1.0.0", []map[string]any{r4("10.9.0.0/24", "10.9.0.10", "10.9.0.20")})
-	base["ipam"].(map[string]any)["dataDir"] = store
-	conf, _ := json.Marshal(base)
-	dir := filepath.Join(store, "vmnet")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	_, conf, dir := storeOf(t, r4("10.9.0.0/24", "10.9.0.10", "10.9.0.20"))
 	fifo := filepath.Join(dir, "10.9.0.99")
 	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
 		t.Fatal(err)
@@ -554,7 +555,7 @@ func TestHostLocalKnownLeaseReadsNoOtherLease(t *testing.T) {
 
 	var res *current.Result
 	err, ok := within("fresh ADD", func() (err error) {
-		res, err = p.Add(context.Background(), Call{ContainerID: "c", IfName: "eth0", Netns: "/var/run/netns/none", Fresh: true})
+		res, err = p.Add(context.Background(), Call{ContainerID: "c", IfName: "eth0", Netns: "/var/run/netns/none", Known: Known{Fresh: true}})
 		return err
 	})
 	if err != nil || !ok {
@@ -567,7 +568,7 @@ func TestHostLocalKnownLeaseReadsNoOtherLease(t *testing.T) {
 	// A lease that names another owner stays, even when named.
 	other := netip.MustParseAddr("10.9.0.15")
 	err, ok = within("DEL with the lease", func() error {
-		return p.Del(context.Background(), Call{ContainerID: "c", IfName: "eth0", Leased: []netip.Addr{addr, other}})
+		return p.Del(context.Background(), Call{ContainerID: "c", IfName: "eth0", Known: Known{Leased: []netip.Addr{addr, other}}})
 	})
 	if err != nil || !ok {
 		t.Fatal(err)

@@ -45,9 +45,13 @@ type Call struct {
 	// it runs, even past the caller's death: the attachment's lock. (An
 	// IPAM run in process dies with the caller, so needs no such hold.)
 	Hold *os.File
-	// What the caller knows of the attachment's addresses, which spares an
-	// IPAM run in process (host-local) a read of every lease of the node;
-	// an exec'd IPAM ignores both.
+	Known
+}
+
+// Known is what the caller knows of the attachment's addresses, which
+// spares an IPAM run in process (host-local) a read of every lease of the
+// node; an exec'd IPAM ignores it.
+type Known struct {
 	// Fresh (ADD): the attachment holds no address of this IPAM.
 	Fresh bool
 	// Leased (DEL): all the attachment's addresses; nil when unknown.
@@ -131,7 +135,7 @@ func (p Plugin) InProcess() bool { return !p.Exec && inProcess[p.Type] != nil }
 // (unless the config forces the exec), else the binary found in CNI_PATH.
 func (p Plugin) runner(c Call) (string, invoke.Exec, error) {
 	if p.InProcess() {
-		return p.Type, &inprocess{cmds: inProcess[p.Type], fresh: c.Fresh, leased: c.Leased}, nil
+		return p.Type, &inprocess{cmds: inProcess[p.Type], known: c.Known}, nil
 	}
 	path, err := p.find()
 	if err != nil {

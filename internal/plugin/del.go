@@ -121,7 +121,8 @@ func (p *Plugin) removeAttachment(ctx context.Context, st *state.Store, t teardo
 		return err
 	}
 	if p.Net.IPAMType != "" && t.id != (attachment.ID{}) {
-		call := ipam.Call{ContainerID: t.id.ContainerID, IfName: t.id.IfName, Netns: t.netns, Args: t.args, Hold: lock.File(), Leased: t.leased}
+		call := ipam.Call{ContainerID: t.id.ContainerID, IfName: t.id.IfName, Netns: t.netns, Args: t.args, Hold: lock.File(),
+			Known: ipam.Known{Leased: t.leased}}
 		if err := p.ipam().Del(ctx, call); err != nil {
 			return err // keep the record: the runtime retries DEL
 		}
