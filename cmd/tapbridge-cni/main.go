@@ -11,11 +11,13 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"runtime"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+
+	// First of all inits: one P before anything allocates (see the package).
+	_ "github.com/tapbridge/tapbridge-cni/cmd/tapbridge-cni/internal/oneproc"
 
 	"github.com/tapbridge/tapbridge-cni/internal/arp"
 	"github.com/tapbridge/tapbridge-cni/internal/config"
@@ -31,10 +33,6 @@ var Version = "dev"
 // runs every netns switch on a locked goroutine that restores its thread or
 // lets it die, and since Go 1.10 a locked thread never clones the runtime's
 // new threads, so main only lands on threads in the plugin's own netns.
-
-// One P: the plugin's own Go code is serial, and a second P mostly wakes
-// and spins threads at each hand-off (figures: the bench's design notes).
-func init() { runtime.GOMAXPROCS(1) }
 
 var supported = version.PluginSupports("0.3.1", "0.4.0", "1.0.0", "1.1.0")
 
