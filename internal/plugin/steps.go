@@ -3,10 +3,12 @@ package plugin
 import "context"
 
 // addStep is one named step of ADD; its name is also the failpoint hit
-// right after it.
+// right after it. A step that makes several things hits failpoints of its
+// own between them, named in inner.
 type addStep struct {
-	name string
-	fn   func(context.Context) error
+	name  string
+	fn    func(context.Context) error
+	inner []string
 }
 
 // addSteps is ADD's one list of steps, in the order it runs them, bound
@@ -14,28 +16,27 @@ type addStep struct {
 // the tests that walk them.
 func addSteps(op *addOp) []addStep {
 	return []addStep{
-		{"record", op.writeRecord},
-		{"veth", op.createVeth},
-		{"ipam", op.startIPAM},
-		{"tap", op.createTap},
-		{"redirect", op.addRedirect},
-		{"up", op.bringUp},
-		{"lease", op.awaitLease},
-		{"stage", op.stageRecord},
-		{"spoof", op.installSpoof},
-		{"bridge-state", op.joinBridgeState},
-		{"publish", op.publishRecord},
+		{name: "record", fn: op.writeRecord},
+		{name: "veth", fn: op.createVeth},
+		{name: "ipam", fn: op.startIPAM},
+		{name: "pod", fn: op.buildPodSide, inner: []string{"tap"}},
+		{name: "up", fn: op.bringUpHost},
+		{name: "lease", fn: op.awaitLease},
+		{name: "stage", fn: op.stageRecord},
+		{name: "spoof", fn: op.installSpoof},
+		{name: "bridge-state", fn: op.joinBridgeState},
+		{name: "publish", fn: op.publishRecord},
 	}
 }
 
-// AddSteps names ADD's steps in the order it runs them. Each name is also
-// a failpoint: with the "failpoints" build tag, TAPBRIDGE_FAILPOINT=
-// <name>:error fails ADD right after that step, <name>:exit crashes it.
+// AddSteps names ADD's failpoints in the order it hits them: each step's
+// inner ones, then the step's own. With the "failpoints" build tag,
+// TAPBRIDGE_FAILPOINT=<name>:error fails ADD right there, <name>:exit
+// crashes it.
 func AddSteps() []string {
-	steps := addSteps(&addOp{}) // method values only: nothing runs
-	names := make([]string, len(steps))
-	for i, s := range steps {
-		names[i] = s.name
+	var names []string
+	for _, s := range addSteps(&addOp{}) { // method values only: nothing runs
+		names = append(append(names, s.inner...), s.name)
 	}
 	return names
 }

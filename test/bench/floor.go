@@ -113,12 +113,18 @@ func (k *kernelSteps) attachSteps(pod ns.NetNS, cid string, ip netip.Addr, podCP
 			return link.CreateVeth(link.Veth{HostName: names.HostIf, HostMAC: names.HostMAC, BridgeIndex: br.Index,
 				PodName: names.PodIf, PodMAC: guest, PodNSFd: int(pod.Fd()), PodGroup: names.Group, MTU: br.MTU})
 		}},
-		{"tap", func() error { return inPod(func() error { return link.CreateTap(spec) }) }},
-		{"redirect", func() error { return inPod(func() error { return redirect.Add(names.PodIf, names.Tap) }) }},
+		{"pod", func() error {
+			return inPod(func() error {
+				if err := link.CreateTap(spec); err != nil {
+					return err
+				}
+				if err := redirect.Add(names.PodIf, names.Tap); err != nil {
+					return err
+				}
+				return link.UpWithoutIPv6(names.PodIf, names.Tap)
+			})
+		}},
 		{"up", func() error {
-			if err := inPod(func() error { return link.UpWithoutIPv6(names.PodIf, names.Tap) }); err != nil {
-				return err
-			}
 			if err := link.NoAddrGen(names.HostIf); err != nil {
 				return err
 			}

@@ -176,10 +176,11 @@ func (b *bench) whereTimeGoes(rep *report, f *floorData, tb cpSummary) {
 }
 
 // addSplit splits ADD's kernel steps into the pod side (TAP, redirects,
-// links up), which ADD overlaps with its IPAM, and the rest, in ms.
+// pod links up, in one netns switch), which ADD overlaps with its IPAM,
+// and the rest, in ms.
 func addSplit(f *floorData) (serial, podSide float64) {
 	k := f.steps.add
-	podSide = ms(k.p50("tap")) + ms(k.p50("redirect")) + ms(k.p50("up"))
+	podSide = ms(k.p50("pod"))
 	return ms(k.p50("total")) - podSide, podSide
 }
 
