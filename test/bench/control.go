@@ -30,6 +30,7 @@ type batch struct {
 type batchResult struct {
 	Add, Del         []time.Duration // per pod, in ADD/DEL order
 	AddCPU, DelCPU   []time.Duration
+	AddFaults        []int64 // page faults per ADD; nil where not measured
 	AddWall, DelWall time.Duration
 }
 
@@ -39,7 +40,7 @@ func (r batchResult) delRate() float64 { return float64(len(r.Del)) / r.DelWall.
 func (b *bench) runBatch(ctx context.Context, s batch) (batchResult, error) {
 	n := len(s.Pods)
 	out := batchResult{Add: make([]time.Duration, n), Del: make([]time.Duration, n),
-		AddCPU: make([]time.Duration, n), DelCPU: make([]time.Duration, n)}
+		AddCPU: make([]time.Duration, n), DelCPU: make([]time.Duration, n), AddFaults: make([]int64, n)}
 	results := make([][]byte, n)
 	call := func(i int, cmd string, stdin []byte) pluginCall {
 		c := pluginCall{Bin: s.Bin, Command: cmd, ContainerID: fmt.Sprintf("%s-%04d", s.Tag, i),
@@ -56,7 +57,7 @@ func (b *bench) runBatch(ctx context.Context, s batch) (batchResult, error) {
 	var err error
 	out.AddWall, err = b.parallelIn(ctx, node, s.K, n, func(i int) error {
 		r, err := call(i, "ADD", s.Conf(i)).run(ctx)
-		out.Add[i], out.AddCPU[i], results[i] = r.Dur, r.CPU, r.Stdout
+		out.Add[i], out.AddCPU[i], out.AddFaults[i], results[i] = r.Dur, r.CPU, r.Faults, r.Stdout
 		return err
 	})
 	if err != nil {
@@ -209,10 +210,10 @@ func (b *bench) skelVariant() cpVariant {
 // plainBatch execs a binary N times from the node netns.
 func (b *bench) plainBatch(ctx context.Context, bin string) (batchResult, error) {
 	n := b.opts.N
-	r := batchResult{Add: make([]time.Duration, n), AddCPU: make([]time.Duration, n)}
+	r := batchResult{Add: make([]time.Duration, n), AddCPU: make([]time.Duration, n), AddFaults: make([]int64, n)}
 	var err error
 	r.AddWall, err = b.parallel(ctx, 1, n, func(i int) (err error) {
-		r.Add[i], r.AddCPU[i], err = execTimed(ctx, bin)
+		r.Add[i], r.AddCPU[i], r.AddFaults[i], err = execTimed(ctx, bin)
 		return err
 	})
 	r.Del, r.DelCPU, r.DelWall = r.Add, r.AddCPU, r.AddWall
@@ -255,17 +256,21 @@ type cpSummary struct {
 	Add, Del         quantiles
 	AddRate, DelRate float64
 	AddCPU, DelCPU   float64 // p50 ms
+	AddFaults        float64 // p50 page faults per ADD (0: not measured)
 }
 
 func summarize(runs []batchResult) cpSummary {
 	var add, del []quantiles
-	var ar, dr, ac, dc []float64
+	var ar, dr, ac, dc, af []float64
 	for _, r := range runs {
 		add, del = append(add, quantilesOf(r.Add)), append(del, quantilesOf(r.Del))
 		ar, dr = append(ar, r.addRate()), append(dr, r.delRate())
 		ac, dc = append(ac, ms(percentile(r.AddCPU, 50))), append(dc, ms(percentile(r.DelCPU, 50)))
+		if len(r.AddFaults) > 0 {
+			af = append(af, medianInt(r.AddFaults))
+		}
 	}
-	return cpSummary{medianQuantiles(add), medianQuantiles(del), median(ar), median(dr), median(ac), median(dc)}
+	return cpSummary{medianQuantiles(add), medianQuantiles(del), median(ar), median(dr), median(ac), median(dc), median(af)}
 }
 
 func logf(format string, a ...any) {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -35,6 +36,7 @@ type callResult struct {
 	CPU      time.Duration // user+sys of the plugin and the children it waited for (IPAM)
 	Stdout   []byte
 	MaxRSSKB int64 // only via the launcher
+	Faults   int64 // page faults of the plugin and the children it waited for (IPAM)
 }
 
 func (c pluginCall) env() []string {
@@ -84,7 +86,7 @@ func (c pluginCall) start(cmd *exec.Cmd) (callResult, error) {
 	err := cmd.Run()
 	res := callResult{Dur: time.Since(t0), Stdout: stdout.Bytes()}
 	if ps := cmd.ProcessState; ps != nil {
-		res.CPU = ps.UserTime() + ps.SystemTime()
+		res.CPU, res.Faults = ps.UserTime()+ps.SystemTime(), faultsOf(ps)
 	}
 	if err != nil {
 		return res, fmt.Errorf("%s %s %s: %w: stdout %q stderr %q",
@@ -94,16 +96,27 @@ func (c pluginCall) start(cmd *exec.Cmd) (callResult, error) {
 }
 
 // execTimed execs a binary with no arguments and no CNI environment (the
-// floor: what any exec costs) and returns wall and CPU time.
-func execTimed(ctx context.Context, bin string) (wall, cpu time.Duration, err error) {
+// floor: what any exec costs) and returns wall and CPU time and its page
+// faults.
+func execTimed(ctx context.Context, bin string) (wall, cpu time.Duration, faults int64, err error) {
 	cmd := exec.CommandContext(ctx, bin)
 	t0 := time.Now()
 	err = cmd.Run()
 	wall = time.Since(t0)
 	if ps := cmd.ProcessState; ps != nil {
-		cpu = ps.UserTime() + ps.SystemTime()
+		cpu, faults = ps.UserTime()+ps.SystemTime(), faultsOf(ps)
 	}
-	return wall, cpu, err
+	return wall, cpu, faults, err
+}
+
+// faultsOf is the page faults (minor and major) wait4 reported for a
+// process and the children it reaped.
+func faultsOf(ps *os.ProcessState) int64 {
+	ru, ok := ps.SysUsage().(*syscall.Rusage)
+	if !ok {
+		return 0
+	}
+	return ru.Minflt + ru.Majflt
 }
 
 // The two helper programs are built from source at start-up, static

@@ -177,11 +177,17 @@ const crowd = 1000
 // floorData is what the floor rows are computed from.
 type floorData struct {
 	trivial, trivialCPU time.Duration
-	skel, skelCPU       time.Duration // ADD of the minimal skel plugin, its host-local ADD included
-	ipamAdd, ipamDel    time.Duration // host-local's exec, as bridge runs it
-	ipamAddCPU          time.Duration
-	inAdd, inDel        time.Duration // host-local in process, as tapbridge runs it
-	inAddCPU            time.Duration
+	trivialFaults       float64       // p50 page faults of the trivial exec (0: not measured)
+	faultCost           time.Duration // first touch of an anonymous page
+	// the plugin exec'd for VERSION (Go runtime start, package inits, skel,
+	// no ADD work), and the trivial exec alternated with it
+	version, versionTrivial             time.Duration
+	versionFaults, versionTrivialFaults float64
+	skel, skelCPU                       time.Duration // ADD of the minimal skel plugin, its host-local ADD included
+	ipamAdd, ipamDel                    time.Duration // host-local's exec, as bridge runs it
+	ipamAddCPU                          time.Duration
+	inAdd, inDel                        time.Duration // host-local in process, as tapbridge runs it
+	inAddCPU                            time.Duration
 	// in-process host-local with crowd other leases in its store, called
 	// as the plugin calls it, and the binary's way
 	crowdHinted, crowdWalking batchResult
@@ -197,7 +203,7 @@ func (b *bench) measureFloor(ctx context.Context) (*floorData, error) {
 	var err error
 	if runs := b.cp["trivial"][1]; len(runs) > 0 { // measured alongside the plugins
 		s := summarize(runs)
-		f.trivial, f.trivialCPU = fromMS(s.Add.P50), fromMS(s.AddCPU)
+		f.trivial, f.trivialCPU, f.trivialFaults = fromMS(s.Add.P50), fromMS(s.AddCPU), s.AddFaults
 	} else if f.trivial, f.trivialCPU, err = b.execFloor(ctx); err != nil {
 		return nil, err
 	}
@@ -234,6 +240,12 @@ func (b *bench) measureFloor(ctx context.Context) (*floorData, error) {
 			f.noSpoof = ks
 		}
 	}
+	if f.faultCost, err = pageFaultCost(); err != nil {
+		return nil, err
+	}
+	if err := b.versionExec(ctx, f); err != nil {
+		return nil, err
+	}
 	f.inproc, err = b.inProcess(ctx)
 	return f, err
 }
@@ -247,10 +259,30 @@ func (b *bench) execFloor(ctx context.Context) (wall, cpu time.Duration, err err
 	w, c := make([]time.Duration, n), make([]time.Duration, n)
 	_, err = b.parallel(ctx, 1, n, func(i int) error {
 		var err error
-		w[i], c[i], err = execTimed(ctx, b.trivial)
+		w[i], c[i], _, err = execTimed(ctx, b.trivial)
 		return err
 	})
 	return percentile(w, 50), percentile(c, 50), err
+}
+
+// versionExec execs the plugin for VERSION and the trivial binary in turn:
+// what the plugin's binary costs before it does any work of its own.
+func (b *bench) versionExec(ctx context.Context, f *floorData) error {
+	n := b.floorN()
+	vw, tw := make([]time.Duration, n), make([]time.Duration, n)
+	vf, tf := make([]int64, n), make([]int64, n)
+	_, err := b.parallel(ctx, 1, n, func(i int) error {
+		r, err := pluginCall{Bin: b.tapbridge, Command: "VERSION", Stdin: []byte(`{"cniVersion":"1.0.0"}`)}.run(ctx)
+		if err != nil {
+			return err
+		}
+		vw[i], vf[i] = r.Dur, r.Faults
+		tw[i], _, tf[i], err = execTimed(ctx, b.trivial)
+		return err
+	})
+	f.version, f.versionTrivial = percentile(vw, 50), percentile(tw, 50)
+	f.versionFaults, f.versionTrivialFaults = medianInt(vf), medianInt(tf)
+	return err
 }
 
 // hostLocalAlone execs host-local itself with tapbridge's config, as

@@ -156,15 +156,16 @@ func (b *bench) sectionFloor(ctx context.Context, rep *report) error {
 	floorDel := ms(f.trivial) + ms(f.steps.del.p50("total")) + ms(f.inDel)
 	rep.add(info(row{Section: sec, What: "tapbridge DEL p50 vs floor (trivial exec + kernel DEL steps + in-process host-local DEL), ms",
 		TB: fmt.Sprintf("%.2f", ownDel), Ref: fmt.Sprintf("floor: %.2f", floorDel)}, ownDel/floorDel))
-	b.whereTimeGoes(rep, f, tb)
+	b.whereTimeGoes(rep, f, tb, br)
 	if haveBridge {
 		b.boundRows(rep, f, tb, br)
 	}
 	return nil
 }
 
-// whereTimeGoes breaks ADD and DEL down from the in-process runs.
-func (b *bench) whereTimeGoes(rep *report, f *floorData, tb cpSummary) {
+// whereTimeGoes breaks ADD and DEL down from the in-process runs, and
+// the binary's process cost into its page faults.
+func (b *bench) whereTimeGoes(rep *report, f *floorData, tb, br cpSummary) {
 	const sec = "Floor"
 	ip := f.inproc
 	rep.add(row{Section: sec, What: "where ADD goes: in-process plugin.Add p50 ms by step (host-local in process)",
@@ -173,6 +174,19 @@ func (b *bench) whereTimeGoes(rep *report, f *floorData, tb cpSummary) {
 		TB: fmt.Sprintf("%.2f", ms(ip.del.p50("total")))})
 	rep.add(row{Section: sec, What: "process cost of the binary: exec ADD p50 − in-process ADD p50, ms",
 		TB: fmt.Sprintf("%.2f", tb.Add.P50-ms(ip.add.p50("total")))})
+	rep.add(row{Section: sec, What: "exec of tapbridge-cni for VERSION (Go runtime start, package inits, skel; no ADD work) vs the trivial static Go binary, alternated, p50 ms (page faults)",
+		TB:  fmt.Sprintf("%.2f (%.0f)", ms(f.version), f.versionFaults),
+		Ref: fmt.Sprintf("trivial: %.2f (%.0f)", ms(f.versionTrivial), f.versionTrivialFaults), Ratio: fmt.Sprintf("%.2f", float64(f.version)/float64(f.versionTrivial))})
+	if tb.AddFaults > 0 && f.trivialFaults > 0 {
+		extra := tb.AddFaults - f.trivialFaults
+		ref := fmt.Sprintf("trivial Go exec: %.0f", f.trivialFaults)
+		if br.AddFaults > 0 {
+			ref += fmt.Sprintf("; bridge (its host-local child included): %.0f", br.AddFaults)
+		}
+		rep.add(row{Section: sec, What: fmt.Sprintf("page faults per exec'd ADD, p50 (wait4's minflt+majflt); at %.1f µs per first touch of a page here, the faults above a trivial exec's are about %.1f ms of the ADD",
+			float64(f.faultCost)/1e3, extra*float64(f.faultCost)/1e6),
+			TB: fmt.Sprintf("%.0f", tb.AddFaults), Ref: ref})
+	}
 }
 
 // addSplit splits ADD's kernel steps into the pod side (TAP, redirects,

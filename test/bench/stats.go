@@ -29,6 +29,15 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+// medianInt is the median of integer samples.
+func medianInt(v []int64) float64 {
+	f := make([]float64, len(v))
+	for i, x := range v {
+		f[i] = float64(x)
+	}
+	return median(f)
+}
+
 // ms converts a duration to float milliseconds, fromMS back.
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
