@@ -210,10 +210,10 @@ func (b *bench) skelVariant() cpVariant {
 // plainBatch execs a binary N times from the node netns.
 func (b *bench) plainBatch(ctx context.Context, bin string) (batchResult, error) {
 	n := b.opts.N
-	r := batchResult{Add: make([]time.Duration, n), AddCPU: make([]time.Duration, n), AddFaults: make([]int64, n)}
+	r := batchResult{Add: make([]time.Duration, n), AddCPU: make([]time.Duration, n)}
 	var err error
 	r.AddWall, err = b.parallel(ctx, 1, n, func(i int) (err error) {
-		r.Add[i], r.AddCPU[i], r.AddFaults[i], err = execTimed(ctx, bin)
+		r.Add[i], r.AddCPU[i], _, err = execTimed(ctx, bin)
 		return err
 	})
 	r.Del, r.DelCPU, r.DelWall = r.Add, r.AddCPU, r.AddWall

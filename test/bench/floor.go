@@ -177,7 +177,6 @@ const crowd = 1000
 // floorData is what the floor rows are computed from.
 type floorData struct {
 	trivial, trivialCPU time.Duration
-	trivialFaults       float64       // p50 page faults of the trivial exec (0: not measured)
 	faultCost           time.Duration // first touch of an anonymous page
 	// the plugin exec'd for VERSION (Go runtime start, package inits, skel,
 	// no ADD work), and the trivial exec alternated with it
@@ -203,7 +202,7 @@ func (b *bench) measureFloor(ctx context.Context) (*floorData, error) {
 	var err error
 	if runs := b.cp["trivial"][1]; len(runs) > 0 { // measured alongside the plugins
 		s := summarize(runs)
-		f.trivial, f.trivialCPU, f.trivialFaults = fromMS(s.Add.P50), fromMS(s.AddCPU), s.AddFaults
+		f.trivial, f.trivialCPU = fromMS(s.Add.P50), fromMS(s.AddCPU)
 	} else if f.trivial, f.trivialCPU, err = b.execFloor(ctx); err != nil {
 		return nil, err
 	}

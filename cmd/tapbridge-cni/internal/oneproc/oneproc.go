@@ -10,9 +10,9 @@
 // Called from main, GOMAXPROCS destroyed whichever P the main goroutine
 // happened to be on, in about half the execs, with the memory every init
 // had allocated from it: its spans went back to the heap's lists and the
-// remaining P faulted in new ones, about 60 of an ADD's 590 page faults
-// (≈1 ms at this VM's 15 µs per fault). Here, nothing has been allocated
-// yet.
+// remaining P faulted in new ones: about 60 page faults, 11-15% of an
+// exec's (≈1 ms at this VM's 15 µs per fault). Here, nothing has been
+// allocated yet.
 package oneproc
 
 import "runtime"
